@@ -1,0 +1,50 @@
+# Two commands set up a fresh machine: `make serve` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+UV      := $(BIN)/uv
+UV_VERSION := 0.13.9
+DATA    ?= data
+HOST    ?= 127.0.0.1
+PORT    ?= 8000
+SIZE    ?= small
+PYTEST_ARGS ?=
+
+.PHONY: serve test bench install install-dev demo clean lock
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q "uv==$(UV_VERSION)"
+
+$(VENV)/.runtime-stamp: requirements.lock pyproject.toml | $(BIN)/python
+	$(UV) pip sync -q --python $(BIN)/python requirements.lock
+	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
+	touch $@
+
+$(VENV)/.dev-stamp: requirements-dev.lock pyproject.toml | $(BIN)/python
+	$(UV) pip sync -q --python $(BIN)/python requirements-dev.lock
+	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
+	touch $@ $(VENV)/.runtime-stamp
+
+install: $(VENV)/.runtime-stamp
+install-dev: $(VENV)/.dev-stamp
+
+demo: install
+	$(BIN)/segops --data $(DATA) demo-data --users 2000 --events 200000 --seed 7 --if-missing
+
+serve: demo
+	$(BIN)/segops --data $(DATA) serve --host $(HOST) --port $(PORT)
+
+test: install-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install-dev
+	$(BIN)/python -m benchmarks --size $(SIZE)
+
+# Re-resolve the pins (needs uv on PATH); commit both lock files.
+lock:
+	uv pip compile pyproject.toml -o requirements.lock --python-version 3.11 -q
+	uv pip compile pyproject.toml --extra dev -o requirements-dev.lock --python-version 3.11 -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache

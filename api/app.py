@@ -1,0 +1,46 @@
+"""The ASGI app factory. HTTP only: routers, auth dependencies, error envelope."""
+from __future__ import annotations
+
+import importlib
+import os
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+from api.errors import install_error_handlers
+from engine.runtime import Runtime
+from engine.settings import Settings
+
+# One router per resource, in api/routers/<name>.py, each exposing `router`.
+ROUTERS = (
+    "auth", "keys", "events", "segments", "profiles",
+    "templates", "brand_kits", "assets", "emails", "journeys", "broadcasts", "recipients",
+)
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or Settings.from_env(run_workers=os.environ.get("SEGOPS_RUN_WORKERS", "1") == "1")
+    rt = runtime or Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if settings.run_workers:
+            rt.start_workers()
+        try:
+            yield
+        finally:
+            rt.stop()
+
+    app = FastAPI(title="segops", version="0.1.0", default_response_class=ORJSONResponse, lifespan=lifespan)
+    app.state.runtime = rt
+    install_error_handlers(app)
+    for name in ROUTERS:
+        try:
+            module = importlib.import_module(f"api.routers.{name}")
+        except ModuleNotFoundError as exc:  # router not built yet
+            if exc.name != f"api.routers.{name}":
+                raise
+            continue
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,51 @@
+"""The `segops` command. Each command group lives in its own module; this file only wires them.
+
+`serve` hands uvicorn the import string of the API's app factory, so the engine
+never imports the api package (imports point downward).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="segops: analytical segmentation engine")
+
+
+@app.callback()
+def _root(data: Path = typer.Option(Path("data"), "--data", envvar="SEGOPS_DATA_DIR", help="Data directory")) -> None:
+    os.environ["SEGOPS_DATA_DIR"] = str(data)
+
+
+@app.command()
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: bool = typer.Option(True, help="Run background workers (flush, schedule, journeys) in-process"),
+) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    os.environ["SEGOPS_RUN_WORKERS"] = "1" if workers else "0"
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info",
+                loop="uvloop", http="httptools", access_log=False)
+
+
+def _register() -> None:
+    # Command groups owned by feature modules; each exposes `register(app)`.
+    import importlib
+
+    for name in ("engine.cli_data", "engine.cli_admin", "engine.cli_segments", "engine.cli_sends"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a feature not built yet
+            if exc.name != name:
+                raise
+            continue
+        module.register(app)
+
+
+def main() -> None:
+    _register()
+    app()

@@ -1,0 +1,72 @@
+"""The local metadata database (SQLite): tenants, keys, segments, jobs, journeys, sends.
+
+SQLite because the embedded default must run with no server, and because its
+transactions give us the at-most-once bookkeeping that sends and journeys need.
+Each feature module declares its own tables with ``MetadataStore.ensure_schema``;
+DDL is idempotent so every process can call it at start-up.
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class MetadataStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._schemas: set[str] = set()
+        self._schema_lock = threading.Lock()
+
+    def connection(self) -> sqlite3.Connection:
+        """One connection per thread (sqlite3 connections are not thread-safe)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken up front (BEGIN IMMEDIATE) so read-then-write is atomic."""
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def execute(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
+        return self.connection().execute(sql, params)
+
+    def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        return self.connection().execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
+        return self.connection().execute(sql, params).fetchone()
+
+    def ensure_schema(self, name: str, ddl: str) -> None:
+        """Apply a module's idempotent DDL once per process."""
+        if name in self._schemas:
+            return
+        with self._schema_lock:
+            if name not in self._schemas:
+                self.connection().executescript(ddl)
+                self._schemas.add(name)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
