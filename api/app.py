@@ -8,13 +8,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 
+from api.deps import RateLimitHeadersMiddleware
 from api.errors import install_error_handlers
 from engine.runtime import Runtime
 from engine.settings import Settings
 
 # One router per resource, in api/routers/<name>.py, each exposing `router`.
 ROUTERS = (
-    "auth", "keys", "events", "segments", "profiles",
+    # membership/exports before segments: their fixed paths (/api/segments/membership/) must win
+    # over /api/segments/{segment_id:int}/.
+    "auth", "keys", "events", "membership", "exports", "segments", "profiles",
     "templates", "brand_kits", "assets", "emails", "journeys", "broadcasts", "recipients",
 )
 
@@ -35,6 +38,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app = FastAPI(title="segops", version="0.1.0", default_response_class=ORJSONResponse, lifespan=lifespan)
     app.state.runtime = rt
     install_error_handlers(app)
+    app.add_middleware(RateLimitHeadersMiddleware)
     for name in ROUTERS:
         try:
             module = importlib.import_module(f"api.routers.{name}")

@@ -22,6 +22,34 @@ class Runtime:
         self._stoppers: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
+    @cached_property
+    def accounts(self):
+        """Tenants, users, API keys, JWTs (engine.accounts)."""
+        from engine.accounts import Accounts
+
+        return Accounts(self.meta, secret_loader=lambda: self.settings.secret_key)
+
+    @cached_property
+    def rate_limiter(self):
+        """Per-tenant request limits (engine.ratelimit)."""
+        from engine.ratelimit import RateLimiter
+
+        return RateLimiter()
+
+    @cached_property
+    def segment_queries(self):
+        """The DuckDB database that runs segment previews and computations (engine.segment_query)."""
+        from engine.segment_query import SegmentQueries
+
+        return SegmentQueries(self)
+
+    @cached_property
+    def segment_jobs(self):
+        """Wake-up of the segment compute worker (engine.compute)."""
+        from engine.compute import ComputeQueue
+
+        return ComputeQueue(self)
+
     def on_stop(self, fn: Callable[[], None]) -> None:
         self._stoppers.append(fn)
 

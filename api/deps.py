@@ -1,0 +1,163 @@
+"""Auth dependencies every router uses: who is calling, for which tenant, with which scopes.
+
+Usage in a router::
+
+    from api.deps import Principal, get_runtime, require, tenant_scoped_404
+
+    @router.get("/api/segments/{segment_id}/")
+    async def get_segment(segment_id: int, principal: Principal = Depends(require("segments:read")),
+                          runtime: Runtime = Depends(get_runtime)):
+        row = runtime.meta.query_one("SELECT * FROM segments WHERE id = ? AND tenant_id = ?",
+                                     (segment_id, principal.tenant_id))
+        if row is None:
+            raise tenant_scoped_404("segment", segment_id)
+
+Credentials (checked in this order):
+  * ``Authorization: Bearer <access JWT>`` (a human user; scopes derive from the role),
+  * ``Authorization: ApiKey sk_live_...`` or ``x-api-key: sk_live_...`` (a service key; role "service",
+    scopes and ``allow_sends`` as minted).
+
+Tenancy rule (every router follows it):
+  * The tenant comes only from the credential (``principal.tenant_id``). Every query on a
+    tenant-owned table filters ``tenant_id = principal.tenant_id``; a row of another tenant is
+    indistinguishable from a missing row: answer ``raise tenant_scoped_404(kind, id)``.
+  * A ``tenant`` field in a request body (the seed's segment create sends ``"tenant": 1``) is
+    accepted when it names the caller's tenant and answers 404 otherwise: call
+    ``check_body_tenant(principal, body.tenant)``. It is never used to pick the tenant.
+
+``require("sends:write")`` additionally needs ``principal.allow_sends`` (403 ``sends_not_allowed``):
+redeeming a send is gated per key, so an agent key can prepare broadcasts but not fire them.
+
+Both dependencies are ``async`` so they run on the event loop (no threadpool hop on the membership
+hot path); call ``authenticate_request(request)`` if you need the same check from plain code.
+Rate limits are per tenant (whatever the credential), per plan: free 60, starter 300, business 1000
+per minute, enterprise unlimited unless the tenant has its own ``rate_limit_per_minute``. Every
+authenticated response (errors included) of a limited tenant carries ``X-RateLimit-Limit``,
+``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` (seconds until the full allowance is back);
+over the limit the request answers 429 ``rate_limited`` with ``Retry-After`` (seconds).
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import Depends, Request
+
+from api.errors import ApiError
+from engine.accounts import ALL_SCOPES, AuthError, Principal
+from engine.runtime import Runtime
+
+__all__ = ["Principal", "get_runtime", "authenticated", "authenticate_request", "require",
+           "tenant_scoped_404", "check_body_tenant", "RATE_LIMIT_STATE_KEY"]
+
+# Where the rate-limit headers of this request wait for the middleware (api.app) to add them.
+RATE_LIMIT_STATE_KEY = "segops_rate_limit_headers"
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def _unauthorized(detail: str, code: str = "not_authenticated", scheme: str = "Bearer") -> ApiError:
+    return ApiError(401, detail, code, headers={"WWW-Authenticate": f'{scheme} realm="segops"'})
+
+
+def _credential(request: Request) -> tuple[str, str] | None:
+    """('bearer' | 'apikey', token) from the request headers, or None."""
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        scheme = scheme.lower()
+        token = token.strip()
+        if scheme in ("bearer", "apikey") and token:
+            return scheme, token
+        raise _unauthorized("Authorization header must be 'Bearer <token>' or 'ApiKey <key>'",
+                            "invalid_authorization_header")
+    key = request.headers.get("x-api-key")
+    if key:
+        return "apikey", key.strip()
+    return None
+
+
+def authenticate_request(request: Request) -> Principal:
+    """Authenticate and rate-limit one request; raises ApiError 401/429."""
+    credential = _credential(request)
+    if credential is None:
+        raise _unauthorized("Authentication credentials were not provided.")
+    scheme, token = credential
+    accounts = get_runtime(request).accounts
+    try:
+        if scheme == "bearer":
+            principal, limit = accounts.authenticate_access_token(token)
+        else:
+            principal, limit = accounts.authenticate_api_key(token)
+    except AuthError as err:
+        raise _unauthorized(str(err), err.code, "Bearer" if scheme == "bearer" else "ApiKey") from None
+    if limit is not None:
+        decision = get_runtime(request).rate_limiter.hit(principal.tenant_id, limit)
+        headers = decision.headers()
+        if not decision.allowed:
+            raise ApiError(429, f"Rate limit of {limit} requests per minute exceeded; retry in "
+                                f"{decision.retry_after} s.", "rate_limited", headers=headers)
+        request.scope.setdefault("state", {})[RATE_LIMIT_STATE_KEY] = headers
+    return principal
+
+
+async def authenticated(request: Request) -> Principal:
+    """Dependency: the calling Principal; 401 if credentials are missing or invalid, 429 over the limit."""
+    return authenticate_request(request)
+
+
+def require(*scopes: str) -> Callable[..., Awaitable[Principal]]:
+    """Dependency factory: the Principal if it holds every scope, else 403 ``missing_scope`` naming it."""
+    unknown = set(scopes) - ALL_SCOPES
+    if unknown:
+        raise ValueError(f"unknown scopes: {sorted(unknown)}")
+
+    async def dependency(principal: Principal = Depends(authenticated)) -> Principal:
+        for scope in scopes:
+            if scope not in principal.scopes:
+                raise ApiError(403, f"This credential lacks the '{scope}' scope.", "missing_scope",
+                               {"scope": [scope]})
+        if "sends:write" in scopes and not principal.allow_sends:
+            raise ApiError(403, "This credential is not allowed to send (allow_sends is false).",
+                           "sends_not_allowed", {"allow_sends": ["false"]})
+        return principal
+
+    return dependency
+
+
+def tenant_scoped_404(kind: str = "resource", resource_id: object = None) -> ApiError:
+    """The answer for a missing id and for another tenant's id alike (existence is not revealed)."""
+    suffix = f" {resource_id}" if resource_id is not None else ""
+    return ApiError(404, f"No {kind}{suffix}.", "not_found")
+
+
+def check_body_tenant(principal: Principal, tenant: object) -> None:
+    """A body's ``tenant`` field: absent or the caller's own tenant is fine; any other value -> 404."""
+    if tenant is None:
+        return
+    if isinstance(tenant, bool) or str(tenant) != str(principal.tenant_id):
+        raise tenant_scoped_404("tenant", tenant)
+
+
+class RateLimitHeadersMiddleware:
+    """Adds the rate-limit headers that ``authenticate_request`` left in the request scope to the
+    response (pure ASGI, so it also covers streamed and file responses and costs one dict lookup)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state = scope.setdefault("state", {})
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = state.get(RATE_LIMIT_STATE_KEY)
+                if headers:
+                    message["headers"] = [*message.get("headers", ()),
+                                          *((k.lower().encode(), v.encode()) for k, v in headers.items())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
