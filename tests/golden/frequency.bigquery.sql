@@ -1,0 +1,19 @@
+WITH event_stats AS (
+  SELECT
+    `user_id`,
+    COUNTIF(INSTR(`coupon "code"; --`, '50%_off') > 0) AS frequency_1
+  FROM events
+  WHERE
+    `tenant_id` = 1
+    AND `occurred_at` <= CAST('2026-03-01 12:00:00' AS DATETIME)
+    AND `occurred_at` > CAST('2026-01-30 12:00:00' AS DATETIME)
+    AND `event_date` BETWEEN CAST('2026-01-30' AS DATE) AND CAST('2026-03-01' AS DATE)
+    AND `event_type` = 'order_placed'
+  GROUP BY
+    `user_id`
+)
+SELECT
+  event_stats.`user_id`
+FROM event_stats
+WHERE
+  COALESCE(event_stats.frequency_1, 0) BETWEEN 2 AND 5

@@ -1,0 +1,20 @@
+WITH event_stats AS (
+  SELECT
+    "user_id",
+    COUNT(CASE WHEN POSITION("coupon ""code""; --", '50%_off') > 0 THEN 1 END) AS frequency_1
+  FROM events
+  WHERE
+    "tenant_id" = 1
+    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS DateTime64(6))
+    AND "occurred_at" > CAST('2026-01-30 12:00:00' AS DateTime64(6))
+    AND "event_date" BETWEEN CAST('2026-01-30' AS Nullable(DATE)) AND CAST('2026-03-01' AS Nullable(DATE))
+    AND "event_type" = 'order_placed'
+  GROUP BY
+    "user_id"
+)
+SELECT
+  event_stats."user_id"
+FROM event_stats
+WHERE
+  COALESCE(event_stats.frequency_1, 0) BETWEEN 2 AND 5
+SETTINGS join_use_nulls = 1

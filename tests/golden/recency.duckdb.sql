@@ -1,0 +1,37 @@
+WITH event_stats AS (
+  SELECT
+    "user_id",
+    COUNT(*) FILTER(WHERE
+      "event_type" = 'page_viewed'
+      AND "occurred_at" >= CAST('2026-02-22 12:00:00' AS TIMESTAMP)) AS recency_1
+  FROM events
+  WHERE
+    "tenant_id" = 1
+    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS TIMESTAMP)
+    AND "event_date" <= CAST('2026-03-01' AS DATE)
+  GROUP BY
+    "user_id"
+), profile AS (
+  SELECT
+    "user_id"
+  FROM profiles
+  WHERE
+    "tenant_id" = 1
+), users AS (
+  SELECT
+    "user_id"
+  FROM event_stats
+  UNION
+  SELECT
+    "user_id"
+  FROM profile
+)
+SELECT
+  users."user_id"
+FROM users
+LEFT JOIN event_stats
+  ON event_stats."user_id" = users."user_id"
+WHERE
+  NOT (
+    COALESCE(event_stats.recency_1, 0) > 0
+  )

@@ -1,0 +1,23 @@
+WITH event_stats AS (
+  SELECT
+    "user_id",
+    SUM(IFF("event_type" = 'order_placed', "total", NULL)) AS monetary_1,
+    COUNT_IF(
+      "event_type" = 'page_viewed'
+      AND "occurred_at" >= CAST('2026-01-30 12:00:00' AS TIMESTAMPNTZ)
+    ) AS recency_2
+  FROM events
+  WHERE
+    "tenant_id" = 1
+    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS TIMESTAMPNTZ)
+    AND "event_date" <= CAST('2026-03-01' AS DATE)
+    AND "event_type" IN ('order_placed', 'page_viewed')
+  GROUP BY
+    "user_id"
+)
+SELECT
+  event_stats."user_id"
+FROM event_stats
+WHERE
+  COALESCE(event_stats.monetary_1, 0) >= 500
+  AND COALESCE(event_stats.recency_2, 0) = 0

@@ -1,0 +1,35 @@
+WITH event_stats AS (
+  SELECT
+    `user_id`,
+    SUM(IF(`event_type` = 'order_placed', `total`, NULL)) AS monetary_1,
+    COUNTIF(
+      `event_type` = 'page_viewed'
+      AND `occurred_at` >= CAST('2026-01-30 12:00:00' AS DATETIME)
+    ) AS recency_2
+  FROM events
+  WHERE
+    `tenant_id` = 1
+    AND `occurred_at` <= CAST('2026-03-01 12:00:00' AS DATETIME)
+    AND `event_date` <= CAST('2026-03-01' AS DATE)
+    AND `event_type` IN ('order_placed', 'page_viewed')
+  GROUP BY
+    `user_id`
+), profile AS (
+  SELECT
+    `user_id`,
+    `vip`
+  FROM profiles
+  WHERE
+    `tenant_id` = 1
+)
+SELECT
+  event_stats.`user_id`
+FROM event_stats
+LEFT JOIN profile
+  ON profile.`user_id` = event_stats.`user_id`
+WHERE
+  (
+    COALESCE(event_stats.monetary_1, 0) >= 500
+    AND COALESCE(event_stats.recency_2, 0) = 0
+  )
+  AND profile.`vip` = TRUE

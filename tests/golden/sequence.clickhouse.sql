@@ -1,0 +1,53 @@
+WITH sequence_1_events AS (
+  SELECT
+    "user_id",
+    "occurred_at",
+    MAX(CASE WHEN "event_type" = 'page_viewed' THEN 1 ELSE 0 END) AS step_1,
+    MAX(CASE WHEN "event_type" = 'checkout_started' THEN 1 ELSE 0 END) AS step_2,
+    MAX(CASE WHEN "event_type" = 'order_placed' THEN 1 ELSE 0 END) AS step_3
+  FROM events
+  WHERE
+    "tenant_id" = 1
+    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS DateTime64(6))
+    AND "occurred_at" > CAST('2025-12-01 12:00:00' AS DateTime64(6))
+    AND "event_date" BETWEEN CAST('2025-12-01' AS Nullable(DATE)) AND CAST('2026-03-01' AS Nullable(DATE))
+    AND "event_type" IN ('page_viewed', 'checkout_started', 'order_placed')
+  GROUP BY
+    "user_id",
+    "occurred_at"
+), sequence_1_step_2 AS (
+  SELECT
+    "user_id",
+    "occurred_at",
+    step_2,
+    step_3,
+    MAX(CASE WHEN step_1 = 1 THEN "occurred_at" END) OVER (
+      PARTITION BY "user_id"
+      ORDER BY "occurred_at"
+      ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+    ) AS chain_start
+  FROM sequence_1_events
+), sequence_1_step_3 AS (
+  SELECT
+    "user_id",
+    "occurred_at",
+    step_3,
+    MAX(CASE WHEN step_2 = 1 THEN chain_start END) OVER (
+      PARTITION BY "user_id"
+      ORDER BY "occurred_at"
+      ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+    ) AS chain_start
+  FROM sequence_1_step_2
+  WHERE
+    step_2 = 1 OR step_3 = 1
+), sequence_1 AS (
+  SELECT DISTINCT
+    "user_id"
+  FROM sequence_1_step_3
+  WHERE
+    step_3 = 1 AND "occurred_at" <= chain_start + INTERVAL '2' DAY
+)
+SELECT
+  sequence_1."user_id"
+FROM sequence_1
+SETTINGS join_use_nulls = 1
