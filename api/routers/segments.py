@@ -1,0 +1,293 @@
+"""Segments: CRUD, version history, preview, JSON Schema of definitions, compute jobs.
+
+Handlers are plain ``def``: FastAPI runs them in its threadpool, so DuckDB queries and
+SQLite writes never block the event loop. Ids are ``{...:int}`` path converters, so the
+fixed paths (``preview/``, ``schema/``, ``jobs/``) never collide with a segment id.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.deps import Principal, check_body_tenant, get_runtime, require, tenant_scoped_404
+from api.errors import ApiError
+from api.pagination import OffsetPage, offset_params, offset_response
+from compiler import DefinitionError, definition_json_schema
+from engine import compute, segment_query
+from engine.runtime import Runtime
+from engine.segments import (
+    BUILT_SEGMENT_TYPES,
+    DEFAULT_COMPUTE_INTERVAL_MINUTES,
+    MAX_COMPUTE_INTERVAL_MINUTES,
+    Author,
+    SegmentInUse,
+    SegmentNotFound,
+    SegmentStore,
+)
+
+router = APIRouter(tags=["segments"])
+INT64_MAX = 2**63 - 1
+READ = require("segments:read")
+WRITE = require("segments:write")
+
+class SegmentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    segment_type: Literal["rule", "ai", "lookalike"] = "rule"
+    description: str = Field("", max_length=5000)
+    definition: Any = None
+    compute_interval_minutes: int = Field(DEFAULT_COMPUTE_INTERVAL_MINUTES, ge=1, le=MAX_COMPUTE_INTERVAL_MINUTES)
+    tenant: int | str | None = None  # accepted only when it names the caller's tenant (api.deps)
+
+
+class SegmentUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, min_length=1, max_length=200)
+    description: str | None = Field(None, max_length=5000)
+    definition: Any = None
+    compute_interval_minutes: int | None = Field(None, ge=1, le=MAX_COMPUTE_INTERVAL_MINUTES)
+    tenant: int | str | None = None
+
+
+class PreviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    definition: Any = Field()
+    limit: int = Field(10, ge=0, le=segment_query.MAX_PREVIEW_LIMIT)
+    as_of: datetime | None = None
+
+
+class StoredPreviewRequest(BaseModel):
+    """Preview of a stored version: the definition comes from the version."""
+
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(10, ge=0, le=segment_query.MAX_PREVIEW_LIMIT)
+    as_of: datetime | None = None
+
+
+def _id(kind: str, value: int) -> int:
+    """Ids beyond SQLite's range cannot exist: answer like any other missing id."""
+    if not 1 <= value <= INT64_MAX:
+        raise tenant_scoped_404(kind, value)
+    return value
+
+
+def segment_id_param(segment_id: int) -> int:
+    return _id("segment", segment_id)
+
+
+def definition_error(err: DefinitionError) -> ApiError:
+    fields: dict[str, list[str]] = {}
+    for item in err.errors:
+        fields.setdefault(item.path, []).append(item.message)
+    return ApiError(400, str(err.errors[0]), err.code, fields)
+
+
+def _author(principal: Principal) -> Author:
+    return Author(principal.user_id, principal.api_key_id)
+
+
+def _store(runtime: Runtime) -> SegmentStore:
+    return SegmentStore(runtime.meta)
+
+
+def _get_or_404(runtime: Runtime, tenant_id: int, segment_id: int) -> dict:
+    segment = _store(runtime).get(tenant_id, segment_id)
+    if segment is None:
+        raise tenant_scoped_404("segment", segment_id)
+    return segment
+
+
+def _preview(runtime: Runtime, tenant_id: int, definition: Any, limit: int, as_of: datetime | None) -> dict:
+    try:
+        return segment_query.preview(runtime, tenant_id, definition, limit=limit, as_of=as_of).to_json()
+    except DefinitionError as err:
+        raise definition_error(err) from None
+
+
+# -- fixed paths --------------------------------------------------------------------------
+@router.get("/api/segments/schema/")
+def definition_schema(principal: Principal = Depends(READ)) -> dict:
+    """JSON Schema (2020-12) of segment definitions."""
+    return definition_json_schema()
+
+
+@router.post("/api/segments/preview/")
+def preview(body: PreviewRequest, principal: Principal = Depends(READ),
+            runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Matched user count, the first ``limit`` matching user ids (ascending) and the SQL."""
+    return _preview(runtime, principal.tenant_id, body.definition, body.limit, body.as_of)
+
+
+@router.get("/api/segments/jobs/{job_id:int}/")
+def get_job(job_id: int, principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)) -> dict:
+    job = compute.get_job(runtime, principal.tenant_id, _id("job", job_id))
+    if job is None:
+        raise tenant_scoped_404("job", job_id)
+    return job
+
+
+# -- collection ---------------------------------------------------------------------------
+@router.get("/api/segments/")
+def list_segments(request: Request, page: OffsetPage = Depends(offset_params), principal: Principal = Depends(READ),
+                  runtime: Runtime = Depends(get_runtime)) -> dict:
+    count, segments = _store(runtime).list(principal.tenant_id, page.limit, page.offset)
+    return offset_response(request, page, count, segments)
+
+
+@router.post("/api/segments/", status_code=201)
+def create_segment(body: SegmentCreate, principal: Principal = Depends(WRITE),
+                   runtime: Runtime = Depends(get_runtime)) -> dict:
+    check_body_tenant(principal, body.tenant)
+    if body.segment_type not in BUILT_SEGMENT_TYPES:
+        raise ApiError.field("segment_type", f"'{body.segment_type}' segments are not available yet; use 'rule'",
+                             "segment_type_not_available")
+    definition = None
+    if body.definition is not None:
+        try:
+            definition = segment_query.validate_definition(runtime, principal.tenant_id, body.definition)
+        except DefinitionError as err:
+            raise definition_error(err) from None
+    return _store(runtime).create(
+        principal.tenant_id, name=body.name, segment_type=body.segment_type, description=body.description,
+        definition=definition, author=_author(principal), compute_interval_minutes=body.compute_interval_minutes)
+
+
+# -- one segment --------------------------------------------------------------------------
+@router.get("/api/segments/{segment_id:int}/")
+def get_segment(segment_id: int = Depends(segment_id_param), principal: Principal = Depends(READ),
+                runtime: Runtime = Depends(get_runtime)) -> dict:
+    return _get_or_404(runtime, principal.tenant_id, segment_id)
+
+
+@router.patch("/api/segments/{segment_id:int}/")
+def update_segment(body: SegmentUpdate, segment_id: int = Depends(segment_id_param),
+                   principal: Principal = Depends(WRITE), runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Metadata and/or definition; a changed definition becomes a new version."""
+    check_body_tenant(principal, body.tenant)
+    store = _store(runtime)
+    if not store.exists(principal.tenant_id, segment_id):
+        raise tenant_scoped_404("segment", segment_id)
+    given = body.model_fields_set
+    for field in ("name", "description", "compute_interval_minutes", "definition"):
+        if field in given and getattr(body, field) is None:
+            raise ApiError.field(field, "must not be null", "null_not_allowed")
+    definition = None
+    if "definition" in given:
+        try:
+            definition = segment_query.validate_definition(runtime, principal.tenant_id, body.definition,
+                                                           segment_id=segment_id)
+        except DefinitionError as err:
+            raise definition_error(err) from None
+    fields = {name: getattr(body, name) for name in ("name", "description", "compute_interval_minutes")
+              if name in given}
+    try:
+        return store.update(principal.tenant_id, segment_id, author=_author(principal), definition=definition,
+                            **fields)
+    except SegmentNotFound:
+        raise tenant_scoped_404("segment", segment_id) from None
+
+
+@router.delete("/api/segments/{segment_id:int}/", status_code=204)
+def delete_segment(segment_id: int = Depends(segment_id_param), principal: Principal = Depends(WRITE),
+                   runtime: Runtime = Depends(get_runtime)) -> Response:
+    try:
+        _store(runtime).delete(principal.tenant_id, segment_id)
+    except SegmentNotFound:
+        raise tenant_scoped_404("segment", segment_id) from None
+    except SegmentInUse as err:
+        ids = ", ".join(str(i) for i in err.referenced_by)
+        raise ApiError(409, f"Segment {segment_id} is referenced by segment(s) {ids}; remove those references "
+                            "first.", "segment_in_use") from None
+    return Response(status_code=204)
+
+
+@router.post("/api/segments/{segment_id:int}/preview/")
+def preview_segment(body: StoredPreviewRequest | None = Body(None), segment_id: int = Depends(segment_id_param),
+                    principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Preview of the segment's current definition."""
+    body = body or StoredPreviewRequest()
+    segment = _get_or_404(runtime, principal.tenant_id, segment_id)
+    if segment["definition"] is None:
+        raise ApiError.field("definition", "the segment has no definition yet", "segment_has_no_definition")
+    return {"version": segment["version"],
+            **_preview(runtime, principal.tenant_id, segment["definition"], body.limit, body.as_of)}
+
+
+# -- versions -----------------------------------------------------------------------------
+@router.get("/api/segments/{segment_id:int}/versions/")
+def list_versions(request: Request, segment_id: int = Depends(segment_id_param),
+                  page: OffsetPage = Depends(offset_params), principal: Principal = Depends(READ),
+                  runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Newest first."""
+    try:
+        count, versions = _store(runtime).versions(principal.tenant_id, segment_id, page.limit, page.offset)
+    except SegmentNotFound:
+        raise tenant_scoped_404("segment", segment_id) from None
+    return offset_response(request, page, count, versions)
+
+
+def _version_or_404(runtime: Runtime, tenant_id: int, segment_id: int, version: int) -> dict:
+    try:
+        found = _store(runtime).version(tenant_id, segment_id, _id("version", version))
+    except SegmentNotFound:
+        raise tenant_scoped_404("segment", segment_id) from None
+    if found is None:
+        raise tenant_scoped_404("version", version)
+    return found
+
+
+@router.get("/api/segments/{segment_id:int}/versions/{version:int}/")
+def get_version(version: int, segment_id: int = Depends(segment_id_param), principal: Principal = Depends(READ),
+                runtime: Runtime = Depends(get_runtime)) -> dict:
+    return _version_or_404(runtime, principal.tenant_id, segment_id, version)
+
+
+@router.post("/api/segments/{segment_id:int}/versions/{version:int}/preview/")
+def preview_version(version: int, body: StoredPreviewRequest | None = Body(None),
+                    segment_id: int = Depends(segment_id_param), principal: Principal = Depends(READ),
+                    runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Preview of any stored version (segment references resolve to current definitions)."""
+    body = body or StoredPreviewRequest()
+    stored = _version_or_404(runtime, principal.tenant_id, segment_id, version)
+    return {"version": stored["version"],
+            **_preview(runtime, principal.tenant_id, stored["definition"], body.limit, body.as_of)}
+
+
+# -- compute jobs -------------------------------------------------------------------------
+@router.post("/api/segments/{segment_id:int}/compute/", status_code=202)
+def compute_segment(response: Response, segment_id: int = Depends(segment_id_param),
+                    principal: Principal = Depends(WRITE), runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Queue a membership computation (a job already queued for the segment is reused)."""
+    try:
+        job_id = compute.enqueue(runtime, principal.tenant_id, segment_id, "api")
+    except SegmentNotFound:
+        raise tenant_scoped_404("segment", segment_id) from None
+    except compute.SegmentHasNoDefinition:
+        raise ApiError.field("definition", "set a definition (PATCH) before computing",
+                             "segment_has_no_definition") from None
+    response.headers["Location"] = f"/api/segments/jobs/{job_id}/"
+    return {"status": "queued", "job_id": job_id}
+
+
+@router.get("/api/segments/{segment_id:int}/jobs/")
+def list_jobs(request: Request, segment_id: int = Depends(segment_id_param), page: OffsetPage = Depends(offset_params),
+              principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Newest first."""
+    if not _store(runtime).exists(principal.tenant_id, segment_id):
+        raise tenant_scoped_404("segment", segment_id)
+    count, jobs = compute.list_jobs(runtime, principal.tenant_id, segment_id, page.limit, page.offset)
+    return offset_response(request, page, count, jobs)
+
+
+@router.get("/api/segments/{segment_id:int}/jobs/{job_id:int}/")
+def get_segment_job(job_id: int, segment_id: int = Depends(segment_id_param), principal: Principal = Depends(READ),
+                    runtime: Runtime = Depends(get_runtime)) -> dict:
+    if not _store(runtime).exists(principal.tenant_id, segment_id):
+        raise tenant_scoped_404("segment", segment_id)
+    job = compute.get_job(runtime, principal.tenant_id, _id("job", job_id), segment_id)
+    if job is None:
+        raise tenant_scoped_404("job", job_id)
+    return job
