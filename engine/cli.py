@@ -28,8 +28,27 @@ def serve(
     import uvicorn
 
     os.environ["SEGOPS_RUN_WORKERS"] = "1" if workers else "0"
+    _print_demo_credentials(host, port)
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info",
                 loop="uvloop", http="httptools", access_log=False)
+
+
+def _print_demo_credentials(host: str, port: int) -> None:
+    """`make serve` promises a demo API key on every start; it lives in <data>/demo-credentials.json."""
+    import orjson
+
+    path = Path(os.environ.get("SEGOPS_DATA_DIR", "data")) / "demo-credentials.json"
+    if not path.exists():
+        return
+    creds = orjson.loads(path.read_bytes())
+    base = f"http://{host}:{port}"
+    typer.echo(
+        f"\n  segops demo tenant {creds['tenant_id']}\n"
+        f"  API key : {creds['api_key']}\n"
+        f"  login   : {creds['email']} / {creds['password']}\n"
+        f"  try     : curl -H 'Authorization: ApiKey {creds['api_key']}' {base}/api/segments/\n"
+        f"  docs    : {base}/docs\n"
+    )
 
 
 def _register() -> None:
