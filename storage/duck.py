@@ -1,0 +1,181 @@
+"""DuckDB connections that can read the lake wherever it lives.
+
+``connect(store_or_settings)`` returns an in-memory DuckDB connection. For an S3
+store it loads httpfs from the ``duckdb-extension-httpfs`` wheel (extensions
+cannot be downloaded here; the extension directory is kept inside the data dir)
+and creates an S3 secret scoped to the store's bucket.
+
+``events_relation`` / ``create_events_view`` turn an ``EventsSnapshot`` into a
+relation over exactly the committed files (an empty snapshot becomes an empty
+relation with the base schema, since ``read_parquet([])`` is an error).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from storage.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore, open_store
+
+if TYPE_CHECKING:
+    from storage.lake import EventLake
+    from storage.snapshots import EventsSnapshot, ProfilesSnapshot
+
+_install_lock = threading.Lock()
+_installed_dirs: set[str] = set()
+
+# Base columns of every events file, plus the two hive partition columns.
+EVENTS_BASE_SQL_TYPES = {
+    "event_id": "VARCHAR", "tenant_id": "BIGINT", "user_id": "VARCHAR", "event_type": "VARCHAR",
+    "occurred_at": "TIMESTAMP", "received_at": "TIMESTAMP", "properties": "VARCHAR", "event_date": "DATE",
+}
+PROFILES_BASE_SQL_TYPES = {
+    "tenant_id": "BIGINT", "user_id": "VARCHAR", "updated_at": "TIMESTAMP", "traits": "VARCHAR",
+    "trait_times": "VARCHAR",
+}
+KIND_SQL_TYPES = {"number": "DOUBLE", "string": "VARCHAR", "boolean": "BOOLEAN"}
+HIVE_TYPES = {"tenant_id": "BIGINT", "event_date": "DATE"}
+_HIVE_TYPES_SQL = "{" + ", ".join(f"'{k}': {v}" for k, v in HIVE_TYPES.items()) + "}"
+
+
+def _default_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def connect(target: "ObjectStore | EventLake | object", *, read_only: bool = False,
+            threads: int | None = None, memory_limit: str | None = None,
+            extension_directory: str | Path | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection able to read ``target``'s objects.
+
+    ``target`` is an ObjectStore, an EventLake (its store) or a Settings (the lake store
+    it describes). The httpfs extension lives in ``<data_dir>/duckdb_extensions`` and spill
+    files in ``<data_dir>/duckdb_tmp`` (data_dir: the Settings', else the local lake's parent
+    or the S3 store's scratch parent). ``threads`` defaults to the CPU count (at most 8);
+    ``memory_limit`` to DuckDB's (80% of RAM).
+
+    ``read_only=True`` is for query-serving connections: after setup the configuration
+    is locked, so SQL cannot change secrets, settings or load other extensions.
+    (DuckDB's own read_only flag applies to database files; ours is in-memory.)
+    """
+    store, data_dir = _resolve(target)
+    if data_dir is None:
+        # Next to a local lake (<data>/lake -> <data>); for S3 next to its scratch dir.
+        data_dir = store.root.parent if isinstance(store, LocalObjectStore) else store.scratch_dir().parent
+    if extension_directory is None:
+        extension_directory = Path(data_dir) / "duckdb_extensions"
+    config = {
+        "threads": threads or _default_threads(),
+        "extension_directory": str(Path(extension_directory).resolve()),
+        # Spill files of big sorts/joins stay in the data dir, not the working directory.
+        "temp_directory": str((Path(data_dir) / "duckdb_tmp").resolve()),
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+    }
+    if memory_limit:
+        config["memory_limit"] = memory_limit
+    con = duckdb.connect(":memory:", config=config)
+    if isinstance(store, S3ObjectStore):
+        _configure_s3(con, store, config["extension_directory"])
+    if read_only:
+        con.execute("SET lock_configuration = true")
+    return con
+
+
+def _resolve(target) -> tuple[ObjectStore, Path | None]:
+    if isinstance(target, ObjectStore):
+        return target, None
+    store = getattr(target, "store", None)
+    if isinstance(store, ObjectStore):  # EventLake
+        return store, None
+    if hasattr(target, "lake_root") and hasattr(target, "data_dir"):  # Settings
+        return open_store(target), Path(target.data_dir)
+    raise TypeError(f"cannot build a DuckDB connection for {type(target).__name__}")
+
+
+def _configure_s3(con: duckdb.DuckDBPyConnection, store: S3ObjectStore, extension_dir: str) -> None:
+    with _install_lock:
+        if extension_dir not in _installed_dirs:
+            from duckdb_extensions import import_extension
+
+            Path(extension_dir).mkdir(parents=True, exist_ok=True)
+            import_extension("httpfs", con=con)  # INSTALL from the wheel into extension_dir
+            _installed_dirs.add(extension_dir)
+    con.execute("LOAD httpfs")
+    endpoint, use_ssl = store.duckdb_endpoint()
+    params = {"key_id": store.access_key_id or "", "secret": store.secret_access_key or "",
+              "region": store.region}
+    # CREATE SECRET takes no bound parameters; values are quoted literals.
+    parts = [
+        "TYPE s3",
+        f"KEY_ID {sql_literal(params['key_id'])}",
+        f"SECRET {sql_literal(params['secret'])}",
+        f"REGION {sql_literal(params['region'])}",
+        f"SCOPE {sql_literal(f's3://{store.bucket}')}",
+        "URL_STYLE 'path'",
+        f"USE_SSL {'true' if use_ssl else 'false'}",
+    ]
+    if endpoint:
+        parts.append(f"ENDPOINT {sql_literal(endpoint)}")
+    con.execute(f"CREATE OR REPLACE SECRET segops_lake ({', '.join(parts)})")
+
+
+def copy_to_store(con: duckdb.DuckDBPyConnection, query: str, store: ObjectStore, key: str, *,
+                  params: dict | list | None = None, options: str = "FORMAT parquet, COMPRESSION zstd") -> int:
+    """Write the rows of ``query`` to ``key`` atomically (COPY to a scratch file, then
+    ``store.put_file(move=True)``); returns the file's size in bytes. ``options`` is the
+    COPY option list (ours, never user input). For Parquet artifacts: membership
+    snapshots, exports, compacted lake files."""
+    suffix = ".parquet" if "parquet" in options.lower() else ".csv" if "csv" in options.lower() else ""
+    tmp = store.new_scratch_path(suffix)
+    try:
+        con.execute(f"COPY ({query}) TO {sql_literal(str(tmp))} ({options})", params)
+        size = tmp.stat().st_size
+        store.put_file(key, tmp, move=True)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return size
+
+
+def sql_literal(value: str) -> str:
+    """A DuckDB string literal (for the few statements that take no bound parameters)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _empty_relation(con: duckdb.DuckDBPyConnection, columns: dict[str, str]) -> duckdb.DuckDBPyRelation:
+    select = ", ".join(f"NULL::{sql_type} AS \"{name}\"" for name, sql_type in columns.items())
+    return con.sql(f"SELECT {select} LIMIT 0")
+
+
+def events_relation(con: duckdb.DuckDBPyConnection, snapshot: "EventsSnapshot") -> duckdb.DuckDBPyRelation:
+    """All committed events of the snapshot, with hive columns ``tenant_id`` and ``event_date``.
+
+    Typed property columns missing from older files read as NULL (union_by_name)."""
+    if not snapshot.files:
+        columns = dict(EVENTS_BASE_SQL_TYPES)
+        columns.update({col: KIND_SQL_TYPES[kind] for col, kind in snapshot.properties.values()})
+        return _empty_relation(con, columns)
+    return con.sql(f"SELECT * FROM read_parquet([{', '.join(map(sql_literal, snapshot.files))}], "
+                   f"hive_partitioning=true, union_by_name=true, hive_types={_HIVE_TYPES_SQL})")
+
+
+def profiles_relation(con: duckdb.DuckDBPyConnection, snapshot: "ProfilesSnapshot") -> duckdb.DuckDBPyRelation:
+    """One row per user with the latest traits (hive column ``tenant_id``)."""
+    if snapshot.file is None:
+        columns = dict(PROFILES_BASE_SQL_TYPES)
+        columns.update({col: KIND_SQL_TYPES[kind] for col, kind in snapshot.traits.values()})
+        return _empty_relation(con, columns)
+    return con.sql(f"SELECT * FROM read_parquet([{sql_literal(snapshot.file)}], "
+                   "hive_partitioning=true, hive_types={'tenant_id': BIGINT})")
+
+
+def create_events_view(con: duckdb.DuckDBPyConnection, snapshot: "EventsSnapshot", name: str = "events") -> None:
+    """Register the snapshot as a view ``name`` on ``con`` (replacing it)."""
+    events_relation(con, snapshot).create_view(name, replace=True)
+
+
+def create_profiles_view(con: duckdb.DuckDBPyConnection, snapshot: "ProfilesSnapshot",
+                         name: str = "profiles") -> None:
+    profiles_relation(con, snapshot).create_view(name, replace=True)

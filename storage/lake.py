@@ -1,0 +1,429 @@
+"""The event lake: per-tenant Parquet files made visible atomically through manifests.
+
+Layout (keys in the ObjectStore)::
+
+    events/tenant_id=<id>/event_date=YYYY-MM-DD/part-<time>-<rand>.parquet
+    events/_manifests/tenant_id=<id>/<seq:020d>.json       # highest seq = current snapshot
+    profiles/tenant_id=<id>/profiles-<seq:012d>.parquet
+    profiles/_manifests/tenant_id=<id>/<seq:020d>.json
+
+Queries read only the files a snapshot lists, so a stray, half-written or
+compacted-away file in a partition directory never changes a result. Data files
+are written completely (scratch file, then atomic put) before the manifest that
+lists them is committed; files a commit stops listing (compaction, profile
+rewrites) are deleted only ``grace_seconds`` later, so a query that took the
+previous snapshot can still read them.
+
+Events file schema (``tenant_id`` BIGINT and ``event_date`` DATE come from the hive path;
+read with ``hive_partitioning=true``)::
+
+    event_id VARCHAR, user_id VARCHAR, event_type VARCHAR,
+    occurred_at TIMESTAMP, received_at TIMESTAMP   -- naive UTC, microseconds
+    properties VARCHAR                             -- the original JSON object, lossless
+    p_<name> DOUBLE | VARCHAR | BOOLEAN            -- typed top-level properties
+
+Appends write rows in arrival order (zstd level 1, row groups of 256Ki rows):
+sorting costs more than the whole rest of an append. Compaction rewrites each
+day sorted by (user_id, occurred_at) (zstd), so per-user reads of compacted data
+skip row groups by min/max statistics. Files are Parquet v2 pages (smaller and
+faster to write and scan than v1 here). Property typing and the type-conflict
+rule: ``storage/properties.py``. Profiles: ``storage/profiles.py``. What readers
+get: ``storage/snapshots.py``.
+
+One process writes a lake (the manifest commit refuses a second writer's racing
+commit); any number of processes read it.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections import defaultdict
+from datetime import date, datetime, timezone
+from functools import cached_property
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from storage import duck
+from storage.manifest import ManifestLog
+from storage.objectstore import ObjectStore, open_store
+from storage.profiles import merge_profiles, normalize_profiles_input
+from storage.properties import Catalog, discover, typed_select
+from storage.snapshots import (CompactionResult, EventsSnapshot, FileEntry, ProfilesSnapshot, entry_from_json,
+                               entry_json)
+
+__all__ = ["EventLake", "EventsSnapshot", "ProfilesSnapshot", "FileEntry", "CompactionResult"]
+
+EVENT_COLUMNS = ("event_id", "tenant_id", "user_id", "event_type", "occurred_at", "received_at", "properties")
+_FILE_COLUMNS = ["event_id", "user_id", "event_type", "occurred_at", "received_at", "properties"]
+ROW_GROUP_SIZE = 256 * 1024
+_TS = pa.timestamp("us")
+_TENANT_RE = re.compile(r"tenant_id=(\d+)/")
+
+
+class EventLake:
+    """Writer and snapshot reader of the lake. One writing process per lake.
+
+    ``grace_seconds``: how long a file a commit stopped listing stays readable before
+    it is deleted (also the minimum age of an orphaned file before garbage collection).
+    ``clock``: seconds since the epoch (tests advance it). ``read_only``: refuse writes.
+    """
+
+    def __init__(self, store: ObjectStore, *, grace_seconds: float = 600.0, clock=time.time,
+                 read_only: bool = False, threads: int | None = None):
+        self.store = store
+        self.grace_seconds = grace_seconds
+        self.clock = clock
+        self.read_only = read_only
+        self._threads = threads
+        self._logs: dict[tuple[str, int], ManifestLog] = {}
+        self._locks: dict[tuple[str, int], threading.Lock] = defaultdict(threading.Lock)
+        self._meta_lock = threading.Lock()
+        self._snapshots: dict[tuple[int, int], EventsSnapshot] = {}
+
+    @classmethod
+    def from_settings(cls, settings, **kwargs) -> "EventLake":
+        """The lake described by engine Settings (local dir or s3://)."""
+        kwargs.setdefault("read_only", settings.read_only)
+        return cls(open_store(settings), **kwargs)
+
+    def __repr__(self) -> str:
+        return f"EventLake({self.store!r})"
+
+    # -- plumbing -------------------------------------------------------------------
+    @cached_property
+    def _duck(self) -> duckdb.DuckDBPyConnection:
+        return duck.connect(self.store, threads=self._threads)
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection of its own for one operation (cursors share the database)."""
+        return self._duck.cursor()
+
+    def _log(self, kind: str, tenant_id: int) -> ManifestLog:
+        with self._meta_lock:
+            log = self._logs.get((kind, tenant_id))
+            if log is None:
+                log = self._logs[(kind, tenant_id)] = ManifestLog(
+                    self.store, f"{kind}/_manifests/tenant_id={tenant_id}/")
+            return log
+
+    def _lock(self, kind: str, tenant_id: int) -> threading.Lock:
+        with self._meta_lock:
+            return self._locks[(kind, tenant_id)]
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise PermissionError("this EventLake is read-only")
+
+    def _commit(self, kind: str, tenant_id: int, prev: dict | None, doc: dict,
+                retire: list[str] = ()) -> None:
+        """Commit ``doc`` as the next manifest; carry over retired files, retire ``retire``,
+        and delete retired files whose grace period is over (after the commit)."""
+        now = self.clock()
+        retired = list(prev.get("retired", [])) if prev else []
+        retired += [{"key": key, "at": now} for key in retire]
+        expired = [r["key"] for r in retired if now - r["at"] >= self.grace_seconds]
+        doc["retired"] = [r for r in retired if now - r["at"] < self.grace_seconds]
+        doc["tenant_id"] = tenant_id
+        doc["committed_at"] = now
+        seq = (prev or {}).get("seq", 0) + 1
+        doc["seq"] = seq
+        log = self._log(kind, tenant_id)
+        log.commit(seq, doc)
+        for key in expired:
+            self.store.delete(key)
+        if seq % 10 == 0:
+            log.prune()
+
+    # -- events: write --------------------------------------------------------------
+    def append_events(self, tenant_id: int, table: pa.Table) -> list[str]:
+        """Write ``table`` (event_id, tenant_id, user_id, event_type, occurred_at,
+        received_at, properties JSON text) as one Parquet file per day touched and commit
+        them in one manifest swap. Returns the committed keys. Every row's tenant_id must
+        equal ``tenant_id``. Dedup is the caller's job: appended rows are all kept."""
+        self._check_writable()
+        tenant_id = int(tenant_id)
+        batch = _normalize_events(table, tenant_id)
+        if batch.num_rows == 0:
+            return []
+        batch = batch.append_column("__rn", pa.array(np.arange(batch.num_rows, dtype=np.int64)))
+        with self._lock("events", tenant_id):
+            _, doc = self._log("events", tenant_id).latest()
+            catalog = _catalog(doc)
+            cur = self._cursor()
+            try:
+                cur.register("__batch", batch)
+                catalog = discover(cur, "__batch", "properties", "__rn", catalog, "p_")
+                sql, params = typed_select(
+                    catalog, "SELECT *, CAST(occurred_at AS DATE) AS event_date FROM __batch",
+                    "properties", _FILE_COLUMNS + ["event_date"])
+                entries = self._write_days(cur, tenant_id, sql, params)
+            except duckdb.InvalidInputException as exc:
+                raise ValueError(f"properties: {exc}") from exc
+            finally:
+                cur.close()
+            files = (doc["files"] if doc else []) + [entry_json(e) for e in entries]
+            self._commit("events", tenant_id, doc, {"files": files, **_catalog_json(catalog)})
+        return [e.key for e in entries]
+
+    def _write_days(self, cur: duckdb.DuckDBPyConnection, tenant_id: int, sql: str,
+                    params: dict) -> list[FileEntry]:
+        """Write the typed rows of ``__batch`` (query ``sql``) as one file per event_date
+        (one partitioned COPY, arrival order) and store them."""
+        days = cur.execute(
+            "SELECT CAST(occurred_at AS DATE), min(occurred_at), max(occurred_at), min(received_at), "
+            "max(received_at) FROM __batch GROUP BY ALL").fetchall()
+        out_dir = self.store.new_scratch_path()
+        out_dir.mkdir()
+        try:
+            cur.execute(f"COPY ({sql}) TO {duck.sql_literal(str(out_dir))} "
+                        f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, PARQUET_VERSION v2, "
+                        f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}, "
+                        f"PARTITION_BY (event_date))", params)
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+            entries = []
+            for day, min_occ, max_occ, min_rec, max_rec in sorted(days):
+                # Normally one file per partition; the ranges are per day, so never too narrow.
+                for part in sorted((out_dir / f"event_date={day.isoformat()}").iterdir()):
+                    key = (f"events/tenant_id={tenant_id}/event_date={day.isoformat()}/"
+                           f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet")
+                    rows, size = pq.read_metadata(part).num_rows, part.stat().st_size
+                    self.store.put_file(key, part, move=True)
+                    entries.append(FileEntry(key, self.store.duckdb_path(key), day, rows, size,
+                                             min_occ, max_occ, min_rec, max_rec))
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        if sum(e.rows for e in entries) != cur.execute("SELECT count(*) FROM __batch").fetchone()[0]:
+            raise RuntimeError("partitioned write lost rows")  # never commit a partial batch
+        return entries
+
+    def _write_parquet(self, cur: duckdb.DuckDBPyConnection, query: str, key: str, order_by: str) -> int:
+        """Write the rows of ``query`` sorted by ``order_by`` to ``key`` atomically; returns bytes."""
+        return duck.copy_to_store(cur, f"SELECT * FROM ({query}) ORDER BY {order_by}", self.store, key,
+                                  options=f"FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION v2, "
+                                          f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}")
+
+    # -- events: read ---------------------------------------------------------------
+    def snapshot(self, tenant_id: int) -> EventsSnapshot:
+        """The current committed state of a tenant (an empty snapshot if none)."""
+        tenant_id = int(tenant_id)
+        seq, doc = self._log("events", tenant_id).latest()
+        cached = self._snapshots.get((tenant_id, seq))
+        if cached is not None:
+            return cached
+        if doc is None:
+            return EventsSnapshot(tenant_id, 0, (), {}, ())
+        entries = tuple(sorted((entry_from_json(e, self.store) for e in doc["files"]),
+                               key=lambda e: (e.day, e.key)))
+        snap = EventsSnapshot(tenant_id, seq, tuple(e.path for e in entries),
+                              dict(Catalog.from_json(doc["catalog"]).columns), entries)
+        with self._meta_lock:
+            self._snapshots = {k: v for k, v in self._snapshots.items() if k[0] != tenant_id}
+            self._snapshots[(tenant_id, seq)] = snap
+        return snap
+
+    def all_tenants(self) -> list[int]:
+        """Tenants that have committed events or profiles."""
+        tenants = set()
+        for kind in ("events", "profiles"):
+            for key in self.store.list(f"{kind}/_manifests/"):
+                match = _TENANT_RE.search(key)
+                if match:
+                    tenants.add(int(match.group(1)))
+        return sorted(tenants)
+
+    def event_ids_since(self, tenant_id: int, since: datetime) -> set[str]:
+        """event_ids of events received at or after ``since`` (UTC), reading only the
+        event_id/received_at columns of files whose received_at range reaches ``since``."""
+        since = _naive_utc(since)
+        paths = [e.path for e in self.snapshot(tenant_id).entries if e.max_received_at >= since]
+        if not paths:
+            return set()
+        cur = self._cursor()
+        try:
+            rows = cur.execute("SELECT event_id FROM read_parquet(?) WHERE received_at >= ?",
+                               [paths, since]).to_arrow_table()
+        finally:
+            cur.close()
+        return set(rows.column(0).to_pylist())
+
+    # -- compaction and garbage -----------------------------------------------------
+    def compact(self, tenant_id: int, *, target_bytes: int = 64 << 20) -> CompactionResult:
+        """Per day, merge the files smaller than ``target_bytes`` and the files not yet
+        sorted into one file sorted by (user_id, occurred_at), swapped in with one manifest
+        commit per day. A day is rewritten when that involves two or more files or an
+        unsorted one, so every file is eventually sorted and days converge to few large
+        files. Replaced files stay readable for ``grace_seconds``. Appends may run
+        concurrently (they only add files)."""
+        self._check_writable()
+        tenant_id = int(tenant_id)
+        before = self.snapshot(tenant_id)
+        by_day: dict[date, list[FileEntry]] = defaultdict(list)
+        for entry in before.entries:
+            if entry.bytes < target_bytes or not entry.is_sorted:
+                by_day[entry.day].append(entry)
+        compacted = []
+        for day, small in sorted(by_day.items()):
+            rewrite = len(small) >= 2 or not small[0].is_sorted
+            if rewrite and self._compact_day(tenant_id, day, small):
+                compacted.append(day)
+        return CompactionResult(tenant_id, len(before.entries), len(self.snapshot(tenant_id).entries),
+                                tuple(compacted))
+
+    def _compact_day(self, tenant_id: int, day: date, small: list[FileEntry]) -> bool:
+        key = (f"events/tenant_id={tenant_id}/event_date={day.isoformat()}/"
+               f"part-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}-c{uuid.uuid4().hex[:11]}.parquet")
+        rows = sum(e.rows for e in small)
+        cur = self._cursor()
+        try:
+            paths = ", ".join(duck.sql_literal(e.path) for e in small)
+            size = self._write_parquet(
+                cur, f"SELECT * FROM read_parquet([{paths}], union_by_name=true)", key,
+                order_by="user_id, occurred_at")
+            written = cur.execute("SELECT count(*) FROM read_parquet(?)",
+                                  [self.store.duckdb_path(key)]).fetchone()[0]
+        finally:
+            cur.close()
+        if written != rows:  # never swap in a file that lost or gained rows
+            self.store.delete(key)
+            raise RuntimeError(f"compaction of {day} wrote {written} rows, expected {rows}")
+        merged = FileEntry(key, self.store.duckdb_path(key), day, rows, size,
+                           min(e.min_occurred_at for e in small), max(e.max_occurred_at for e in small),
+                           min(e.min_received_at for e in small), max(e.max_received_at for e in small),
+                           is_sorted=True)
+        replaced = {e.key for e in small}
+        with self._lock("events", tenant_id):
+            _, doc = self._log("events", tenant_id).latest()
+            if not replaced <= {f["key"] for f in doc["files"]}:  # raced with another compaction
+                self.store.delete(key)
+                return False
+            files = [f for f in doc["files"] if f["key"] not in replaced] + [entry_json(merged)]
+            self._commit("events", tenant_id, doc, {"files": files, **_catalog_json(_catalog(doc))},
+                         retire=sorted(replaced))
+        return True
+
+    def collect_garbage(self, tenant_id: int | None = None) -> int:
+        """Delete retired files past the grace period, Parquet files no manifest ever
+        committed (crashed writes) once older than the grace period, and old manifests.
+        Returns the number of data files deleted."""
+        self._check_writable()
+        deleted = 0
+        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        for tenant in ([int(tenant_id)] if tenant_id is not None else self.all_tenants()):
+            for kind in ("events", "profiles"):
+                with self._lock(kind, tenant):
+                    _, doc = self._log(kind, tenant).latest()
+                    if doc is not None:
+                        expired = [r for r in doc["retired"] if self.clock() - r["at"] >= self.grace_seconds]
+                        if expired:
+                            carry = {k: v for k, v in doc.items() if k not in ("retired", "seq")}
+                            self._commit(kind, tenant, doc, carry)
+                            deleted += len(expired)
+                        _, doc = self._log(kind, tenant).latest()
+                    known = _referenced_keys(doc)
+                    for info in self.store.list_info(f"{kind}/tenant_id={tenant}/"):
+                        if info.key not in known and (now - info.modified).total_seconds() >= self.grace_seconds:
+                            self.store.delete(info.key)
+                            deleted += 1
+                self._log(kind, tenant).prune()
+        return deleted
+
+    # -- profiles -------------------------------------------------------------------
+    def upsert_profiles(self, tenant_id: int, table: pa.Table | list[dict]) -> str:
+        """Merge identify traits (user_id, traits JSON object text or dict, updated_at):
+        per (user, trait) the value with the latest updated_at wins; on equal times the
+        later write wins (this call over stored values, a later row over an earlier one).
+        Rewrites the tenant's profiles file and commits it; returns its key."""
+        self._check_writable()
+        tenant_id = int(tenant_id)
+        batch = normalize_profiles_input(table)
+        with self._lock("profiles", tenant_id):
+            _, doc = self._log("profiles", tenant_id).latest()
+            if batch.num_rows == 0 and doc is not None:
+                return doc["key"]
+            catalog = _catalog(doc)
+            existing = self.store.duckdb_path(doc["key"]) if doc and doc.get("key") else None
+            seq = (doc or {}).get("seq", 0) + 1
+            key = f"profiles/tenant_id={tenant_id}/profiles-{seq:012d}.parquet"
+            cur = self._cursor()
+            try:
+                query, params, catalog = merge_profiles(cur, existing, batch, catalog)
+                cur.execute(f"CREATE TEMP TABLE __merged AS {query}", params)
+                rows = cur.execute("SELECT count(*) FROM __merged").fetchone()[0]
+                self._write_parquet(cur, "SELECT * FROM __merged", key, order_by="user_id")
+                cur.execute("DROP TABLE __merged")
+            finally:
+                cur.close()
+            self._commit("profiles", tenant_id, doc, {"key": key, "rows": rows, **_catalog_json(catalog)},
+                         retire=[doc["key"]] if doc and doc.get("key") else [])
+        return key
+
+    def profiles_snapshot(self, tenant_id: int) -> ProfilesSnapshot:
+        tenant_id = int(tenant_id)
+        seq, doc = self._log("profiles", tenant_id).latest()
+        if doc is None:
+            return ProfilesSnapshot(tenant_id, 0, None, {}, 0)
+        return ProfilesSnapshot(tenant_id, seq, self.store.duckdb_path(doc["key"]),
+                                dict(Catalog.from_json(doc["catalog"]).columns), doc["rows"])
+
+
+def _naive_utc(value: datetime) -> datetime:
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def _timestamp_column(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+    if not pa.types.is_timestamp(column.type):
+        raise ValueError(f"{name} must be a timestamp column, got {column.type}")
+    # An aware timestamp stores UTC instants: dropping the zone keeps UTC wall time.
+    return column.cast(_TS, safe=False) if column.type != _TS else column
+
+
+def _normalize_events(table: pa.Table, tenant_id: int) -> pa.Table:
+    missing = [c for c in EVENT_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"events table lacks columns {missing}")
+    if table.num_rows and table.column("tenant_id").null_count == 0:
+        low, high = pc.min_max(table.column("tenant_id")).values()
+        if low.as_py() != tenant_id or high.as_py() != tenant_id:
+            raise ValueError(f"events for tenant {tenant_id} contain tenant_id {low}..{high}")
+    elif table.num_rows:
+        raise ValueError("tenant_id must not be null")
+    for name in ("event_id", "user_id", "event_type"):
+        if table.column(name).null_count:
+            raise ValueError(f"{name} must not be null")
+    props = table.column("properties")
+    props = props.cast(pa.string()) if props.type != pa.string() else props
+    return pa.table({
+        "event_id": table.column("event_id").cast(pa.string()),
+        "user_id": table.column("user_id").cast(pa.string()),
+        "event_type": table.column("event_type").cast(pa.string()),
+        "occurred_at": _timestamp_column(table.column("occurred_at"), "occurred_at"),
+        "received_at": _timestamp_column(table.column("received_at"), "received_at"),
+        "properties": pc.fill_null(props, "{}"),
+    })
+
+
+def _catalog(doc: dict | None) -> Catalog:
+    return Catalog.from_json(doc["catalog"], doc.get("json_only", ())) if doc else Catalog.empty()
+
+
+def _catalog_json(catalog: Catalog) -> dict:
+    return {"catalog": catalog.to_json(), "json_only": sorted(catalog.json_only)}
+
+
+def _referenced_keys(doc: dict | None) -> set[str]:
+    if doc is None:
+        return set()
+    keys = {r["key"] for r in doc.get("retired", [])}
+    keys.update(f["key"] for f in doc.get("files", []))
+    if doc.get("key"):
+        keys.add(doc["key"])
+    return keys
