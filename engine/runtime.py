@@ -37,6 +37,23 @@ class Runtime:
         return RateLimiter()
 
     @cached_property
+    def lake(self):
+        """The event lake (storage.lake.EventLake): local dir or s3:// from settings."""
+        from storage.lake import EventLake
+
+        return EventLake.from_settings(self.settings)
+
+    @cached_property
+    def ingest(self):
+        """Event ingest: WAL group commit, dedup window, flusher (engine.ingest). Opening it
+        replays what an earlier run left in the WAL."""
+        from engine.ingest import IngestService
+
+        service = IngestService.open(self)
+        self.on_stop(service.close)
+        return service
+
+    @cached_property
     def segment_queries(self):
         """The DuckDB database that runs segment previews and computations (engine.segment_query)."""
         from engine.segment_query import SegmentQueries
@@ -50,12 +67,37 @@ class Runtime:
 
         return ComputeQueue(self)
 
+    @cached_property
+    def membership(self):
+        """The online membership index, loaded from SQLite + the lake (engine.membership)."""
+        from engine.membership import build_index
+
+        return build_index(self)
+
+    @cached_property
+    def exports(self):
+        """Segment member exports (engine.exports)."""
+        from engine.exports import Exports
+
+        return Exports(self)
+
+    @cached_property
+    def sends(self):
+        """Templates, brand kits, assets, recipients, emails, journeys, broadcasts (engine.sends)."""
+        from engine.sends.service import Sends
+
+        return Sends(self)
+
     def on_stop(self, fn: Callable[[], None]) -> None:
         self._stoppers.append(fn)
 
     def start_workers(self) -> None:
-        """Start background workers (flusher, scheduler, journey/send worker). Each feature
-        registers its own start function in WORKERS."""
+        """Start background workers (flusher, compute, exports, membership index, sends, lake
+        maintenance). Each module registers its start function in WORKERS when imported."""
+        import importlib
+
+        for module in WORKER_MODULES:
+            importlib.import_module(module)
         for start in WORKERS:
             start(self)
 
@@ -64,6 +106,9 @@ class Runtime:
             fn()
         self._stoppers.clear()
 
+
+WORKER_MODULES = ("engine.ingest", "engine.compute", "engine.exports", "engine.membership",
+                  "engine.sends.worker", "engine.maintenance")
 
 # Functions taking a Runtime that start a background worker and register its stop with on_stop.
 WORKERS: list[Callable[[Runtime], None]] = []
