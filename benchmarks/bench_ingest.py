@@ -1,0 +1,252 @@
+"""Ingest: batched HTTP ingest against a real ``segops serve``, bulk file ingest, demo generation.
+
+    python -m benchmarks.bench_ingest --http-events 1000000 --bulk-events 1000000
+
+* http: ``segops serve`` (uvicorn, workers on: WAL group commit + flusher) in its own
+  process on a tmp data dir; ``--clients`` load-generator processes (httpx, keep-alive,
+  one request in flight each) send batches of ``--batch`` events with unique event ids.
+  Reported: accepted events/s over the whole run and p50/p99 request latency, plus the
+  server's CPU seconds per 1M events (meaningful on a busy machine). Targets: >= 100k
+  events/s with p99 <= 50 ms. Afterwards the server is stopped (SIGTERM: final flush) and
+  the lake must hold exactly the acknowledged events, or the benchmark fails.
+* bulk: ``engine.bulk_ingest.ingest_file`` of an NDJSON and a Parquet file of demo events
+  into an empty tenant. Target: >= 500k events/s.
+* demo: ``engine.demo.event_batches`` (frames only, no lake) events/s.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from rich.console import Console
+
+REPO = Path(__file__).resolve().parents[1]
+HTTP_TARGET = 100_000
+P99_TARGET_MS = 50.0
+BULK_TARGET = 500_000
+SIZES = {"small": (400_000, 1_000_000), "10m": (1_000_000, 2_000_000), "100m": (2_000_000, 5_000_000)}
+console = Console()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _client(url: str, key: str, worker: int, requests: int, batch: int, start_at: float, out) -> None:
+    """One load-generator process: ``requests`` posts of ``batch`` fresh events each."""
+    import httpx
+
+    head = b'{"batch":['
+    item = (b'{"event_id":"w%d-%%d","user_id":"user-%%d","event_type":"page_viewed",'
+            b'"occurred_at":"2026-11-20T10:00:00Z","properties":{"path":"/pricing","price":19.99}}' % worker)
+    headers = {"Authorization": f"ApiKey {key}", "Content-Type": "application/json"}
+    latencies, first, last = [], None, None
+    with httpx.Client(timeout=60.0) as http:
+        while time.time() < start_at:
+            time.sleep(0.001)
+        for r in range(requests):
+            base = r * batch
+            body = head + b",".join(item % (base + i, (base + i) % 50_000) for i in range(batch)) + b"]}"
+            t0 = time.monotonic()
+            resp = http.post(url, content=body, headers=headers)
+            t1 = time.monotonic()
+            if resp.status_code != 202 or resp.json()["accepted"] != batch:
+                out.put(("error", f"{resp.status_code}: {resp.text[:300]}"))
+                return
+            first = t0 if first is None else first
+            last = t1
+            latencies.append(t1 - t0)
+    out.put(("ok", latencies, first, last))
+
+
+def bench_http(events: int, batch: int = 1000, clients: int = 4, flush_interval: float | None = None) -> list[dict]:
+    from engine.runtime import Runtime
+    from engine.settings import Settings
+
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        data_dir = Path(tmp) / "data"
+        setup = Runtime(Settings(data_dir=data_dir, run_workers=False))
+        tenant_id = setup.accounts.create_tenant("Bench", plan="enterprise")
+        _, key = setup.accounts.create_api_key(tenant_id, "bench", ["events:write"])
+        setup.meta.close()
+        port = _free_port()
+        log = open(Path(tmp) / "server.log", "wb")
+        server = subprocess.Popen(
+            [str(Path(sys.executable).with_name("segops")), "--data", str(data_dir), "serve", "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO), **({"SEGOPS_FLUSH_INTERVAL": str(flush_interval)}
+                                                          if flush_interval else {})})
+        url = f"http://127.0.0.1:{port}/api/events/"
+        try:
+            _wait_ready(url, key, server, Path(tmp) / "server.log")
+            per_client = max(1, events // (batch * clients))
+            ctx = mp.get_context("spawn")
+            out = ctx.Queue()
+            start_at = time.time() + 3.0  # every process connected and ready
+            procs = [ctx.Process(target=_client, args=(url, key, w, per_client, batch, start_at, out))
+                     for w in range(clients)]
+            for p in procs:
+                p.start()
+            cpu_before = _cpu_seconds(server.pid)
+            results = [out.get(timeout=1800) for _ in procs]
+            cpu_used = _cpu_seconds(server.pid) - cpu_before
+            for p in procs:
+                p.join()
+            errors = [r[1] for r in results if r[0] == "error"]
+            if errors:
+                raise RuntimeError(f"load generator failed: {errors[0]}")
+            latencies = sorted(lat for r in results for lat in r[1])
+            wall = max(r[3] for r in results) - min(r[2] for r in results)
+        finally:
+            server.send_signal(signal.SIGTERM)  # graceful: the flusher writes the rest
+            server.wait(timeout=300)
+            log.close()
+        sent = per_client * batch * clients
+        check = Runtime(Settings(data_dir=data_dir, run_workers=False))
+        check.ingest.flush_now()
+        snapshot = check.lake.snapshot(tenant_id)
+        stored, distinct = duckdb.connect().execute(
+            "SELECT count(*), count(DISTINCT event_id) FROM read_parquet(?)", [list(snapshot.files)]).fetchone()
+        check.stop()
+        if (stored, distinct) != (sent, sent):
+            raise RuntimeError(f"lake holds {stored} rows ({distinct} distinct) for {sent} acknowledged events")
+
+    rate = sent / wall
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000
+    note = f"{clients} clients x batches of {batch}, {sent:,} events, {len(latencies)} requests"
+    return [
+        {"benchmark": "ingest_http", "metric": "throughput", "value": round(rate), "unit": "events/s",
+         "target": HTTP_TARGET, "meets_target": rate >= HTTP_TARGET, "notes": note,
+         "ratio_to_target": round(rate / HTTP_TARGET, 2)},
+        {"benchmark": "ingest_http", "metric": "p99 latency", "value": round(p99, 1), "unit": "ms",
+         "target": P99_TARGET_MS, "meets_target": p99 <= P99_TARGET_MS, "notes": f"p50 {p50:.1f} ms",
+         "ratio_to_target": round(P99_TARGET_MS / p99, 2)},
+        {"benchmark": "ingest_http", "metric": "server CPU per 1M events", "value": round(cpu_used / sent * 1e6, 1),
+         "unit": "s", "notes": "user+sys of the server process (all threads)"},
+    ]
+
+
+def _wait_ready(url: str, key: str, server: subprocess.Popen, log: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError("segops serve exited:\n" + log.read_text(errors="replace")[-2000:])
+        try:
+            httpx.post(url, content=b"{}", headers={"Authorization": f"ApiKey {key}"}, timeout=2)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError("segops serve did not start within 120 s")
+
+
+def _write_files(events: int, directory: Path) -> dict[str, Path]:
+    """Demo events as NDJSON (properties as nested objects) and Parquet."""
+    from engine import demo
+
+    con = duckdb.connect()
+    table = pa.concat_tables(demo.event_batches(max(1000, events // 50), events, 99))
+    con.register("demo_events", table)
+    paths = {"ndjson": directory / "events.ndjson", "parquet": directory / "events.parquet"}
+    con.execute(f"COPY (SELECT event_id, user_id, event_type, strftime(occurred_at, '%Y-%m-%dT%H:%M:%S.%fZ') "
+                f"AS occurred_at, properties::JSON AS properties FROM demo_events) TO '{paths['ndjson']}' "
+                f"(FORMAT json)")
+    con.execute(f"COPY (SELECT event_id, user_id, event_type, occurred_at, properties FROM demo_events) "
+                f"TO '{paths['parquet']}' (FORMAT parquet)")
+    con.close()
+    return paths
+
+
+def bench_bulk(events: int) -> list[dict]:
+    from engine.bulk_ingest import ingest_file
+    from storage.lake import EventLake
+    from storage.objectstore import LocalObjectStore
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-bulk-") as tmp:
+        paths = _write_files(events, Path(tmp))
+        for tenant_id, (fmt, path) in enumerate(paths.items(), start=1):
+            lake = EventLake(LocalObjectStore(Path(tmp) / "lake"))
+            result = ingest_file(lake, tenant_id, path)
+            if result.written != events:
+                raise RuntimeError(f"bulk {fmt}: wrote {result.written} of {events}")
+            rate = result.events_per_second
+            rows.append({"benchmark": "ingest_bulk", "metric": f"{fmt} file", "value": round(rate),
+                         "unit": "events/s", "target": BULK_TARGET, "meets_target": rate >= BULK_TARGET,
+                         "ratio_to_target": round(rate / BULK_TARGET, 2),
+                         "notes": f"{events:,} events, {path.stat().st_size / 1e6:.0f} MB, {result.seconds:.1f} s "
+                                  f"({result.lake_seconds:.1f} s in EventLake.append_events)"})
+    return rows
+
+
+def bench_demo(events: int) -> list[dict]:
+    from engine import demo
+
+    started = time.perf_counter()
+    produced = sum(t.num_rows for t in demo.event_batches(max(1000, events // 50), events, 7))
+    seconds = time.perf_counter() - started
+    return [{"benchmark": "demo_generate", "metric": "frames only", "value": round(produced / seconds),
+             "unit": "events/s", "notes": f"{produced:,} events in {seconds:.1f} s (no lake writes)"}]
+
+
+def run(size: str = "small", *, dataset=None, runs: int = 1) -> list[dict]:
+    """Rows for ``python -m benchmarks`` (the shared dataset is not used)."""
+    http_events, bulk_events = SIZES.get(size, SIZES["small"])
+    return bench_http(http_events) + bench_bulk(bulk_events) + bench_demo(bulk_events)
+
+
+def _print(rows: list[dict]) -> None:
+    for row in rows:
+        ratio = f"  ({row['ratio_to_target']}x target {row['target']:,} {row['unit']})" if "target" in row else ""
+        console.print(f"{row['benchmark']:>14}  {row['metric']:<26} {row['value']:>12,} {row['unit']:<9}{ratio}"
+                      f"  {row.get('notes', '')}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_ingest", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=list(SIZES), help="preset event counts (as in make bench)")
+    parser.add_argument("--http-events", type=int, default=400_000)
+    parser.add_argument("--bulk-events", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--only", choices=("http", "bulk", "demo"))
+    parser.add_argument("--flush-interval", type=float, help="server flusher period in s (default 1)")
+    args = parser.parse_args(argv)
+    if args.size:
+        args.http_events, args.bulk_events = SIZES[args.size]
+    console.print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    rows = []
+    if args.only in (None, "http"):
+        rows += bench_http(args.http_events, args.batch, args.clients, args.flush_interval)
+    if args.only in (None, "bulk"):
+        rows += bench_bulk(args.bulk_events)
+    if args.only in (None, "demo"):
+        rows += bench_demo(args.bulk_events)
+    _print(rows)
+    console.print(f"load average after: {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,531 @@
+"""Durable event ingest: dedup, group commit to the write-ahead log, flush to the lake.
+
+Life of a ``POST /api/events/`` batch (validated by ``engine.ingest_parse``):
+
+1. The request hands its columns to the committer thread and awaits a future; the
+   event loop never blocks on disk.
+2. The committer drains every request queued meanwhile (group commit), drops
+   ``(tenant_id, event_id)`` pairs seen within the dedup window, assigns ids to events
+   sent without one (UUIDv7), encodes each request as one Arrow IPC record, appends
+   the group to the WAL with a single ``fsync`` and only then resolves the futures:
+   a 202 means the events are on disk.
+3. The flusher (a worker thread, or ``flush_now()``) seals the WAL, appends the
+   sealed records to the lake per tenant, then checkpoints the WAL and deletes it.
+
+Exactly-once into the lake:
+
+* The dedup window lives in memory (``SeenIds``): rebuilt at start from the lake
+  (``event_ids_since(now - window)``) and the WAL, then kept current by the committer.
+* A crash after a lake commit but before the WAL checkpoint replays records that are
+  already in the lake; recovery (at start, before anything new is accepted) drops
+  the rows whose ids the lake already holds.
+* Files that other processes commit (``segops ingest``) are noticed at each flush by
+  diffing the tenant's snapshot; their ids join the window and are dropped from the
+  rows being flushed, so the lake never holds an id twice even if the API accepted it
+  meanwhile (the API's answer then counted it as accepted, not duplicate).
+
+Memory: the window holds every event id received in the last ``window_days`` (about
+120 bytes each, e.g. 1.2 GB for 10M ids); generated ids are not kept.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from itertools import compress
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.ingest_parse import EventColumns, ProfileColumns
+from engine.runtime import WORKERS
+from storage import duck
+from storage.manifest import ConcurrentCommitError
+from storage.wal import WriteAheadLog
+
+if TYPE_CHECKING:
+    from engine.runtime import Runtime
+    from storage.lake import EventLake, FileEntry
+
+log = logging.getLogger(__name__)
+
+_TS = pa.timestamp("us")
+EVENT_SCHEMA = pa.schema([
+    ("event_id", pa.string()), ("tenant_id", pa.int64()), ("user_id", pa.string()),
+    ("event_type", pa.string()), ("occurred_at", _TS), ("received_at", _TS), ("properties", pa.string()),
+])
+PROFILE_SCHEMA = pa.schema([("user_id", pa.string()), ("traits", pa.string()), ("updated_at", _TS)])
+# Record kinds; 8 bytes so the Arrow IPC stream after them stays 8-byte aligned.
+_EVENTS, _PROFILES = b"EVENTS\0\0", b"PROFILES"
+_DAY_US = 86_400_000_000
+
+# Called after a batch is durable, with (runtime, tenant_id, accepted events as an
+# EVENT_SCHEMA table); each returns how many journeys it matched, summed into the
+# response's journeys_matched. A hook must persist whatever it needs itself: a
+# failing hook is logged and counts 0 (the events stay accepted).
+AFTER_ACCEPT: list[Callable[["Runtime", int, pa.Table], int]] = []
+
+
+class IngestUnavailable(RuntimeError):
+    """The ingest path cannot accept writes now (read-only process, WAL backlog)."""
+
+    def __init__(self, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class TrackOutcome:
+    accepted: int
+    duplicates: int
+    events: pa.Table  # the accepted events (EVENT_SCHEMA)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def uuid7_batch(count: int, at_us: int) -> list[str]:
+    """``count`` UUIDv7 strings for one millisecond: 48-bit time, version and
+    variant bits, 74 random bits from one urandom call."""
+    ms = f"{at_us // 1000:012x}"
+    head = f"{ms[:8]}-{ms[8:]}-7"
+    rand = os.urandom(10 * count).hex()
+    out = []
+    for i in range(0, 20 * count, 20):
+        r = rand[i:i + 20]
+        out.append(f"{head}{r[:3]}-{'89ab'[int(r[3], 16) & 3]}{r[4:7]}-{r[7:19]}")
+    return out
+
+
+class SeenIds:
+    """``(tenant_id, event_id)`` pairs received within the last ``window_days``.
+
+    One set per tenant for O(1) membership plus per-day lists to expire whole days.
+    The committer claims ids; the flusher adds ids found in the lake and expires days.
+    """
+
+    def __init__(self, window_days: int = 8):
+        self.window_days = window_days
+        self._sets: dict[int, set[str]] = defaultdict(set)
+        self._days: dict[int, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._sets.values())
+
+    def contains_many(self, tenant_id: int, ids: Iterable[str]) -> list[bool]:
+        with self._lock:
+            seen = self._sets.get(tenant_id, ())
+            return [i in seen for i in ids]
+
+    def add(self, tenant_id: int, ids: Iterable[str], day: int) -> None:
+        fresh = set(ids)
+        with self._lock:
+            seen = self._sets[tenant_id]
+            fresh -= seen
+            seen |= fresh
+            self._days[day][tenant_id].extend(fresh)
+
+    def claim(self, tenant_id: int, ids: list[str | None], day: int) -> tuple[list[bool] | None, list[str]]:
+        """Mark each new id as seen. Returns (mask, claimed ids): mask is None when every
+        item is new, else True for new (or None: no client id) and False for a duplicate,
+        including a repeat within ``ids``. Undo with ``release(claimed)``."""
+        present = [i for i in ids if i is not None] if None in ids else ids
+        unique = set(present)
+        with self._lock:
+            seen = self._sets[tenant_id]
+            if len(unique) == len(present) and seen.isdisjoint(unique):  # the usual case, in C
+                seen |= unique
+                self._days[day][tenant_id].extend(present)
+                return None, present
+            mask, claimed = [], []
+            for event_id in ids:
+                if event_id is None:
+                    mask.append(True)
+                elif event_id in seen:
+                    mask.append(False)
+                else:
+                    seen.add(event_id)
+                    claimed.append(event_id)
+                    mask.append(True)
+            self._days[day][tenant_id].extend(claimed)
+        return mask, claimed
+
+    def release(self, tenant_id: int, ids: Iterable[str]) -> None:
+        """Forget ids claimed by a group that failed to commit (they stay in a day
+        list; expiring them later is harmless)."""
+        with self._lock:
+            self._sets[tenant_id].difference_update(ids)
+
+    def expire(self, today: int) -> None:
+        with self._lock:
+            for day in [d for d in self._days if d < today - self.window_days]:
+                for tenant_id, ids in self._days.pop(day).items():
+                    self._sets[tenant_id].difference_update(ids)
+
+
+def encode_record(kind: bytes, table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return kind + sink.getvalue().to_pybytes()
+
+
+def decode_record(payload: bytes) -> tuple[bytes, pa.Table]:
+    return payload[:8], pa.ipc.open_stream(pa.py_buffer(payload)[8:]).read_all()
+
+
+def _event_table(tenant_id: int, cols: EventColumns, mask: list[bool] | None, received_us: int) -> pa.Table:
+    ids, users, types, occurred, props = (cols.event_ids, cols.user_ids, cols.event_types,
+                                          cols.occurred_at, cols.properties)
+    if mask is not None:
+        ids, users, types, occurred, props = (list(compress(c, mask)) for c in (ids, users, types, occurred, props))
+    if None in ids:
+        missing = [i for i, v in enumerate(ids) if v is None]
+        ids = list(ids)
+        for i, new_id in zip(missing, uuid7_batch(len(missing), received_us)):
+            ids[i] = new_id
+    n = len(ids)
+    return pa.Table.from_arrays([
+        pa.array(ids, pa.string()),
+        pa.repeat(pa.scalar(tenant_id, pa.int64()), n),
+        pa.array(users, pa.string()),
+        pa.array(types, pa.string()),
+        pa.array(occurred, pa.int64()).view(_TS),
+        pa.repeat(pa.scalar(received_us, _TS), n),
+        pa.array(props, pa.binary()).view(pa.string()),
+    ], schema=EVENT_SCHEMA)
+
+
+def _profile_table(cols: ProfileColumns) -> pa.Table:
+    return pa.Table.from_arrays([
+        pa.array(cols.user_ids, pa.string()),
+        pa.array(cols.traits, pa.binary()).view(pa.string()),
+        pa.array(cols.updated_at, pa.int64()).view(_TS),
+    ], schema=PROFILE_SCHEMA)
+
+
+@dataclass
+class _Job:
+    tenant_id: int
+    received_us: int
+    future: Future
+    events: EventColumns | None = None
+    profiles: ProfileColumns | None = None
+
+
+_STOP = object()
+
+
+class IngestService:
+    """The write path of one process that owns ``<data>/wal``. Build with ``open``."""
+
+    def __init__(self, lake: "EventLake", wal: WriteAheadLog, *, window_days: int = 8,
+                 flush_interval: float = 1.0, max_wal_bytes: int = 2 << 30, max_group_bytes: int = 256 << 20):
+        self.lake = lake
+        self.wal = wal
+        self.seen = SeenIds(window_days)
+        self.flush_interval = flush_interval
+        self.max_wal_bytes = max_wal_bytes
+        self.max_group_bytes = max_group_bytes
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._flush_lock = threading.Lock()
+        self.watch = LakeWatch(lake)
+        self._flusher: threading.Thread | None = None
+        self._stop_flusher = threading.Event()
+        self._closed = False
+        self._recover()
+        self._committer = threading.Thread(target=self._commit_loop, name="segops-wal-commit", daemon=True)
+        self._committer.start()
+
+    @classmethod
+    def open(cls, runtime: "Runtime") -> "IngestService":
+        settings = runtime.settings
+        if settings.read_only:
+            raise IngestUnavailable("this segops process is read-only")
+        extra, env = settings.extra, os.environ
+        return cls(runtime.lake, WriteAheadLog(settings.wal_dir),
+                   flush_interval=float(extra.get("flush_interval", env.get("SEGOPS_FLUSH_INTERVAL", 1.0))),
+                   max_wal_bytes=int(extra.get("max_wal_bytes", env.get("SEGOPS_WAL_MAX_BYTES", 2 << 30))))
+
+    # -- start-up ---------------------------------------------------------------------
+    def _window_start(self) -> datetime:
+        return datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(days=self.seen.window_days)
+
+    def _recover(self) -> None:
+        """Rebuild the dedup window from the lake, then flush what earlier runs left in
+        the WAL, minus rows the lake already holds (crash between commit and checkpoint)."""
+        today = now_us() // _DAY_US
+        since = self._window_start()
+        sealed = self.wal.seal()
+        if sealed:  # a WAL left over from a long outage may hold ids older than the window
+            oldest = min(self.wal.segment_mtime(seq) for seq in sealed) - 86_400
+            since = min(since, datetime.fromtimestamp(oldest, timezone.utc).replace(tzinfo=None))
+        for tenant_id in self.lake.all_tenants():
+            self.watch.baseline(tenant_id)  # before the ids: a file committed between is re-read, never missed
+            self.seen.add(tenant_id, self.lake.event_ids_since(tenant_id, since), today)
+        if sealed:
+            rows = self._flush_segments(sealed, recovering=True)
+            log.info("replayed %d WAL segment(s): %d event(s) flushed to the lake", len(sealed), rows)
+
+    # -- accepting --------------------------------------------------------------------
+    def _submit(self, job: _Job) -> Future:
+        if self._closed:
+            raise IngestUnavailable("ingest is shutting down", retry_after=1)
+        if self.wal.pending_bytes > self.max_wal_bytes:
+            raise IngestUnavailable("the write-ahead log is behind on flushing; retry shortly", retry_after=5)
+        # Running from now on: a request that goes away cannot cancel it, so the committer
+        # can always resolve it (the events may be committed regardless).
+        job.future.set_running_or_notify_cancel()
+        self._queue.put(job)
+        return job.future
+
+    def submit_events(self, tenant_id: int, columns: EventColumns, received_us: int) -> Future:
+        """Future of a TrackOutcome, resolved once the accepted events are durable."""
+        return self._submit(_Job(tenant_id, received_us, Future(), events=columns))
+
+    def submit_profiles(self, tenant_id: int, columns: ProfileColumns, received_us: int) -> Future:
+        """Future of the number of identify items made durable."""
+        return self._submit(_Job(tenant_id, received_us, Future(), profiles=columns))
+
+    def _commit_loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is _STOP:
+                return
+            group = [job]
+            while True:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    self._queue.put(_STOP)
+                    break
+                group.append(nxt)
+            self._commit(group)
+
+    def _commit(self, group: list[_Job]) -> None:
+        payloads, results, claims = [], [], []
+        try:
+            for job in group:
+                day = job.received_us // _DAY_US
+                if job.events is not None:
+                    ids = job.events.event_ids
+                    mask, claimed = self.seen.claim(job.tenant_id, ids, day)
+                    claims.append((job.tenant_id, claimed))
+                    table = _event_table(job.tenant_id, job.events, mask, job.received_us)
+                    if table.num_rows:  # all duplicates: nothing new to make durable
+                        payloads.append(encode_record(_EVENTS, table))
+                    results.append(TrackOutcome(table.num_rows, len(ids) - table.num_rows, table))
+                else:
+                    table = _profile_table(job.profiles)
+                    table = table.append_column("tenant_id", pa.repeat(pa.scalar(job.tenant_id, pa.int64()),
+                                                                         table.num_rows))
+                    payloads.append(encode_record(_PROFILES, table))
+                    results.append(table.num_rows)
+            self.wal.append(payloads)
+        except BaseException as exc:  # nothing of this group is acknowledged
+            for tenant_id, ids in claims:
+                self.seen.release(tenant_id, ids)
+            log.exception("WAL commit failed")
+            if isinstance(exc, OSError):  # e.g. disk full: the client should retry later
+                exc = IngestUnavailable(f"the write-ahead log could not be written ({exc})", retry_after=5)
+            for job in group:
+                job.future.set_exception(exc)
+            return
+        for job, result in zip(group, results):
+            job.future.set_result(result)
+
+    # -- flushing ---------------------------------------------------------------------
+    def flush_now(self) -> int:
+        """Move everything committed so far into the lake; returns events written."""
+        with self._flush_lock:
+            sealed = self.wal.seal()
+            return self._flush_segments(sealed) if sealed else 0
+
+    def _flush_segments(self, sealed: list[int], recovering: bool = False) -> int:
+        """Flush ``sealed`` in groups of about ``max_group_bytes``, checkpointing after each."""
+        written, group, size = 0, [], 0
+        for seq in sealed:
+            group.append(seq)
+            size += self.wal.segment_bytes_of(seq)
+            if size >= self.max_group_bytes or seq == sealed[-1]:
+                written += self._flush_group(group, recovering)
+                self.wal.checkpoint(group[-1])
+                group, size = [], 0
+        self.seen.expire(now_us() // _DAY_US)
+        return written
+
+    def _flush_group(self, seqs: list[int], recovering: bool) -> int:
+        events: dict[int, list[pa.Table]] = defaultdict(list)
+        profiles: dict[int, list[pa.Table]] = defaultdict(list)
+        for seq in seqs:
+            for payload in self.wal.records(seq):
+                kind, table = decode_record(payload)
+                if table.num_rows:
+                    tenant_id = table.column("tenant_id")[0].as_py()
+                    (events if kind == _EVENTS else profiles)[tenant_id].append(table)
+        written = 0
+        today = now_us() // _DAY_US
+        for tenant_id, tables in events.items():
+            table = pa.concat_tables(tables)
+            if recovering:  # already in the lake if the last run crashed after its commit
+                in_lake = self.seen.contains_many(tenant_id, table.column("event_id").to_pylist())
+                table = table.filter(pc.invert(pa.array(in_lake, pa.bool_())))
+                self.seen.add(tenant_id, table.column("event_id").to_pylist(), today)
+            table = self._drop_ids_committed_elsewhere(tenant_id, table)
+            if table.num_rows:
+                self.watch.own(tenant_id, append_retrying(self.lake, tenant_id, table))
+                written += table.num_rows
+        for tenant_id, tables in profiles.items():
+            table = pa.concat_tables(tables)
+            self.lake.upsert_profiles(tenant_id, table.select(["user_id", "traits", "updated_at"]))
+        return written
+
+    def _drop_ids_committed_elsewhere(self, tenant_id: int, table: pa.Table) -> pa.Table:
+        """Rows of ``table`` minus ids in lake files this process has not seen yet
+        (another process's commit, or compaction's rewrite of known rows)."""
+        ids = self.watch.new_ids(tenant_id, self._window_start())
+        if ids is None:
+            return table
+        self.seen.add(tenant_id, ids.to_pylist(), now_us() // _DAY_US)
+        return table.filter(pc.invert(pc.is_in(table.column("event_id"), value_set=ids)))
+
+    # -- worker -----------------------------------------------------------------------
+    def start_flusher(self) -> None:
+        if self._flusher is not None:
+            return
+        self._flusher = threading.Thread(target=self._flush_loop, name="segops-flusher", daemon=True)
+        self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        delay = self.flush_interval
+        while not self._stop_flusher.wait(delay):
+            try:
+                self.flush_now()
+                delay = self.flush_interval
+            except Exception:  # the WAL keeps everything; try again with back-off
+                log.exception("flush to the lake failed; retrying")
+                delay = min(max(delay * 2, 1.0), 30.0)
+
+    def close(self) -> None:
+        """Stop accepting, drain the committer; a process that ran the flusher flushes
+        once more. The WAL keeps anything unflushed for the next start."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._committer.join()
+        while True:  # a request that raced with close: refuse it rather than leave it waiting
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP:
+                job.future.set_exception(IngestUnavailable("ingest is shutting down", retry_after=1))
+        if self._flusher is not None:
+            self._stop_flusher.set()
+            self._flusher.join()
+            try:
+                self.flush_now()
+            except Exception:
+                log.exception("final flush failed; the WAL will be replayed at the next start")
+        self.wal.close()
+        self.watch.close()
+
+
+def append_retrying(lake: "EventLake", tenant_id: int, table: pa.Table, attempts: int = 5) -> list[str]:
+    """``lake.append_events``, retried when another process committed the same manifest
+    sequence first (nothing of ours was committed then, so a retry is safe)."""
+    for attempt in range(1, attempts):
+        try:
+            return lake.append_events(tenant_id, table)
+        except ConcurrentCommitError:
+            time.sleep(0.05 * attempt)
+    return lake.append_events(tenant_id, table)
+
+
+class LakeWatch:
+    """Which of a tenant's committed lake files this process has accounted for, so ids
+    committed by someone else (``segops ingest`` while the server runs) can be read and
+    excluded before appending.
+
+    Compaction also swaps in new files, but of rows already accounted for: a day whose
+    one new file holds exactly the rows of the accounted-for files that left it is such a
+    rewrite and is not read again (any foreign rows merged in would make it larger)."""
+
+    def __init__(self, lake: "EventLake"):
+        self.lake = lake
+        self._known: dict[int, dict[str, "FileEntry"]] = {}
+        self._duck = None
+
+    def baseline(self, tenant_id: int) -> None:
+        """Everything committed now is accounted for."""
+        self._known[tenant_id] = {e.key: e for e in self.lake.snapshot(tenant_id).entries}
+
+    def own(self, tenant_id: int, keys: Iterable[str]) -> None:
+        """Files this process just committed."""
+        keys = set(keys)
+        known = self._known.setdefault(tenant_id, {})
+        known.update((e.key, e) for e in self.lake.snapshot(tenant_id).entries if e.key in keys)
+
+    def new_ids(self, tenant_id: int, since: datetime) -> pa.Array | None:
+        """Distinct event ids of files committed by others since the last look (received
+        at or after ``since``), or None if there are none."""
+        snapshot = self.lake.snapshot(tenant_id)
+        known = self._known.get(tenant_id, {})
+        current = {e.key: e for e in snapshot.entries}
+        self._known[tenant_id] = current
+        new = [e for key, e in current.items() if key not in known]
+        if not new:
+            return None
+        left_rows: dict = defaultdict(int)
+        for key, entry in known.items():
+            if key not in current:
+                left_rows[entry.day] += entry.rows
+        new_per_day = Counter(e.day for e in new)
+        paths = [e.path for e in new if e.max_received_at >= since
+                 and not (new_per_day[e.day] == 1 and left_rows[e.day] == e.rows)]
+        if not paths:
+            return None
+        if self._duck is None:
+            self._duck = duck.connect(self.lake.store, threads=2)
+        table = self._duck.execute("SELECT DISTINCT event_id FROM read_parquet(?)", [paths]).to_arrow_table()
+        return table.column(0).combine_chunks()
+
+    def close(self) -> None:
+        if self._duck is not None:
+            self._duck.close()
+            self._duck = None
+
+
+def run_after_accept(runtime: "Runtime", tenant_id: int, events: pa.Table) -> int:
+    """Sum of AFTER_ACCEPT hooks for a durable batch (journeys_matched)."""
+    matched = 0
+    for hook in list(AFTER_ACCEPT):
+        try:
+            matched += int(hook(runtime, tenant_id, events) or 0)
+        except Exception:
+            log.exception("after-accept hook %r failed", hook)
+    return matched
+
+
+def start_flusher(runtime: "Runtime") -> None:
+    """WORKERS entry: open ingest (replaying the WAL) and flush in the background."""
+    if runtime.settings.read_only:
+        return
+    runtime.ingest.start_flusher()
+
+
+if start_flusher not in WORKERS:
+    WORKERS.append(start_flusher)
