@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 
 from api.deps import RateLimitHeadersMiddleware
-from api.errors import install_error_handlers
+from api.errors import COMMON_ERROR_RESPONSES, install_error_handlers
 from engine.runtime import Runtime
 from engine.settings import Settings
 
@@ -46,5 +46,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             if exc.name != f"api.routers.{name}":
                 raise
             continue
-        app.include_router(module.router)
+        app.include_router(module.router, responses=COMMON_ERROR_RESPONSES)
+        if hasattr(module, "fast_path"):  # a pure ASGI answer for a hot path (api/routers/membership.py)
+            app.add_middleware(module.fast_path)
     return app

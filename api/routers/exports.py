@@ -1,0 +1,78 @@
+"""Bulk export of a segment's members: start (202), poll, download.
+
+``POST /api/segments/<id>/export/`` ``{"format": "parquet"|"csv"|"jsonl", "traits": [names]}``
+pins the segment's current computation and queues the export (409 ``segment_not_computed``
+before the first computation; 400 ``unknown_trait`` naming ``traits[i]``).
+``GET /api/segments/<id>/export/?export_id=`` polls it. ``GET /api/segments/exports/<id>/download/``
+streams the file, or redirects (302) to a presigned URL when the lake is on S3 (``curl -L``).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.deps import Principal, get_runtime, require, tenant_scoped_404
+from api.errors import ApiError
+from engine.exports import CONTENT_TYPES, MAX_TRAITS, ExportError, SegmentNotComputed
+from engine.runtime import Runtime
+from engine.segments import SegmentNotFound
+
+router = APIRouter(tags=["exports"])
+READ = require("exports:read")
+PRESIGNED_SECONDS = 3600
+
+
+class ExportRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["parquet", "csv", "jsonl"] = "parquet"
+    traits: list[str] = Field(default_factory=list, max_length=MAX_TRAITS)
+
+
+def _with_url(request: Request, export: dict) -> dict:
+    url = None
+    if export["status"] == "done":
+        url = str(request.url_for("download_export", export_id=export["export_id"]))
+    return {**export, "download_url": url}
+
+
+@router.post("/api/segments/{segment_id:int}/export/", status_code=202)
+def start_export(request: Request, segment_id: int, body: ExportRequest, principal: Principal = Depends(READ),
+                 runtime: Runtime = Depends(get_runtime)) -> dict:
+    try:
+        export = runtime.exports.create(principal.tenant_id, segment_id, body.format, body.traits)
+    except SegmentNotFound:
+        raise tenant_scoped_404("segment", segment_id) from None
+    except SegmentNotComputed:
+        raise ApiError(409, f"Segment {segment_id} has not been computed yet; "
+                            f"POST /api/segments/{segment_id}/compute/ first.", "segment_not_computed") from None
+    except ExportError as err:
+        raise ApiError.field(err.field, err.message, err.code) from None
+    return _with_url(request, export)
+
+
+@router.get("/api/segments/{segment_id:int}/export/")
+def poll_export(request: Request, segment_id: int, export_id: int = Query(..., ge=1),
+                principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)) -> dict:
+    export = runtime.exports.get(principal.tenant_id, export_id, segment_id)
+    if export is None:
+        raise tenant_scoped_404("export", export_id)
+    return _with_url(request, export)
+
+
+@router.get("/api/segments/exports/{export_id:int}/download/", name="download_export")
+def download_export(export_id: int, principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)):
+    export = runtime.exports.get(principal.tenant_id, export_id)
+    if export is None:
+        raise tenant_scoped_404("export", export_id)
+    found = runtime.exports.file(principal.tenant_id, export_id)
+    if found is None:
+        raise ApiError(409, f"Export {export_id} is {export['status']}, not done.", "export_not_ready")
+    store = runtime.lake.store
+    url = store.presigned_get(found.key, expires=PRESIGNED_SECONDS)
+    if url is not None:
+        return RedirectResponse(url, status_code=302)
+    return FileResponse(store.duckdb_path(found.key), media_type=CONTENT_TYPES[found.format],
+                        filename=found.filename)

@@ -1,0 +1,32 @@
+"""User profiles: search (offset pagination) and one user's traits, recent events and segments.
+
+Search (``?search=``) matches a user id prefix or, case-insensitively, the prefix of any string
+trait (e.g. an email). Scope ``profiles:read``; another tenant's user answers 404.
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from api.deps import Principal, get_runtime, require, tenant_scoped_404
+from api.pagination import OffsetPage, offset_params, offset_response
+from engine.profiles import get_profile, search_profiles
+from engine.runtime import Runtime
+
+router = APIRouter(tags=["profiles"])
+READ = require("profiles:read")
+
+
+@router.get("/api/profiles/")
+def list_profiles(request: Request, search: str | None = Query(None, max_length=512),
+                  page: OffsetPage = Depends(offset_params), principal: Principal = Depends(READ),
+                  runtime: Runtime = Depends(get_runtime)) -> dict:
+    count, results = search_profiles(runtime, principal.tenant_id, search, page.limit, page.offset)
+    return offset_response(request, page, count, results)
+
+
+@router.get("/api/profiles/{user_id}/")
+def profile(user_id: str, principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)) -> dict:
+    found = get_profile(runtime, principal.tenant_id, user_id)
+    if found is None:
+        raise tenant_scoped_404("profile", user_id)
+    return found

@@ -1,0 +1,319 @@
+"""Segment member exports: one file of a computation's members (plus chosen traits) in the lake.
+
+An export pins the segment's current computation when it is requested, so it is reproducible
+whatever recomputes follow. A worker thread (``WORKERS``) runs queued exports; tests and the
+CLI call ``Exports.run`` directly. Each export is one DuckDB statement,
+``COPY (SELECT members [LEFT JOIN profiles]) TO ...``, written straight to its final place:
+locally into the store's scratch directory and then renamed under its key, on S3 by httpfs's
+multipart upload, which becomes visible only when complete. Either way nobody sees half a file.
+
+File columns: ``user_id``, ``computed_at`` (Parquet: naive UTC timestamp; CSV/JSONL:
+ISO 8601 text with ``Z``), then one column per requested trait, named as the trait.
+Rows are in user_id order.
+
+Exports interrupted by a crash are queued again when the worker starts (one worker process
+per lake, the same rule as the lake's writer).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlglot import exp
+
+from engine.runtime import WORKERS
+from engine.segments import SegmentNotFound, api_time, db_time, ensure_schema, utc_now
+
+if TYPE_CHECKING:
+    from engine.runtime import Runtime
+
+log = logging.getLogger("segops.exports")
+
+FORMATS = ("parquet", "csv", "jsonl")
+MAX_TRAITS = 100
+POLL_SECONDS = 2.0
+CONTENT_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv; charset=utf-8",
+                 "jsonl": "application/x-ndjson"}
+_COPY_OPTIONS = {"parquet": "FORMAT parquet", "csv": "FORMAT csv, HEADER true", "jsonl": "FORMAT json"}
+_RESERVED_COLUMNS = ("user_id", "computed_at")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS segment_exports (
+    id INTEGER PRIMARY KEY,
+    tenant_id INTEGER NOT NULL,
+    segment_id INTEGER NOT NULL,
+    computation_id INTEGER NOT NULL,          -- the membership snapshot exported
+    format TEXT NOT NULL CHECK (format IN ('parquet', 'csv', 'jsonl')),
+    traits TEXT NOT NULL,                     -- JSON list of trait names
+    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    trigger TEXT NOT NULL,                    -- 'api' | 'cli'
+    object_key TEXT,
+    row_count INTEGER,
+    bytes INTEGER,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS segment_exports_status ON segment_exports (status, id);
+CREATE INDEX IF NOT EXISTS segment_exports_segment ON segment_exports (tenant_id, segment_id, id);
+"""
+
+
+class ExportError(ValueError):
+    """Bad export request; ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str, code: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message, self.code = field, message, code
+
+
+class SegmentNotComputed(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    key: str
+    format: str
+    filename: str
+
+
+def export_json(row) -> dict[str, Any]:
+    return {
+        "export_id": row["id"],
+        "segment_id": row["segment_id"],
+        "computation_id": row["computation_id"],
+        "status": row["status"],
+        "format": row["format"],
+        "traits": orjson.loads(row["traits"]),
+        "row_count": row["row_count"],
+        "bytes": row["bytes"],
+        "error": row["error"],
+        "created_at": api_time(row["created_at"]),
+        "finished_at": api_time(row["finished_at"]),
+    }
+
+
+class Exports:
+    """``runtime.exports``."""
+
+    def __init__(self, runtime: Runtime):
+        self._runtime = runtime
+        self._meta = runtime.meta
+        ensure_schema(self._meta)  # segments and their computations, read here
+        self._meta.ensure_schema("segment_exports", SCHEMA)
+        self._wake = threading.Event()
+
+    # -- requests ---------------------------------------------------------------------
+    def create(self, tenant_id: int, segment_id: int, fmt: str, traits: list[str] | None = None,
+               trigger: str = "api") -> dict[str, Any]:
+        """Queue an export of the segment's current computation. Raises SegmentNotFound,
+        SegmentNotComputed, ExportError (``format``, ``traits[i]``)."""
+        row = self._meta.query_one(
+            "SELECT current_computation_id FROM segments WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL",
+            (segment_id, tenant_id))
+        if row is None:
+            raise SegmentNotFound(segment_id)
+        if fmt not in FORMATS:
+            raise ExportError("format", f"must be one of {', '.join(FORMATS)}", "invalid_format")
+        traits = list(traits or [])
+        self._check_traits(tenant_id, traits)
+        if row["current_computation_id"] is None:
+            raise SegmentNotComputed(segment_id)
+        export_id = self._meta.execute(
+            "INSERT INTO segment_exports (tenant_id, segment_id, computation_id, format, traits, status, trigger,"
+            " created_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
+            (tenant_id, segment_id, row["current_computation_id"], fmt, orjson.dumps(traits).decode(), trigger,
+             db_time(utc_now()))).lastrowid
+        self._wake.set()
+        return self.get(tenant_id, export_id)
+
+    def _check_traits(self, tenant_id: int, traits: list[str]) -> None:
+        if len(traits) > MAX_TRAITS:
+            raise ExportError("traits", f"at most {MAX_TRAITS} traits", "too_many_traits")
+        known = self._runtime.lake.profiles_snapshot(tenant_id).traits
+        seen = set()
+        for i, name in enumerate(traits):
+            if not isinstance(name, str) or name not in known:
+                raise ExportError(f"traits[{i}]", f"unknown trait {name!r}", "unknown_trait")
+            if name in seen or name in _RESERVED_COLUMNS:
+                raise ExportError(f"traits[{i}]", f"{name!r} is already a column of the export", "duplicate_column")
+            seen.add(name)
+
+    def get(self, tenant_id: int, export_id: int, segment_id: int | None = None) -> dict[str, Any] | None:
+        row = self._meta.query_one("SELECT * FROM segment_exports WHERE id = ? AND tenant_id = ?",
+                                   (export_id, tenant_id))
+        if row is None or (segment_id is not None and row["segment_id"] != segment_id):
+            return None
+        return export_json(row)
+
+    def file(self, tenant_id: int, export_id: int) -> ExportFile | None:
+        """The finished export's object (None unless done)."""
+        row = self._meta.query_one(
+            "SELECT segment_id, format, object_key FROM segment_exports WHERE id = ? AND tenant_id = ?"
+            " AND status = 'done'", (export_id, tenant_id))
+        if row is None:
+            return None
+        return ExportFile(row["object_key"], row["format"],
+                          f"segment-{row['segment_id']}-export-{export_id}.{row['format']}")
+
+    # -- running ----------------------------------------------------------------------
+    def run_pending(self) -> list[int]:
+        """Run queued exports until none is left; returns their ids."""
+        done = []
+        while (export_id := self._claim()) is not None:
+            self._execute(export_id)
+            done.append(export_id)
+        return done
+
+    def run(self, export_id: int, progress: Callable[[float], None] | None = None) -> dict[str, Any]:
+        """Run one queued export now (the CLI and tests); ``progress`` gets DuckDB's percentage."""
+        claimed = self._meta.execute(
+            "UPDATE segment_exports SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
+            (db_time(utc_now()), export_id)).rowcount
+        if claimed:
+            self._execute(export_id, progress)
+        row = self._meta.query_one("SELECT * FROM segment_exports WHERE id = ?", (export_id,))
+        return export_json(row)
+
+    def _claim(self) -> int | None:
+        with self._meta.transaction() as conn:
+            row = conn.execute("SELECT id FROM segment_exports WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE segment_exports SET status = 'running', started_at = ? WHERE id = ?",
+                         (db_time(utc_now()), row["id"]))
+        return row["id"]
+
+    def _execute(self, export_id: int, progress: Callable[[float], None] | None = None) -> None:
+        row = self._meta.query_one("SELECT * FROM segment_exports WHERE id = ?", (export_id,))
+        try:
+            key, rows, size = self._write(row, progress)
+        except Exception as err:  # noqa: BLE001 - recorded on the export
+            log.exception("export %s failed", export_id)
+            self._meta.execute(
+                "UPDATE segment_exports SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
+                (f"{type(err).__name__}: {err}"[:2000], db_time(utc_now()), export_id))
+            return
+        self._meta.execute(
+            "UPDATE segment_exports SET status = 'done', object_key = ?, row_count = ?, bytes = ?, finished_at = ?"
+            " WHERE id = ?", (key, rows, size, db_time(utc_now()), export_id))
+
+    def _write(self, row, progress: Callable[[float], None] | None) -> tuple[str, int, int]:
+        runtime, store = self._runtime, self._runtime.lake.store
+        computation = self._meta.query_one(
+            "SELECT members_key FROM segment_computations WHERE id = ? AND files_deleted_at IS NULL",
+            (row["computation_id"],))
+        if computation is None or computation["members_key"] is None:
+            raise FileNotFoundError(f"the members of computation {row['computation_id']} are no longer kept")
+        fmt = row["format"]
+        key = f"exports/tenant_id={row['tenant_id']}/export={row['id']}/members.{fmt}"
+        query = self._select(row["tenant_id"], store.duckdb_path(computation["members_key"]), fmt,
+                             orjson.loads(row["traits"]))
+        scratch = None if store.is_remote else store.new_scratch_path(f".{fmt}")
+        target = store.duckdb_path(key) if scratch is None else str(scratch)
+        sql = f"COPY ({query}) TO {exp.Literal.string(target).sql('duckdb')} ({_COPY_OPTIONS[fmt]})"
+        cursor = runtime.segment_queries.cursor()
+        try:
+            with _ProgressReporter(cursor, progress):
+                rows = cursor.execute(sql).fetchone()[0]
+            if scratch is None:
+                return key, rows, store.size(key)
+            size = scratch.stat().st_size
+            store.put_file(key, scratch, move=True)
+            return key, rows, size
+        finally:
+            cursor.close()
+            if scratch is not None:
+                scratch.unlink(missing_ok=True)  # a failed COPY's partial file
+
+    def _select(self, tenant_id: int, members_path: str, fmt: str, traits: list[str]) -> str:
+        """The export's SELECT; every name and path is a quoted identifier or literal."""
+        members = exp.Table(this=exp.Anonymous(this="read_parquet", expressions=[exp.Literal.string(members_path)]),
+                            alias=exp.TableAlias(this=exp.to_identifier("m")))
+        computed_at = exp.column("computed_at", table="m", quoted=True)
+        if fmt != "parquet":
+            computed_at = exp.Anonymous(this="strftime", expressions=[
+                computed_at, exp.Literal.string("%Y-%m-%dT%H:%M:%SZ")])
+        columns = [exp.column("user_id", table="m", quoted=True),
+                   exp.alias_(computed_at, "computed_at", quoted=True)]
+        query = exp.select(*columns).from_(members)
+        if traits:
+            snapshot = self._runtime.lake.profiles_snapshot(tenant_id)
+            for name in traits:
+                column, _ = snapshot.traits[name]
+                query = query.select(exp.alias_(exp.column(column, table="p", quoted=True), name, quoted=True))
+            profiles = exp.Table(this=exp.Anonymous(this="read_parquet", expressions=[
+                exp.Literal.string(snapshot.file)]), alias=exp.TableAlias(this=exp.to_identifier("p")))
+            query = query.join(profiles, on=exp.EQ(this=exp.column("user_id", table="m", quoted=True),
+                                                   expression=exp.column("user_id", table="p", quoted=True)),
+                               join_type="left").order_by(exp.column("user_id", table="m", quoted=True))
+        return query.sql(dialect="duckdb")
+
+    # -- worker -----------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.run_pending()
+            except Exception:  # noqa: BLE001 - keep the worker alive
+                log.exception("export worker round failed")
+            self._wake.wait(POLL_SECONDS)
+            self._wake.clear()
+        self._meta.close()
+
+
+class _ProgressReporter:
+    """Polls DuckDB's progress of the running statement on ``cursor`` from a side thread."""
+
+    def __init__(self, cursor, progress: Callable[[float], None] | None):
+        self._cursor, self._progress = cursor, progress
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True) if progress else None
+
+    def __enter__(self) -> _ProgressReporter:
+        if self._thread:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread:
+            self._stop.set()
+            self._thread.join()
+            if exc[0] is None:
+                self._progress(100.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            value = self._cursor.query_progress()
+            if value >= 0:
+                self._progress(value)
+
+
+def start_export_worker(runtime: Runtime) -> None:
+    """WORKERS entry: run queued exports in a thread (not in read-only processes)."""
+    if runtime.settings.read_only:
+        return
+    exports = runtime.exports
+    runtime.meta.execute("UPDATE segment_exports SET status = 'queued', started_at = NULL WHERE status = 'running'")
+    stop = threading.Event()
+    thread = threading.Thread(target=exports._loop, args=(stop,), name="segops-exports", daemon=True)
+
+    def stop_worker() -> None:
+        stop.set()
+        exports.wake()
+        thread.join(timeout=30)
+
+    thread.start()
+    runtime.on_stop(stop_worker)
+
+
+if start_export_worker not in WORKERS:
+    WORKERS.append(start_export_worker)

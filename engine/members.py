@@ -1,0 +1,87 @@
+"""Paging through a segment's members, pinned to one computation.
+
+A page reads the computation's ``members.parquet`` (sorted by user_id) with DuckDB:
+``user_id > last ORDER BY user_id LIMIT n`` stops after n rows and skips row groups by their
+statistics. The caller's cursor carries (computation id, last user_id), so paging continues on
+the snapshot it started on even while a recompute swaps the segment's current computation;
+engine.compute keeps a superseded computation's files at least ``RETENTION_GRACE`` (1 hour)
+and for the ``KEEP_COMPUTATIONS`` newest. After that the cursor answers ``SnapshotExpired``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from engine.segments import SegmentNotFound, ensure_schema
+
+if TYPE_CHECKING:
+    from engine.runtime import Runtime
+
+MAX_MEMBERS_LIMIT = 10_000
+DEFAULT_MEMBERS_LIMIT = 1000
+
+
+class SegmentNotComputed(LookupError):
+    """The segment has a definition (or not) but no computation to page through yet."""
+
+
+class SnapshotExpired(LookupError):
+    """The computation a cursor is pinned to is gone (retention)."""
+
+
+class ForeignCursor(ValueError):
+    """The cursor names a computation that is not one of this segment's."""
+
+
+@dataclass(frozen=True)
+class MembersPage:
+    computation_id: int
+    results: list[dict]          # {"user_id", "computed_at"} in user_id order
+    last_user_id: str | None     # set when more members follow
+    count: int                   # members in the computation
+
+
+def members_page(runtime: Runtime, tenant_id: int, segment_id: int, limit: int,
+                 after: tuple[int, str] | None = None) -> MembersPage:
+    """Members of the segment's current computation, or of ``after``'s computation after
+    its user id. Raises SegmentNotFound, SegmentNotComputed, SnapshotExpired, ForeignCursor."""
+    ensure_schema(runtime.meta)
+    segment = runtime.meta.query_one(
+        "SELECT current_computation_id FROM segments WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL",
+        (segment_id, tenant_id))
+    if segment is None:
+        raise SegmentNotFound(segment_id)
+    computation_id = after[0] if after else segment["current_computation_id"]
+    if computation_id is None:
+        raise SegmentNotComputed(segment_id)
+    row = runtime.meta.query_one(
+        "SELECT members_key, member_count, files_deleted_at FROM segment_computations"
+        " WHERE id = ? AND tenant_id = ? AND segment_id = ? AND status = 'done'",
+        (computation_id, tenant_id, segment_id))
+    if row is None or row["members_key"] is None:
+        raise ForeignCursor(computation_id)
+    if row["files_deleted_at"] is not None:
+        raise SnapshotExpired(computation_id)
+    store = runtime.lake.store
+    where, params = ("WHERE user_id > ? ", [after[1]]) if after else ("", [])
+    cursor = runtime.segment_queries.cursor()
+    try:
+        fetched = cursor.execute(
+            "SELECT user_id, strftime(computed_at, '%Y-%m-%dT%H:%M:%SZ') FROM read_parquet(?) "
+            f"{where}ORDER BY user_id LIMIT ?", [store.duckdb_path(row["members_key"]), *params, limit + 1]).fetchall()
+    except duckdb.IOException:
+        if not store.exists(row["members_key"]):  # retention removed it since the check above
+            raise SnapshotExpired(computation_id) from None
+        raise
+    finally:
+        cursor.close()
+    more = len(fetched) > limit
+    fetched = fetched[:limit]
+    return MembersPage(
+        computation_id=computation_id,
+        results=[{"user_id": user_id, "computed_at": computed_at} for user_id, computed_at in fetched],
+        last_user_id=fetched[-1][0] if more else None,
+        count=row["member_count"],
+    )
