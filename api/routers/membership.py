@@ -5,9 +5,9 @@ before routing (a pure ASGI middleware: walking FastAPI's route table costs more
 of the request; an idiomatic FastAPI route is several times slower, see
 benchmarks/bench_membership.py). It calls the same functions as every other route:
 ``authenticate_request`` (auth + rate limit) and the ``require("membership:read")`` check, and
-answers errors in the same envelope. The answer comes from the in-memory index; only segments
+answers errors in the same envelope; a plain route of the same path documents it in OpenAPI. The answer comes from the in-memory index; only segments
 never computed cost a DuckDB query (in the threadpool), and then the answer says
-``cached: false``. Its OpenAPI entry is the bulk route's description.
+``cached: false``.
 
 ``GET /api/segments/<id>/members/`` pages through the segment's current computation; the cursor
 pins that computation, so a walk started before a recompute finishes on the same snapshot.
@@ -96,6 +96,13 @@ class MembershipFastPath:
 
 
 fast_path = MembershipFastPath
+
+
+@router.get(LOOKUP_PATH, summary="Per-user membership check")
+async def membership_lookup(request: Request, user_id: str = Query(..., max_length=MAX_USER_ID_LENGTH)) -> Response:
+    """`{user_id, segment_ids, cached}`. MembershipFastPath answers this path before routing; the route
+    publishes it in OpenAPI and answers the same way where the fast path is not installed."""
+    return Response(await _lookup_body(request), media_type="application/json")
 
 
 @router.post("/api/segments/membership/", description=(
