@@ -14,12 +14,35 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 STATUS_CODES = {400: "bad_request", 401: "not_authenticated", 403: "permission_denied", 404: "not_found",
                 405: "method_not_allowed", 409: "conflict", 410: "gone", 413: "payload_too_large",
                 415: "unsupported_media_type", 422: "unprocessable", 429: "rate_limited", 500: "server_error"}
+
+
+class ErrorEnvelope(BaseModel):
+    """The error body (OpenAPI): ``detail`` and ``code``, plus one key per offending field path."""
+
+    model_config = ConfigDict(extra="allow")
+    detail: str
+    code: str
+
+
+# Answers any route may give (validation, credentials, scope, tenancy, rate limit); api.app
+# documents them on every route. Routes document their own others (409, 410, 413, 503, ...).
+COMMON_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorEnvelope, "description": description} for status, description in (
+        (400, "Invalid request: `code` and the offending field paths are in the body"),
+        (401, "Missing or invalid credentials"),
+        (403, "The credential lacks a scope (`missing_scope`) or may not send"),
+        (404, "No such resource in the caller's tenant"),
+        # Listed so that FastAPI does not document its own 422 body, which this app never sends.
+        (422, "Well-formed but not processable (route-specific `code`)"),
+        (429, "Rate limit exceeded (Retry-After)"),
+    )}
 
 
 class ApiError(Exception):

@@ -33,6 +33,7 @@ from api.errors import ApiError
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
+MAX_OFFSET = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,9 @@ class OffsetPage:
 
 
 def offset_params(limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
-                  offset: int = Query(0, ge=0)) -> OffsetPage:
-    """Dependency: ``?limit=`` (1..1000, default 50) and ``?offset=`` (>= 0); out of range -> 400."""
+                  offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> OffsetPage:
+    """Dependency: ``?limit=`` (1..1000, default 50) and ``?offset=`` (0..2**63-1, SQLite's integer
+    range); out of range -> 400."""
     return OffsetPage(limit, offset)
 
 
