@@ -1,0 +1,117 @@
+"""Shared by the engagement routers (templates, brand kits, assets, emails, journeys, broadcasts,
+recipients): camelCase bodies, engine errors as the API envelope, Idempotency-Key handling.
+
+Not a router itself (api.app includes only the names in its ROUTERS list).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from fastapi import Depends, Request
+from fastapi.routing import APIRoute
+from starlette.responses import Response
+
+from api.deps import Principal, authenticated, tenant_scoped_404
+from api.errors import ApiError, ErrorEnvelope
+from engine.runtime import Runtime
+from engine.sends.common import MAX_ID as INT64_MAX
+from engine.sends.common import CamelModel, NotFound, SendsError
+from engine.sends.idempotency import fingerprint
+
+
+
+def api_error(err: Exception) -> ApiError:
+    if isinstance(err, ApiError):
+        return err
+    if isinstance(err, NotFound):
+        return tenant_scoped_404(err.kind, err.ident)
+    assert isinstance(err, SendsError)
+    return ApiError(err.status, f"{err.field}: {err.message}", err.code, {err.field: [err.message]}, err.headers)
+
+
+class SendsRoute(APIRoute):
+    """Turns the engine's SendsError / NotFound into the error envelope."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (SendsError, NotFound) as err:
+                raise api_error(err) from None
+
+        return route
+
+
+def check_id(kind: str, value: int) -> int:
+    if not 1 <= value <= INT64_MAX:
+        raise tenant_scoped_404(kind, value)
+    return value
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def idempotent(request: Request, principal: Principal, runtime: Runtime, payload: Any,
+               handler: Callable[[], tuple[int, Any]]) -> Response:
+    """Run a creating POST at most once per ``Idempotency-Key`` (engine/sends/idempotency.py).
+    ``payload`` is the parsed body (the fingerprint, with method and path); ``handler`` returns
+    (status, JSON body). Client errors are stored and replayed like successes; server errors
+    and 409s release the key."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        status, body = handler()
+        return json_response(body, status)
+    store = runtime.sends.idempotency
+    tenant_id = principal.tenant_id
+    try:
+        replay = store.begin(tenant_id, key, fingerprint(request.method, request.url.path, payload))
+    except SendsError as err:
+        raise api_error(err) from None
+    if replay is not None:
+        return Response(replay.body, status_code=replay.status_code, media_type="application/json",
+                        headers={**replay.headers, "Idempotent-Replayed": "true"})
+    try:
+        status, body = handler()
+        data = orjson.dumps(body)
+    except (SendsError, NotFound, ApiError) as err:
+        error = api_error(err)
+        if error.status in (409, 429) or error.status >= 500:
+            store.release(tenant_id, key)
+        else:
+            store.finish(tenant_id, key, error.status, orjson.dumps(error.body()), error.headers)
+        raise error from None
+    except BaseException:
+        store.release(tenant_id, key)
+        raise
+    store.finish(tenant_id, key, status, data, {})
+    return Response(data, status_code=status, media_type="application/json")
+
+
+def any_scope(*scopes: str):
+    """Dependency: the Principal if it holds at least one of ``scopes`` (reads of sends)."""
+    async def dependency(principal: Principal = Depends(authenticated)) -> Principal:
+        if not principal.scopes & set(scopes):
+            raise ApiError(403, f"This credential needs one of the scopes {', '.join(scopes)}.", "missing_scope",
+                           {"scope": list(scopes)})
+        return principal
+
+    return dependency
+
+
+_DESCRIPTIONS = {409: "Conflicts with the resource's state (route-specific `code`)",
+                 410: "Gone: the prepared send expired", 413: "Payload too large",
+                 415: "Content-Type differs from the declared one"}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route's own error statuses (the common ones are app-wide)."""
+    return {status: {"model": ErrorEnvelope, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+__all__ = ["CamelModel", "SendsRoute", "any_scope", "api_error", "check_id", "errors", "idempotent", "json_response",
+           "INT64_MAX"]

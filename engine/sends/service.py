@@ -1,0 +1,86 @@
+"""``runtime.sends``: the engagement layer's stores and services, wired once per process.
+
+Tunables (``Settings.extra`` key, else environment variable):
+  * ``send_lease_seconds`` / ``SEGOPS_SEND_LEASE_SECONDS`` (60): how long a worker's claim on a
+    send or a journey run lasts before another worker may recover it.
+  * ``send_chunk`` / ``SEGOPS_SEND_CHUNK`` (1000): sends claimed and settled per transaction.
+  * ``default_from`` / ``SEGOPS_DEFAULT_FROM``: From address when neither template nor brand kit sets one.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from engine.sends.assets import AssetStore
+from engine.sends.brand import BrandKitStore
+from engine.sends.broadcasts import Broadcasts
+from engine.sends.dispatch import Dispatcher, Links
+from engine.sends.emails import Emails
+from engine.sends.engagement import Engagement
+from engine.sends.idempotency import IdempotencyStore
+from engine.sends.journeys import Journeys
+from engine.sends.outbound import Outbound, mail_domain
+from engine.sends.profiles import ProfileDirectory
+from engine.sends.recipients import Recipients, Signer
+from engine.sends.templates import TemplateStore
+from engine.sends.transport import Transport, transport_from_settings
+from storage.objectstore import open_store
+
+if TYPE_CHECKING:
+    from engine.runtime import Runtime
+
+
+def tunable(runtime: "Runtime", key: str, default: str) -> str:
+    return str(runtime.settings.extra.get(key, os.environ.get(f"SEGOPS_{key.upper()}", default)))
+
+
+class Sends:
+    def __init__(self, runtime: "Runtime"):
+        self.runtime = runtime
+        settings = runtime.settings
+        meta = runtime.meta
+        self.base_url = settings.public_base_url.rstrip("/")
+        self.domain = mail_domain(self.base_url)
+        self.lease = timedelta(seconds=float(tunable(runtime, "send_lease_seconds", "60")))
+        self.chunk = int(tunable(runtime, "send_chunk", "1000"))
+        self.default_from = tunable(runtime, "default_from", f"no-reply@{self.domain}")
+        self.profiles = ProfileDirectory(runtime)
+        self.templates = TemplateStore(meta, self.profiles.known_traits)
+        self.assets = AssetStore(meta, open_store(settings), self.base_url)
+        self.brand_kits = BrandKitStore(meta, self.assets.url_of)
+        self.recipients = Recipients(meta)
+        self.outbound = Outbound(meta, self.domain)
+        self.idempotency = IdempotencyStore(meta)
+        self.signer = Signer(settings.secret_key)
+        self.links = Links(self.signer, self.base_url)
+        self.emails = Emails(self)
+        self.engagement = Engagement(runtime, self)
+        self.wakeup = threading.Event()
+
+    def wake(self) -> None:
+        """New work exists (queued sends, due runs): the worker of this process looks now."""
+        self.wakeup.set()
+
+    @cached_property
+    def journeys(self) -> Journeys:
+        return Journeys(self.runtime, self)
+
+    @cached_property
+    def broadcasts(self) -> Broadcasts:
+        return Broadcasts(self.runtime, self)
+
+    @cached_property
+    def transport(self) -> Transport:
+        transport = transport_from_settings(self.runtime.settings)
+        self.runtime.on_stop(transport.close)
+        return transport
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        dispatcher = Dispatcher(self.outbound, self.recipients, self.profiles, self.transport, self.links,
+                                lease=self.lease, chunk=self.chunk, default_from=self.default_from)
+        self.runtime.on_stop(dispatcher.close)
+        return dispatcher

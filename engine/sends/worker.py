@@ -1,0 +1,106 @@
+"""The journey/send worker: recovers dead hand-offs, advances due journey runs, hands off
+queued sends. Runs as a thread inside ``segops serve`` (``WORKERS``) and alone as
+``segops worker``; any number of them may run against one data directory (every claim is a
+compare-and-set with a lease).
+
+Importing this module also connects journeys to their triggers: the ingest service's
+``AFTER_ACCEPT`` (event triggers, watched events) and ``COMPUTED_HOOKS`` (segment entry).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from engine.runtime import WORKERS
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from engine.compute import ComputationResult
+    from engine.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5
+PURGE_EVERY_SECONDS = 600.0
+
+
+class SendWorker:
+    def __init__(self, runtime: "Runtime", poll: float = POLL_SECONDS):
+        self.runtime = runtime
+        self.sends = runtime.sends
+        self.poll = poll
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_purge = 0.0
+
+    def cycle(self) -> int:
+        """One pass over every kind of due work; returns how much was done (0 = idle)."""
+        sends = self.sends
+        dispatcher = sends.dispatcher
+        done = dispatcher.recover()
+        done += sends.journeys.advance_due(dispatcher.owner, sends.lease)
+        done += dispatcher.run_once()
+        if time.monotonic() - self._last_purge > PURGE_EVERY_SECONDS:
+            sends.idempotency.purge_expired()
+            self._last_purge = time.monotonic()
+        return done
+
+    def run(self) -> None:
+        """Loop until ``stop``; busy while there is work, otherwise sleeps until woken or ``poll``."""
+        while not self._stop.is_set():
+            try:
+                busy = self.cycle() > 0
+            except Exception:
+                log.exception("send worker cycle failed; retrying")
+                busy = False
+            if not busy:
+                self.sends.wakeup.wait(self.poll)
+                self.sends.wakeup.clear()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="segops-send-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sends.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+def start_send_worker(runtime: "Runtime") -> None:
+    """WORKERS entry."""
+    if runtime.settings.read_only:
+        return
+    runtime.sends.dispatcher  # noqa: B018 - created first, so it is closed after the worker stopped
+    worker = SendWorker(runtime)
+    worker.start()
+    runtime.on_stop(worker.stop)
+
+
+def on_events_accepted(runtime: "Runtime", tenant_id: int, events: "pa.Table") -> int:
+    return runtime.sends.journeys.on_events(tenant_id, events)
+
+
+def on_segment_computed(runtime: "Runtime", result: "ComputationResult") -> None:
+    if len(result.entered):
+        runtime.sends.journeys.on_segment_entered(result.tenant_id, result.segment_id, result.computation_id,
+                                                  result.entered_user_ids)
+
+
+def _register() -> None:
+    from engine.compute import COMPUTED_HOOKS
+    from engine.ingest import AFTER_ACCEPT
+
+    if start_send_worker not in WORKERS:
+        WORKERS.append(start_send_worker)
+    if on_events_accepted not in AFTER_ACCEPT:
+        AFTER_ACCEPT.append(on_events_accepted)
+    if on_segment_computed not in COMPUTED_HOOKS:
+        COMPUTED_HOOKS.append(on_segment_computed)
+
+
+_register()
