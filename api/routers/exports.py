@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Principal, get_runtime, require, tenant_scoped_404
-from api.errors import ApiError
+from api.errors import ApiError, ErrorEnvelope
 from engine.exports import CONTENT_TYPES, MAX_TRAITS, ExportError, SegmentNotComputed
 from engine.runtime import Runtime
 from engine.segments import SegmentNotFound
@@ -23,6 +23,18 @@ from engine.segments import SegmentNotFound
 router = APIRouter(tags=["exports"])
 READ = require("exports:read")
 PRESIGNED_SECONDS = 3600
+INT64_MAX = 2**63 - 1
+_NOT_COMPUTED = {409: {"model": ErrorEnvelope, "description": "segment_not_computed"}}
+_FILE = {200: {"description": "The file (when the lake is local)", "content": {
+             media_type.split(";")[0]: {"schema": {"type": "string", "format": "binary"}}
+             for media_type in CONTENT_TYPES.values()}},
+         302: {"description": "Redirect to a presigned URL (when the lake is on S3)"},
+         409: {"model": ErrorEnvelope, "description": "export_not_ready"}}
+
+
+def _in_range(value: int) -> bool:
+    """Ids beyond SQLite's integer range cannot exist (and would not bind): answer 404 like any missing id."""
+    return 1 <= value <= INT64_MAX
 
 
 class ExportRequest(BaseModel):
@@ -38,9 +50,11 @@ def _with_url(request: Request, export: dict) -> dict:
     return {**export, "download_url": url}
 
 
-@router.post("/api/segments/{segment_id:int}/export/", status_code=202)
+@router.post("/api/segments/{segment_id:int}/export/", status_code=202, responses=_NOT_COMPUTED)
 def start_export(request: Request, segment_id: int, body: ExportRequest, principal: Principal = Depends(READ),
                  runtime: Runtime = Depends(get_runtime)) -> dict:
+    if not _in_range(segment_id):
+        raise tenant_scoped_404("segment", segment_id)
     try:
         export = runtime.exports.create(principal.tenant_id, segment_id, body.format, body.traits)
     except SegmentNotFound:
@@ -56,15 +70,16 @@ def start_export(request: Request, segment_id: int, body: ExportRequest, princip
 @router.get("/api/segments/{segment_id:int}/export/")
 def poll_export(request: Request, segment_id: int, export_id: int = Query(..., ge=1),
                 principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)) -> dict:
-    export = runtime.exports.get(principal.tenant_id, export_id, segment_id)
+    in_range = _in_range(segment_id) and _in_range(export_id)
+    export = runtime.exports.get(principal.tenant_id, export_id, segment_id) if in_range else None
     if export is None:
         raise tenant_scoped_404("export", export_id)
     return _with_url(request, export)
 
 
-@router.get("/api/segments/exports/{export_id:int}/download/", name="download_export")
+@router.get("/api/segments/exports/{export_id:int}/download/", name="download_export", responses=_FILE)
 def download_export(export_id: int, principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)):
-    export = runtime.exports.get(principal.tenant_id, export_id)
+    export = runtime.exports.get(principal.tenant_id, export_id) if _in_range(export_id) else None
     if export is None:
         raise tenant_scoped_404("export", export_id)
     found = runtime.exports.file(principal.tenant_id, export_id)

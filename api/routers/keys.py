@@ -54,10 +54,15 @@ async def create_key(body: KeyCreate, principal: Principal = Depends(require("ke
     return {**listing, "key": key}
 
 
+def _in_range(key_id: int) -> bool:
+    """Ids beyond SQLite's integer range cannot exist (and would not bind): answer 404 like any missing id."""
+    return 1 <= key_id <= 2**63 - 1
+
+
 @router.get("/api/keys/{key_id}/")
 async def get_key(key_id: int, principal: Principal = Depends(require("keys:write")),
                   runtime: Runtime = Depends(get_runtime)) -> dict:
-    listing = runtime.accounts.get_api_key(principal.tenant_id, key_id)
+    listing = runtime.accounts.get_api_key(principal.tenant_id, key_id) if _in_range(key_id) else None
     if listing is None:
         raise tenant_scoped_404("API key", key_id)
     return listing
@@ -66,6 +71,6 @@ async def get_key(key_id: int, principal: Principal = Depends(require("keys:writ
 @router.delete("/api/keys/{key_id}/", status_code=204)
 async def revoke_key(key_id: int, principal: Principal = Depends(require("keys:write")),
                      runtime: Runtime = Depends(get_runtime)) -> Response:
-    if not runtime.accounts.revoke_api_key(principal.tenant_id, key_id):
+    if not (_in_range(key_id) and runtime.accounts.revoke_api_key(principal.tenant_id, key_id)):
         raise tenant_scoped_404("API key", key_id)
     return Response(status_code=204)

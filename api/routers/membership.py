@@ -31,7 +31,7 @@ from api.deps import (
     require,
     tenant_scoped_404,
 )
-from api.errors import ApiError
+from api.errors import ApiError, ErrorEnvelope
 from api.pagination import cursor_response, decode_cursor, encode_cursor
 from engine.members import (
     DEFAULT_MEMBERS_LIMIT,
@@ -49,6 +49,9 @@ router = APIRouter(tags=["membership"])
 READ = require("membership:read")
 LOOKUP_PATH = "/api/segments/membership/"
 MAX_USER_ID_LENGTH = 512
+INT64_MAX = 2**63 - 1
+_MEMBERS_ERRORS = {409: {"model": ErrorEnvelope, "description": "segment_not_computed"},
+                   410: {"model": ErrorEnvelope, "description": "cursor_expired: start again without a cursor"}}
 
 
 def _check_user_id(value: object, path: str) -> str:
@@ -130,16 +133,18 @@ def _after(cursor: str | None) -> tuple[int, str] | None:
     if value is None:
         return None
     if (not isinstance(value, dict) or not isinstance(value.get("c"), int) or isinstance(value.get("c"), bool)
-            or not isinstance(value.get("u"), str)):
+            or not 1 <= value["c"] <= INT64_MAX or not isinstance(value.get("u"), str)):
         raise ApiError.field("cursor", "not a valid cursor", "invalid_cursor")
     return value["c"], value["u"]
 
 
-@router.get("/api/segments/{segment_id:int}/members/")
+@router.get("/api/segments/{segment_id:int}/members/", responses=_MEMBERS_ERRORS)
 def list_members(segment_id: int, limit: int = Query(DEFAULT_MEMBERS_LIMIT, ge=1, le=MAX_MEMBERS_LIMIT),
                  cursor: str | None = None, principal: Principal = Depends(READ),
                  runtime: Runtime = Depends(get_runtime)) -> Response:
     after = _after(cursor)
+    if not 1 <= segment_id <= INT64_MAX:  # cannot exist (and would not bind): like any missing id
+        raise tenant_scoped_404("segment", segment_id)
     try:
         page = members_page(runtime, principal.tenant_id, segment_id, limit, after)
     except SegmentNotFound:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Principal, check_body_tenant, get_runtime, require, tenant_scoped_404
-from api.errors import ApiError
+from api.errors import ApiError, ErrorEnvelope
 from api.pagination import OffsetPage, offset_params, offset_response
 from compiler import DefinitionError, definition_json_schema
 from engine import compute, segment_query
@@ -190,7 +190,8 @@ def update_segment(body: SegmentUpdate, segment_id: int = Depends(segment_id_par
         raise tenant_scoped_404("segment", segment_id) from None
 
 
-@router.delete("/api/segments/{segment_id:int}/", status_code=204)
+@router.delete("/api/segments/{segment_id:int}/", status_code=204,
+               responses={409: {"model": ErrorEnvelope, "description": "segment_in_use: referenced by other segments"}})
 def delete_segment(segment_id: int = Depends(segment_id_param), principal: Principal = Depends(WRITE),
                    runtime: Runtime = Depends(get_runtime)) -> Response:
     try:

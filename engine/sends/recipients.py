@@ -91,7 +91,8 @@ class Signer:
 
     def verify(self, token: str) -> list | None:
         body, dot, mac = token.rpartition(".")
-        if not dot or not hmac.compare_digest(self._mac(body.encode()), mac):
+        # bytes: compare_digest refuses str with non-ASCII characters (a forged token may have any)
+        if not dot or not hmac.compare_digest(self._mac(body.encode()).encode(), mac.encode()):
             return None
         try:
             payload = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
