@@ -8,19 +8,18 @@ The query has the shape a DuckDB expert would write by hand::
              SUM("total") FILTER (WHERE event_type = 'b') AS monetary_2, ...
       FROM events
       WHERE tenant_id = <t> AND occurred_at <= <as_of> [AND occurred_at >= <lower>]
-        AND event_date BETWEEN ... [AND event_type IN (...)]
+        AND event_date BETWEEN ... [AND event_type IN (...)] [AND (<rows counted by 1> OR ...)]
       GROUP BY user_id
     ), profile AS (SELECT user_id, <traits used> FROM profiles WHERE tenant_id = <t>),
-    sequence_1_events ..., sequence_1,          -- one small pipeline per sequence
-    users AS (SELECT user_id FROM event_stats UNION SELECT user_id FROM profile)
+    sequence_1_events ..., sequence_1,          -- per sequence (see compiler.sequence)
     SELECT <base>.user_id FROM <base> LEFT JOIN ... WHERE <the boolean tree>
 
 The base relation is the narrowest one every matching user must appear in:
 a sequence the whole tree requires, else ``event_stats`` when every match
-needs a counted event (then the scan keeps only the needed window and event
-types), else ``profile`` when every match needs a trait, else ``users`` (the
-universe: all history plus profiles), which negations like ``NOT`` or
-``frequency lt 1`` need. The tenant literal is in every events/profiles scan.
+needs a counted event (then the scan keeps only the rows some aggregate
+counts), else ``profile`` when every match needs a trait, else the universe
+(``event_stats`` over all history FULL OUTER JOIN ``profile``), which negations
+like ``NOT`` or ``frequency lt 1`` need. The tenant literal is in every events/profiles scan.
 """
 from __future__ import annotations
 
@@ -36,12 +35,12 @@ from .model import (
     parse_definition, to_utc_naive,
 )
 from .predicates import (
-    InvalidFilter, column, compare, date_literal, filter_predicate, renamed, timestamp_literal,
+    InvalidFilter, column, compare, date_literal, filter_predicate, relation, renamed, timestamp_literal,
 )
 from .schema import LakeSchema
 from .sequence import sequence_ctes
 
-EVENT_STATS, PROFILE, USERS = "event_stats", "profile", "users"
+EVENT_STATS, PROFILE, UNIVERSE = "event_stats", "profile", "universe"
 MAX_INLINED_CONDITIONS = 1000
 MAX_SEGMENT_NESTING = 8
 
@@ -213,7 +212,10 @@ class _Compiler:
         scan = self._scan(bound, step_types, extra + ([exp.or_(*matches)] if has_where else []))
         name = f"sequence_{len(self.sequence_names) + 1}"
         self.sequence_names.append(name)
-        self.sequences.extend(sequence_ctes(name, scan, matches, node.within_days, events.user_id, events.occurred_at))
+        span = self._window_span(node)
+        span_limited = span is None or span > timedelta(days=node.within_days)
+        self.sequences.extend(sequence_ctes(name, scan, matches, node.within_days, span_limited,
+                                            events.user_id, events.occurred_at))
         return _Compiled(self._sequence_match(name), frozenset({name}))
 
     @staticmethod
@@ -287,6 +289,14 @@ class _Compiler:
             extra.extend(self._where(node.where, path))
         return bound, extra
 
+    def _window_span(self, node: Sequence) -> timedelta | None:
+        """Largest possible time between two events of the window (None: unbounded)."""
+        if node.window_days is not None:
+            return timedelta(days=node.window_days)
+        if node.since is None:
+            return None
+        return max(min(node.until or self.as_of, self.as_of) - node.since, timedelta(0))
+
     def _where(self, filters: list, path: str) -> list[exp.Expression]:
         predicates = []
         for i, item in enumerate(filters):
@@ -333,27 +343,46 @@ class _Compiler:
         return exp.select().from_(events.relation.copy()).where(exp.and_(*conditions))
 
     def _event_stats(self, universe: bool) -> exp.Select:
+        """The one events scan. Unless it must list the universe, it keeps only rows some aggregate
+        counts: filters every aggregate shares move into WHERE (dropped from the FILTERs), and the OR of
+        what is left of each aggregate's filter is added when that is more than an event type test."""
         aggregates = list(self.aggregates.values())
+        events = self.schema.events
         bound: Bound | None = None
         event_types: list[str] | None = None
         if not universe and aggregates and all(a.bound is not None for a in aggregates):
             bound = min(a.bound for a in aggregates)
         if not universe and aggregates and all(a.event_type is not None for a in aggregates):
             event_types = list(dict.fromkeys(a.event_type for a in aggregates))
-        events = self.schema.events
+        applied = []  # tests the scan makes anyway
+        if bound is not None:
+            applied.append(bound.test(column(events.occurred_at)))
+        if event_types is not None and len(event_types) == 1:
+            applied.append(self._is_event_type(event_types[0]))
+        tests = [self._aggregate_tests(a) for a in aggregates]
+        shared = [] if universe or not tests else [
+            t for t in tests[0] if t not in applied and all(t in other for other in tests[1:])]
+        residuals = [[t for t in own if t not in applied and t not in shared] for own in tests]
+        restrict = list(shared)
+        if not universe and all(residuals) and any(not self._is_type_test(t) for own in residuals for t in own):
+            restrict.append(exp.or_(*(exp.and_(*own) for own in residuals)))
         columns: list[exp.Expression] = [renamed(events.user_id, "user_id")]
-        for aggregate in aggregates:
-            conjuncts = []
-            if aggregate.event_type is not None and event_types != [aggregate.event_type]:
-                conjuncts.append(self._is_event_type(aggregate.event_type))
-            if aggregate.bound is not None and aggregate.bound != bound:
-                conjuncts.append(aggregate.bound.test(column(events.occurred_at)))
-            conjuncts.extend(c.copy() for c in aggregate.conditions)
+        for aggregate, own in zip(aggregates, residuals):
             function = aggregate.function.copy()
-            if conjuncts:
-                function = exp.Filter(this=function, expression=exp.Where(this=exp.and_(*conjuncts)))
+            if own:
+                function = exp.Filter(this=function, expression=exp.Where(this=exp.and_(*(t.copy() for t in own))))
             columns.append(exp.alias_(function, aggregate.alias))
-        return self._scan(bound, event_types).select(*columns).group_by(column(events.user_id))
+        return self._scan(bound, event_types, restrict).select(*columns).group_by(column(events.user_id))
+
+    def _aggregate_tests(self, aggregate: _Aggregate) -> list[exp.Expression]:
+        """The conjuncts a row must pass to count in ``aggregate``."""
+        tests = [] if aggregate.event_type is None else [self._is_event_type(aggregate.event_type)]
+        if aggregate.bound is not None:
+            tests.append(aggregate.bound.test(column(self.schema.events.occurred_at)))
+        return tests + [c.copy() for c in aggregate.conditions]
+
+    def _is_type_test(self, test: exp.Expression) -> bool:
+        return isinstance(test, exp.EQ) and test.this == column(self.schema.events.event_type)
 
     def _profile(self) -> exp.Select:
         profiles = self.schema.profiles
@@ -370,28 +399,32 @@ class _Compiler:
         elif PROFILE in root.anchors:
             base = PROFILE
         else:
-            base = USERS
+            base = UNIVERSE
         ctes: list[tuple[str, exp.Select]] = []
-        if self.aggregates or base in (EVENT_STATS, USERS):
-            ctes.append((EVENT_STATS, self._event_stats(universe=base == USERS)))
-        if self.traits or base in (PROFILE, USERS):
+        if self.aggregates or base in (EVENT_STATS, UNIVERSE):
+            ctes.append((EVENT_STATS, self._event_stats(universe=base == UNIVERSE)))
+        if self.traits or base in (PROFILE, UNIVERSE):
             ctes.append((PROFILE, self._profile()))
         ctes.extend(self.sequences)
-        if base == USERS:
-            everyone = exp.union(exp.select(column("user_id")).from_(EVENT_STATS),
-                                 exp.select(column("user_id")).from_(PROFILE), distinct=True)
-            ctes.append((USERS, everyone))
+        if base == UNIVERSE:  # both relations hold each user at most once
+            user: exp.Expression = _coalesce(column("user_id", EVENT_STATS), column("user_id", PROFILE))
+            select = exp.select(exp.alias_(user, "user_id", quoted=True)).from_(relation(EVENT_STATS)).join(
+                relation(PROFILE), on=exp.EQ(this=column("user_id", PROFILE), expression=column("user_id", EVENT_STATS)),
+                join_type="full")
+            joined = {EVENT_STATS, PROFILE}
+        else:
+            user, joined = column("user_id", base), {base}
+            select = exp.select(user).from_(relation(base))
         referenced = [EVENT_STATS] * bool(self.aggregates) + [PROFILE] * bool(self.traits) + self.sequence_names
-        select = exp.select(column("user_id", base)).from_(base)
         for name in referenced:
-            if name != base:
-                on = exp.EQ(this=column("user_id", name), expression=column("user_id", base))
-                select = select.join(exp.to_table(name), on=on, join_type="left")
+            if name not in joined:
+                on = exp.EQ(this=column("user_id", name), expression=user.copy())
+                select = select.join(relation(name), on=on, join_type="left")
         condition = _without(root.sql, self._sequence_match(base)) if base in self.sequence_names else root.sql
         if condition is not None:
             select = select.where(condition)
-        for name, cte in ctes:
-            select = select.with_(name, as_=cte)
+        select.set("with_", exp.With(expressions=[
+            exp.CTE(this=cte, alias=exp.TableAlias(this=exp.to_identifier(name))) for name, cte in ctes]))
         return select
 
 

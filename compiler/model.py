@@ -71,7 +71,9 @@ Conditions (``type``)
 
 Filters (``where`` items ``{"property", "operator", "value"}``; traits the same with ``trait``)
     Operators: eq, neq, gt, gte, lt, lte, between (``[lo, hi]`` inclusive,
-    lo <= hi), in, not_in (1..1000 values, all numbers or all strings), contains,
+    lo <= hi in the column's order: instants for a timestamp column, so
+    ``["2026-03-14T23:00:00+02:00", "2026-03-14T22:00:00Z"]`` is valid;
+    checked when compiling), in, not_in (1..1000 values, all numbers or all strings), contains,
     starts_with (case-sensitive substring / prefix, taken literally: ``%`` and
     ``_`` are not wildcards), is_set, is_not_set (no ``value``). A missing
     (null) property or trait fails every operator except is_not_set, so ``neq``
@@ -244,7 +246,9 @@ def _check_pair(value: Any, allowed: tuple[str, ...]) -> None:
     kinds = {_check_scalar(item, f"value[{i}]", allowed) for i, item in enumerate(value)}
     if len(kinds) > 1:
         raise _fail("invalid_value_type", "lo and hi must have the same type", "value")
-    if value[0] > value[1]:
+    # Strings are ordered by the column they meet (byte-wise text or parsed instants), which
+    # only compiling knows: filter_predicate checks their order.
+    if kinds == {"number"} and value[0] > value[1]:
         raise _fail("invalid_value", "lo must not be greater than hi", "value")
 
 

@@ -40,6 +40,14 @@ def column(name: str, table: str | None = None) -> exp.Column:
     return exp.Column(this=exp.to_identifier(name, quoted=True), table=exp.to_identifier(table) if table else None)
 
 
+def relation(name: str, alias: str | None = None) -> exp.Table:
+    """One of our own relations (a CTE) by name, optionally aliased; built directly, never parsed."""
+    table = exp.Table(this=exp.to_identifier(name))
+    if alias is not None:
+        table.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+    return table
+
+
 def renamed(name: str, output: str) -> exp.Expression:
     """Schema column ``name`` selected under our fixed ``output`` name."""
     return column(name) if name == output else exp.alias_(column(name), output, quoted=True)
@@ -82,7 +90,11 @@ def filter_predicate(col: exp.Expression, typed: TypedColumn, operator: str, val
     if operator == "starts_with":
         return exp.StartsWith(this=col, expression=to_literal(value))
     if operator == "between":
-        return exp.Between(this=col, low=to_literal(value[0], "[0]"), high=to_literal(value[1], "[1]"))
+        low, high = to_literal(value[0], "[0]"), to_literal(value[1], "[1]")
+        ordered = (parse_timestamp(value[0]), parse_timestamp(value[1])) if typed.kind == "timestamp" else value
+        if ordered[0] > ordered[1]:
+            raise InvalidFilter(FieldError(f"{path}.value", "lo must not be greater than hi", "invalid_value"))
+        return exp.Between(this=col, low=low, high=high)
     return _COMPARE[operator](this=col, expression=to_literal(value))
 
 

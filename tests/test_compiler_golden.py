@@ -248,6 +248,8 @@ CASES = {
     "trait_between": (trait("age", "between", [18, 40]), {"u1", "u8"}),
     "trait_bool": (trait("vip", "neq", True), {"u2"}),
     "trait_timestamp": (trait("signup_at", "gte", "2026-01-01"), {"u2"}),
+    "trait_timestamp_between": (  # both ends are 2026-02-01 00:00Z (u2's signup), though lo > hi as text
+        trait("signup_at", "between", ["2026-02-01T01:00:00+01:00", "2026-01-31T23:00:00-01:00"]), {"u2"}),
     # --- sequences: strictly increasing times, last - first <= within_days
     "sequence_funnel": (funnel(1), {"u8", "u14", "u16"}),  # u12 wrong order, u13 tie, u15 1 day + 1us
     "sequence_funnel_window": (funnel(1, window_days=27), {"u8", "u16"}),  # window starts 2026-02-02 12:00
@@ -320,6 +322,10 @@ GOLDEN_CASES = {
     "first_seen": {"type": "first_seen", "operator": "lt", "window_days": 14},
     "trait": {"logic": "OR", "conditions": [trait("plan", "in", ["pro", "team"]), trait("age", "is_not_set")]},
     "sequence": funnel(2, window_days=90),
+    "sequence_in_window": funnel(7, window_days=7),  # no chain in the window can be too long
+    "sequence_pair_in_window": {"type": "sequence", "within_days": 30, "since": "2026-02-01", "steps": [
+        {"event_type": "page_viewed", "where": [{"property": "path", "operator": "eq", "value": "/pricing"}]},
+        {"event_type": "order_placed"}]},
     "segment": {"logic": "AND", "conditions": [
         {"type": "segment", "segment_id": 1, "operator": "in"}, trait("vip", "eq", True)]},
 }

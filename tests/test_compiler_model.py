@@ -28,12 +28,14 @@ SCHEMA = LakeSchema(
         "total": TypedColumn("total", "number"),
         "path": TypedColumn("path", "string"),
         "mobile": TypedColumn("mobile", "boolean"),
+        "paid_at": TypedColumn("paid_at", "timestamp"),
         HOSTILE: TypedColumn(HOSTILE, "string"),
         "ünïcode select": TypedColumn("ünïcode select", "number"),
     }),
     profiles=ProfilesRelation(exp.to_table("profiles"), traits={
         "plan": TypedColumn("plan", "string"),
         "age": TypedColumn("age", "number"),
+        "signed_up_at": TypedColumn("signed_up_at", "timestamp"),
     }),
 )
 AS_OF = datetime(2026, 3, 1)
@@ -203,6 +205,32 @@ def test_deeply_nested_hostile_input_is_an_error_not_a_crash():
 ])
 def test_schema_errors(obj, path, code):
     assert error_of(obj)[:2] == (path, code)
+
+
+@pytest.mark.parametrize("obj, low, high", [  # BUG-1: lo <= hi as instants, although lo > hi as text
+    (where(property="paid_at", operator="between", value=["2026-03-14T23:00:00+02:00", "2026-03-14T22:00:00Z"]),
+     "2026-03-14 21:00:00", "2026-03-14 22:00:00"),
+    (trait(trait="signed_up_at", operator="between", value=["2026-03-14", "2026-03-13T12:00:00-14:00"]),
+     "2026-03-14 00:00:00", "2026-03-14 02:00:00"),
+    (trait(trait="signed_up_at", operator="between", value=["2026-03-14T02:00:00+02:00", "2026-03-14"]),
+     "2026-03-14 00:00:00", "2026-03-14 00:00:00"),
+])
+def test_timestamp_between_orders_instants(obj, low, high):
+    between = compile_segment(parse_definition(obj), SCHEMA, tenant_id=1, as_of=AS_OF).find(exp.Between)
+    assert [between.args[end].this.name for end in ("low", "high")] == [low, high]  # CAST('<naive UTC>' AS ...)
+
+
+@pytest.mark.parametrize("obj, path", [
+    (where(property="paid_at", operator="between", value=["2026-03-14T21:00:00-05:00", "2026-03-14T23:00:00Z"]),
+     "definition.where[0].value"),  # lo is 02:00Z the next day: ordered as text, reversed as instants
+    (trait(trait="signed_up_at", operator="between", value=["2026-03-14T00:00:00.000001", "2026-03-14"]),
+     "definition.value"),
+    (where(operator="between", value=["b", "a"]), "definition.where[0].value"),
+    (trait(operator="between", value=["pro", "Pro"]), "definition.value"),  # byte-wise: "P" < "p"
+])
+def test_between_lo_after_hi_is_reported_when_compiling(obj, path):
+    parse_definition(obj)  # the order of strings depends on the column kind
+    assert error_of(obj) == (path, "invalid_value", "lo must not be greater than hi")
 
 
 def test_all_schema_errors_are_reported_together():

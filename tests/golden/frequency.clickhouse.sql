@@ -1,7 +1,7 @@
 WITH event_stats AS (
   SELECT
     "user_id",
-    COUNT(CASE WHEN POSITION("coupon ""code""; --", '50%_off') > 0 THEN 1 END) AS frequency_1
+    COUNT(*) AS frequency_1
   FROM events
   WHERE
     "tenant_id" = 1
@@ -9,6 +9,7 @@ WITH event_stats AS (
     AND "occurred_at" > CAST('2026-01-30 12:00:00' AS DateTime64(6))
     AND "event_date" BETWEEN CAST('2026-01-30' AS Nullable(DATE)) AND CAST('2026-03-01' AS Nullable(DATE))
     AND "event_type" = 'order_placed'
+    AND POSITION("coupon ""code""; --", '50%_off') > 0
   GROUP BY
     "user_id"
 )

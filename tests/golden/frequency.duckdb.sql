@@ -1,8 +1,7 @@
 WITH event_stats AS (
   SELECT
     "user_id",
-    COUNT(*) FILTER(WHERE
-      STRPOS("coupon ""code""; --", '50%_off') > 0) AS frequency_1
+    COUNT(*) AS frequency_1
   FROM events
   WHERE
     "tenant_id" = 1
@@ -10,6 +9,7 @@ WITH event_stats AS (
     AND "occurred_at" > CAST('2026-01-30 12:00:00' AS TIMESTAMP)
     AND "event_date" BETWEEN CAST('2026-01-30' AS DATE) AND CAST('2026-03-01' AS DATE)
     AND "event_type" = 'order_placed'
+    AND STRPOS("coupon ""code""; --", '50%_off') > 0
   GROUP BY
     "user_id"
 )

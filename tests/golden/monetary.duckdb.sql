@@ -1,8 +1,7 @@
 WITH event_stats AS (
   SELECT
     "user_id",
-    AVG("total") FILTER(WHERE
-      "occurred_at" <= CAST('2026-01-31 23:00:00' AS TIMESTAMP)) AS monetary_1
+    AVG("total") AS monetary_1
   FROM events
   WHERE
     "tenant_id" = 1
@@ -10,6 +9,7 @@ WITH event_stats AS (
     AND "occurred_at" >= CAST('2026-01-01 00:00:00' AS TIMESTAMP)
     AND "event_date" BETWEEN CAST('2026-01-01' AS DATE) AND CAST('2026-03-01' AS DATE)
     AND "event_type" = 'order_placed'
+    AND "occurred_at" <= CAST('2026-01-31 23:00:00' AS TIMESTAMP)
   GROUP BY
     "user_id"
 )

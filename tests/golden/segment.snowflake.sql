@@ -12,6 +12,13 @@ WITH event_stats AS (
     AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS TIMESTAMPNTZ)
     AND "event_date" <= CAST('2026-03-01' AS DATE)
     AND "event_type" IN ('order_placed', 'page_viewed')
+    AND (
+      "event_type" = 'order_placed'
+      OR (
+        "event_type" = 'page_viewed'
+        AND "occurred_at" >= CAST('2026-01-30 12:00:00' AS TIMESTAMPNTZ)
+      )
+    )
   GROUP BY
     "user_id"
 ), profile AS (

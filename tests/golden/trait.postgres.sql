@@ -16,19 +16,11 @@ WITH event_stats AS (
   FROM profiles
   WHERE
     "tenant_id" = 1
-), users AS (
-  SELECT
-    "user_id"
-  FROM event_stats
-  UNION
-  SELECT
-    "user_id"
-  FROM profile
 )
 SELECT
-  users."user_id"
-FROM users
-LEFT JOIN profile
-  ON profile."user_id" = users."user_id"
+  COALESCE(event_stats."user_id", profile."user_id") AS "user_id"
+FROM event_stats
+FULL JOIN profile
+  ON profile."user_id" = event_stats."user_id"
 WHERE
   profile."plan" IN ('pro', 'team') OR profile."age" IS NULL
