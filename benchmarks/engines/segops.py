@@ -1,0 +1,41 @@
+"""segops as users get it: compile the definition and run it through ``engine.segment_query``.
+
+The timed call includes reading the tenant's snapshot, compiling to SQL and executing
+``run_preview`` (count only) on the runtime's shared DuckDB database.
+"""
+from __future__ import annotations
+
+from benchmarks.engines.base import Engine
+from benchmarks.suite import SuiteSegment, resolve_segment
+from engine.runtime import Runtime
+from engine.segment_query import compile_definition, member_table, run_preview
+from engine.settings import Settings
+
+
+class SegopsEngine(Engine):
+    name = "segops"
+    label = "segops"
+
+    def setup(self) -> dict[str, float]:
+        settings = Settings(data_dir=self.dataset.data_dir, run_workers=False, read_only=True)
+        self.runtime = Runtime(settings)
+        return {}
+
+    def compiled(self, segment: SuiteSegment):
+        return compile_definition(self.runtime, self.dataset.tenant_id, segment.definition,
+                                  as_of=self.dataset.as_of, resolve=resolve_segment)
+
+    def sql(self, segment: SuiteSegment) -> str:
+        """The executable SQL (over the snapshot's files) for the compiler-perf notes."""
+        return self.compiled(segment).executable().sql(dialect="duckdb", pretty=True)
+
+    def count(self, segment: SuiteSegment) -> int:
+        return run_preview(self.runtime, self.compiled(segment), limit=0).matched_users
+
+    def members(self, segment: SuiteSegment) -> list[str]:
+        return member_table(self.runtime, self.compiled(segment)).column("user_id").to_pylist()
+
+    def close(self) -> None:
+        runtime = getattr(self, "runtime", None)
+        if runtime is not None:
+            runtime.stop()
