@@ -47,3 +47,18 @@ class Engine(ABC):
 
     def close(self) -> None:
         """Release connections and servers (idempotent)."""
+
+
+class HandSqlEngine(Engine):
+    """An engine answering each segment with its hand-written SQL over a DB-API style ``self.con``
+    and ``self.context`` (a suite.SqlContext) set up by the subclass."""
+
+    def sql(self, segment: SuiteSegment) -> str:
+        return segment.hand_sql(self.context)
+
+    def count(self, segment: SuiteSegment) -> int:
+        return self.con.execute(f"SELECT count(*) FROM ({self.sql(segment)}) AS members").fetchone()[0]
+
+    def members(self, segment: SuiteSegment) -> list[str]:
+        return [row[0] for row in self.con.execute(self.sql(segment)).fetchall()]
+

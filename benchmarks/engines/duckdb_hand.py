@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import duckdb
 
-from benchmarks.engines.base import Engine
+from benchmarks.engines.base import HandSqlEngine
 from benchmarks.suite import SqlContext, SuiteSegment
 
 def _literal(text: str) -> str:
@@ -24,7 +24,7 @@ def create_lake_views(con: duckdb.DuckDBPyConnection, dataset) -> None:
                 "hive_partitioning = true, hive_types = {'tenant_id': BIGINT})")
 
 
-class DuckDBHandEngine(Engine):
+class DuckDBHandEngine(HandSqlEngine):
     name = "duckdb_hand"
     label = "DuckDB (hand SQL)"
 
@@ -35,15 +35,6 @@ class DuckDBHandEngine(Engine):
         create_lake_views(self.con, self.dataset)
         self.context = SqlContext(self.dataset, "duckdb")
         return {}
-
-    def sql(self, segment: SuiteSegment) -> str:
-        return segment.hand_sql(self.context)
-
-    def count(self, segment: SuiteSegment) -> int:
-        return self.con.execute(f"SELECT count(*) FROM ({self.sql(segment)}) AS members").fetchone()[0]
-
-    def members(self, segment: SuiteSegment) -> list[str]:
-        return [row[0] for row in self.con.execute(self.sql(segment)).fetchall()]
 
     def close(self) -> None:
         con = getattr(self, "con", None)

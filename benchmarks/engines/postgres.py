@@ -24,9 +24,9 @@ from pathlib import Path
 import duckdb
 import psycopg
 
-from benchmarks.engines.base import Engine, EngineUnavailable
+from benchmarks.engines.base import EngineUnavailable, HandSqlEngine
 from benchmarks.engines.duckdb_hand import create_lake_views
-from benchmarks.suite import SqlContext, SuiteSegment
+from benchmarks.suite import SqlContext
 
 PG_BIN = Path(os.environ.get("SEGOPS_BENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 INSTALL_HINT = "apt-get update && apt-get install -y postgresql-15"
@@ -60,7 +60,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-class PostgresEngine(Engine):
+class PostgresEngine(HandSqlEngine):
     name = "postgres"
     label = "PostgreSQL 15"
 
@@ -174,15 +174,6 @@ class PostgresEngine(Engine):
                 "index_s": indexed - copied, "vacuum_analyze_s": analyzed - indexed, "load_total_s": analyzed - started}
 
     # -- queries -------------------------------------------------------------------------
-    def sql(self, segment: SuiteSegment) -> str:
-        return segment.hand_sql(self.context)
-
-    def count(self, segment: SuiteSegment) -> int:
-        return self.con.execute(f"SELECT count(*) FROM ({self.sql(segment)}) AS members").fetchone()[0]
-
-    def members(self, segment: SuiteSegment) -> list[str]:
-        return [row[0] for row in self.con.execute(self.sql(segment)).fetchall()]
-
     def memory_pid(self) -> int:
         """The backend serving our connection (parallel workers are separate processes)."""
         return self.backend_pid
