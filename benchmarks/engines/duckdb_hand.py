@@ -9,7 +9,7 @@ from __future__ import annotations
 import duckdb
 
 from benchmarks.engines.base import HandSqlEngine
-from benchmarks.suite import SqlContext, SuiteSegment
+from benchmarks.suite import SqlContext
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
