@@ -19,6 +19,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 from sqlglot import exp
@@ -121,11 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="10m", choices=sorted(SIZES))
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--data", type=Path, default=Path("data"), help="datasets live in <data>/bench/<size>")
     parser.add_argument("--cases", help="comma-separated subset of: " + ", ".join(c.name for c in CASES))
     parser.add_argument("--show-sql", metavar="CASE", help="print the compiled and hand SQL of CASE and exit")
     args = parser.parse_args(argv)
 
-    dataset = ensure_dataset(args.size)
+    dataset = ensure_dataset(args.size, root=args.data)
     con = duckdb.connect(":memory:")
     con.execute("SET parquet_metadata_cache = true")
     con.execute("SET enable_progress_bar = false")

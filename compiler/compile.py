@@ -408,9 +408,9 @@ class _Compiler:
         ctes.extend(self.sequences)
         if base == UNIVERSE:  # both relations hold each user at most once
             user: exp.Expression = _coalesce(column("user_id", EVENT_STATS), column("user_id", PROFILE))
-            select = exp.select(exp.alias_(user, "user_id", quoted=True)).from_(relation(EVENT_STATS)).join(
-                relation(PROFILE), on=exp.EQ(this=column("user_id", PROFILE), expression=column("user_id", EVENT_STATS)),
-                join_type="full")
+            same_user = exp.EQ(this=column("user_id", PROFILE), expression=column("user_id", EVENT_STATS))
+            select = (exp.select(exp.alias_(user, "user_id", quoted=True)).from_(relation(EVENT_STATS))
+                      .join(relation(PROFILE), on=same_user, join_type="full"))
             joined = {EVENT_STATS, PROFILE}
         else:
             user, joined = column("user_id", base), {base}
