@@ -6,7 +6,6 @@ import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 from api.deps import RateLimitHeadersMiddleware
 from api.errors import COMMON_ERROR_RESPONSES, install_error_handlers
@@ -35,7 +34,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         finally:
             rt.stop()
 
-    app = FastAPI(title="segops", version="0.1.0", default_response_class=ORJSONResponse, lifespan=lifespan)
+    app = FastAPI(title="segops", version="0.1.0", lifespan=lifespan)
     app.state.runtime = rt
     install_error_handlers(app)
     app.add_middleware(RateLimitHeadersMiddleware)
