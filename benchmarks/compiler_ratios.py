@@ -109,6 +109,13 @@ CASES = [
         {"type": "frequency", "event_type": "order_placed", "operator": "gte", "value": 2, "window_days": 90}]},
          _pro_buyers),
     _suite("unengaged_or_lapsed_free", "nested_or_not"),
+    # The rest of the benchmark suite, so every suite segment has its compiled/hand ratio here.
+    _suite("big_spenders_90d"),
+    _suite("recent_openers_7d"),
+    _suite("pro_in_core_markets"),
+    _suite("recent_buyers_not_big_spenders"),
+    _suite("repeat_eur_buyers_60d"),
+    _suite("occasional_clickers_14d"),
 ]
 
 
