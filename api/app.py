@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api.deps import RateLimitHeadersMiddleware
 from api.errors import COMMON_ERROR_RESPONSES, install_error_handlers
-from engine.runtime import Runtime
+from engine.runtime import Runtime, tune_gc_for_serving
 from engine.settings import Settings
 
 # One router per resource, in api/routers/<name>.py, each exposing `router`.
@@ -29,6 +29,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def lifespan(app: FastAPI):
         if settings.run_workers:
             rt.start_workers()
+        if os.environ.get("SEGOPS_SERVE_PROCESS") == "1":  # set by `segops serve`; not in tests
+            tune_gc_for_serving()
         try:
             yield
         finally:

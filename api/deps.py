@@ -46,14 +46,20 @@ from api.errors import ApiError
 from engine.accounts import ALL_SCOPES, AuthError, Principal
 from engine.runtime import Runtime
 
-__all__ = ["Principal", "get_runtime", "authenticated", "authenticate_request", "require",
+__all__ = ["Principal", "get_runtime", "runtime_of", "authenticated", "authenticate_request", "require",
            "tenant_scoped_404", "check_body_tenant", "RATE_LIMIT_STATE_KEY"]
 
 # Where the rate-limit headers of this request wait for the middleware (api.app) to add them.
 RATE_LIMIT_STATE_KEY = "segops_rate_limit_headers"
 
 
-def get_runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+async def get_runtime(request: Request) -> Runtime:
+    """Dependency: the process Runtime. Async so FastAPI calls it inline instead of
+    hopping to the threadpool for a one-line lookup (the ingest hot path)."""
     return request.app.state.runtime
 
 
@@ -84,7 +90,7 @@ def authenticate_request(request: Request) -> Principal:
     if credential is None:
         raise _unauthorized("Authentication credentials were not provided.")
     scheme, token = credential
-    accounts = get_runtime(request).accounts
+    accounts = runtime_of(request).accounts
     try:
         if scheme == "bearer":
             principal, limit = accounts.authenticate_access_token(token)
@@ -93,7 +99,7 @@ def authenticate_request(request: Request) -> Principal:
     except AuthError as err:
         raise _unauthorized(str(err), err.code, "Bearer" if scheme == "bearer" else "ApiKey") from None
     if limit is not None:
-        decision = get_runtime(request).rate_limiter.hit(principal.tenant_id, limit)
+        decision = runtime_of(request).rate_limiter.hit(principal.tenant_id, limit)
         headers = decision.headers()
         if not decision.allowed:
             raise ApiError(429, f"Rate limit of {limit} requests per minute exceeded; retry in "

@@ -4,11 +4,15 @@
 
 * http: ``segops serve`` (uvicorn, workers on: WAL group commit + flusher) in its own
   process on a tmp data dir; ``--clients`` load-generator processes (httpx, keep-alive,
-  one request in flight each) send batches of ``--batch`` events with unique event ids.
-  Reported: accepted events/s over the whole run and p50/p99 request latency, plus the
-  server's CPU seconds per 1M events (meaningful on a busy machine). Targets: >= 100k
-  events/s with p99 <= 50 ms. Afterwards the server is stopped (SIGTERM: final flush) and
-  the lake must hold exactly the acknowledged events, or the benchmark fails.
+  one request in flight each) send batches of ``--batch`` events with unique event ids,
+  built before the clock starts, after 5 unmeasured warm-up requests each. Two runs:
+  closed loop (each client sends again as soon as it has its answer: the most the
+  server takes, target >= 100k events/s) and paced at
+  120k events/s (latency from each request's scheduled time, as wrk2 does: target p99
+  <= 50 ms). A saturated closed loop's p99 is queueing, reported but not the target.
+  Also the server's CPU seconds per 1M events (meaningful on a busy machine).
+  Afterwards the server is stopped (SIGTERM: final flush) and the lake must hold exactly
+  the acknowledged events, or the benchmark fails.
 * bulk: ``engine.bulk_ingest.ingest_file`` of an NDJSON and a Parquet file of demo events
   into an empty tenant. Target: >= 500k events/s.
 * demo: ``engine.demo.event_batches`` (frames only, no lake) events/s.
@@ -35,6 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 HTTP_TARGET = 100_000
 P99_TARGET_MS = 50.0
 BULK_TARGET = 500_000
+WARMUP_REQUESTS = 5  # per client, before the clock starts (not measured, but checked in the lake)
+PACED_RATE = 120_000  # the latency target holds at 100k events/s; measured 20% above it
 SIZES = {"small": (400_000, 1_000_000), "10m": (1_000_000, 2_000_000), "100m": (2_000_000, 5_000_000)}
 console = Console()
 
@@ -50,8 +56,12 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _client(url: str, key: str, worker: int, requests: int, batch: int, start_at: float, out) -> None:
-    """One load-generator process: ``requests`` posts of ``batch`` fresh events each."""
+def _client(url: str, key: str, worker: int, requests: int, batch: int, start_at: float, out,
+            interval: float | None = None) -> None:
+    """One load-generator process: ``requests`` posts of ``batch`` fresh events each,
+    back to back, or (``interval``) one every ``interval`` seconds on a fixed schedule.
+    Paced latency is measured from the scheduled send time, so a slow response delays
+    the next request's clock too (no coordinated omission, as in wrk2)."""
     import httpx
 
     head = b'{"batch":['
@@ -59,13 +69,30 @@ def _client(url: str, key: str, worker: int, requests: int, batch: int, start_at
             b'"occurred_at":"2026-11-20T10:00:00Z","properties":{"path":"/pricing","price":19.99}}' % worker)
     headers = {"Authorization": f"ApiKey {key}", "Content-Type": "application/json"}
     latencies, first, last = [], None, None
+    # Bodies are built before the clock starts: on two cores the load generator's CPU
+    # would otherwise compete with the server it measures.
+    bodies = [head + b",".join(item % (r * batch + i, (r * batch + i) % 50_000) for i in range(batch)) + b"]}"
+              for r in range(requests + WARMUP_REQUESTS)]
     with httpx.Client(timeout=60.0) as http:
+        for body in bodies[:WARMUP_REQUESTS]:  # steady state: the server's first requests are cold
+            resp = http.post(url, content=body, headers=headers)
+            if resp.status_code != 202:
+                out.put(("error", f"warm-up {resp.status_code}: {resp.text[:300]}"))
+                return
+        bodies = bodies[WARMUP_REQUESTS:]
         while time.time() < start_at:
             time.sleep(0.001)
-        for r in range(requests):
-            base = r * batch
-            body = head + b",".join(item % (base + i, (base + i) % 50_000) for i in range(batch)) + b"]}"
-            t0 = time.monotonic()
+        # Paced clients start spread over one interval, not in lockstep.
+        schedule = time.monotonic() + (interval * worker / 4 if interval else 0.0)
+        for body in bodies:
+            if interval:
+                delay = schedule - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                t0 = schedule
+                schedule += interval
+            else:
+                t0 = time.monotonic()
             resp = http.post(url, content=body, headers=headers)
             t1 = time.monotonic()
             if resp.status_code != 202 or resp.json()["accepted"] != batch:
@@ -77,7 +104,11 @@ def _client(url: str, key: str, worker: int, requests: int, batch: int, start_at
     out.put(("ok", latencies, first, last))
 
 
-def bench_http(events: int, batch: int = 1000, clients: int = 4, flush_interval: float | None = None) -> list[dict]:
+def bench_http(events: int, batch: int = 1000, clients: int = 4, flush_interval: float | None = None,
+               rate: float | None = None) -> list[dict]:
+    """Closed loop (``rate`` None: each client sends as soon as its last answer came,
+    which measures the most the server takes) or paced at ``rate`` events/s in total
+    (the latency a producer sending that rate sees)."""
     from engine.runtime import Runtime
     from engine.settings import Settings
 
@@ -100,8 +131,9 @@ def bench_http(events: int, batch: int = 1000, clients: int = 4, flush_interval:
             per_client = max(1, events // (batch * clients))
             ctx = mp.get_context("spawn")
             out = ctx.Queue()
-            start_at = time.time() + 3.0  # every process connected and ready
-            procs = [ctx.Process(target=_client, args=(url, key, w, per_client, batch, start_at, out))
+            start_at = time.time() + 8.0  # every process started, bodies built
+            interval = clients * batch / rate if rate else None
+            procs = [ctx.Process(target=_client, args=(url, key, w, per_client, batch, start_at, out, interval))
                      for w in range(clients)]
             for p in procs:
                 p.start()
@@ -120,28 +152,39 @@ def bench_http(events: int, batch: int = 1000, clients: int = 4, flush_interval:
             server.wait(timeout=300)
             log.close()
         sent = per_client * batch * clients
+        stored_expected = sent + WARMUP_REQUESTS * batch * clients
         check = Runtime(Settings(data_dir=data_dir, run_workers=False))
         check.ingest.flush_now()
         snapshot = check.lake.snapshot(tenant_id)
         stored, distinct = duckdb.connect().execute(
             "SELECT count(*), count(DISTINCT event_id) FROM read_parquet(?)", [list(snapshot.files)]).fetchone()
         check.stop()
-        if (stored, distinct) != (sent, sent):
-            raise RuntimeError(f"lake holds {stored} rows ({distinct} distinct) for {sent} acknowledged events")
+        if (stored, distinct) != (stored_expected, stored_expected):
+            raise RuntimeError(f"lake holds {stored} rows ({distinct} distinct) for {stored_expected} "
+                               f"acknowledged events")
 
-    rate = sent / wall
+    achieved = sent / wall
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000
     note = f"{clients} clients x batches of {batch}, {sent:,} events, {len(latencies)} requests"
+    cpu = {"benchmark": "ingest_http", "metric": "server CPU per 1M events" + (" (paced)" if rate else ""),
+           "value": round(cpu_used / sent * 1e6, 1), "unit": "s", "notes": "user+sys of the server process"}
+    if rate is None:
+        return [
+            {"benchmark": "ingest_http", "metric": "throughput (closed loop)", "value": round(achieved),
+             "unit": "events/s", "target": HTTP_TARGET, "meets_target": achieved >= HTTP_TARGET,
+             "notes": note, "ratio_to_target": round(achieved / HTTP_TARGET, 2)},
+            {"benchmark": "ingest_http", "metric": "p99 latency (closed loop, saturated)", "value": round(p99, 1),
+             "unit": "ms", "notes": f"p50 {p50:.1f} ms; queueing at full load, see the paced row"},
+            cpu,
+        ]
+    met = p99 <= P99_TARGET_MS and achieved >= HTTP_TARGET
     return [
-        {"benchmark": "ingest_http", "metric": "throughput", "value": round(rate), "unit": "events/s",
-         "target": HTTP_TARGET, "meets_target": rate >= HTTP_TARGET, "notes": note,
-         "ratio_to_target": round(rate / HTTP_TARGET, 2)},
-        {"benchmark": "ingest_http", "metric": "p99 latency", "value": round(p99, 1), "unit": "ms",
-         "target": P99_TARGET_MS, "meets_target": p99 <= P99_TARGET_MS, "notes": f"p50 {p50:.1f} ms",
+        {"benchmark": "ingest_http", "metric": f"p99 latency at {rate / 1000:.0f}k events/s (paced)",
+         "value": round(p99, 1), "unit": "ms", "target": P99_TARGET_MS, "meets_target": met,
+         "notes": f"p50 {p50:.1f} ms; achieved {achieved:,.0f} events/s; {note}",
          "ratio_to_target": round(P99_TARGET_MS / p99, 2)},
-        {"benchmark": "ingest_http", "metric": "server CPU per 1M events", "value": round(cpu_used / sent * 1e6, 1),
-         "unit": "s", "notes": "user+sys of the server process (all threads)"},
+        cpu,
     ]
 
 
@@ -212,7 +255,8 @@ def bench_demo(events: int) -> list[dict]:
 def run(size: str = "small", *, dataset=None, runs: int = 1) -> list[dict]:
     """Rows for ``python -m benchmarks`` (the shared dataset is not used)."""
     http_events, bulk_events = SIZES.get(size, SIZES["small"])
-    return bench_http(http_events) + bench_bulk(bulk_events) + bench_demo(bulk_events)
+    return (bench_http(http_events) + bench_http(http_events, rate=PACED_RATE)
+            + bench_bulk(bulk_events) + bench_demo(bulk_events))
 
 
 def _print(rows: list[dict]) -> None:
@@ -232,13 +276,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--only", choices=("http", "bulk", "demo"))
     parser.add_argument("--flush-interval", type=float, help="server flusher period in s (default 1)")
+    parser.add_argument("--rate", type=float, help=f"paced run only, at this many events/s (run(): closed loop "
+                                                   f"and {PACED_RATE:,})")
     args = parser.parse_args(argv)
     if args.size:
         args.http_events, args.bulk_events = SIZES[args.size]
     console.print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     rows = []
     if args.only in (None, "http"):
-        rows += bench_http(args.http_events, args.batch, args.clients, args.flush_interval)
+        rates = [args.rate] if args.rate else [None, PACED_RATE]
+        for rate in rates:
+            rows += bench_http(args.http_events, args.batch, args.clients, args.flush_interval, rate)
     if args.only in (None, "bulk"):
         rows += bench_bulk(args.bulk_events)
     if args.only in (None, "demo"):

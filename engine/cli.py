@@ -28,6 +28,7 @@ def serve(
     import uvicorn
 
     os.environ["SEGOPS_RUN_WORKERS"] = "1" if workers else "0"
+    os.environ["SEGOPS_SERVE_PROCESS"] = "1"
     _print_demo_credentials(host, port)
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info",
                 loop="uvloop", http="httptools", access_log=False)

@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.ingest_parse import EventColumns, ProfileColumns
-from engine.runtime import WORKERS
+from engine.runtime import WORKERS, lower_thread_priority
 from storage import duck
 from storage.manifest import ConcurrentCommitError
 from storage.wal import WriteAheadLog
@@ -230,8 +230,12 @@ class IngestService:
     """The write path of one process that owns ``<data>/wal``. Build with ``open``."""
 
     def __init__(self, lake: "EventLake", wal: WriteAheadLog, *, window_days: int = 8,
-                 flush_interval: float = 1.0, max_wal_bytes: int = 2 << 30, max_group_bytes: int = 256 << 20):
+                 flush_interval: float = 1.0, max_wal_bytes: int = 2 << 30, max_group_bytes: int = 256 << 20,
+                 flush_threads: int = 1):
         self.lake = lake
+        # One DuckDB thread per flush, on the (low-priority) flusher thread: a background
+        # flush must not take both cores from request handling (HTTP ingest p99).
+        self.flush_threads = flush_threads
         self.wal = wal
         self.seen = SeenIds(window_days)
         self.flush_interval = flush_interval
@@ -385,7 +389,7 @@ class IngestService:
                 self.seen.add(tenant_id, table.column("event_id").to_pylist(), today)
             table = self._drop_ids_committed_elsewhere(tenant_id, table)
             if table.num_rows:
-                self.watch.own(tenant_id, append_retrying(self.lake, tenant_id, table))
+                self.watch.own(tenant_id, append_retrying(self.lake, tenant_id, table, threads=self.flush_threads))
                 written += table.num_rows
         for tenant_id, tables in profiles.items():
             table = pa.concat_tables(tables)
@@ -409,6 +413,7 @@ class IngestService:
         self._flusher.start()
 
     def _flush_loop(self) -> None:
+        lower_thread_priority()
         delay = self.flush_interval
         while not self._stop_flusher.wait(delay):
             try:
@@ -444,15 +449,16 @@ class IngestService:
         self.watch.close()
 
 
-def append_retrying(lake: "EventLake", tenant_id: int, table: pa.Table, attempts: int = 5) -> list[str]:
+def append_retrying(lake: "EventLake", tenant_id: int, table: pa.Table, attempts: int = 5,
+                    threads: int | None = None) -> list[str]:
     """``lake.append_events``, retried when another process committed the same manifest
     sequence first (nothing of ours was committed then, so a retry is safe)."""
     for attempt in range(1, attempts):
         try:
-            return lake.append_events(tenant_id, table)
+            return lake.append_events(tenant_id, table, threads=threads)
         except ConcurrentCommitError:
             time.sleep(0.05 * attempt)
-    return lake.append_events(tenant_id, table)
+    return lake.append_events(tenant_id, table, threads=threads)
 
 
 class LakeWatch:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from engine.runtime import WORKERS, Runtime
+from engine.runtime import WORKERS, Runtime, lower_thread_priority
 
 log = logging.getLogger("segops.maintenance")
 
@@ -34,6 +34,7 @@ def start_lake_maintenance(runtime: Runtime) -> None:
     stop = threading.Event()
 
     def loop() -> None:
+        lower_thread_priority()
         while not stop.wait(COMPACT_EVERY_SECONDS):
             try:
                 maintain_lake(runtime)

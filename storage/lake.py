@@ -86,6 +86,7 @@ class EventLake:
         self._locks: dict[tuple[str, int], threading.Lock] = defaultdict(threading.Lock)
         self._meta_lock = threading.Lock()
         self._snapshots: dict[tuple[int, int], EventsSnapshot] = {}
+        self._ducks: dict[int, duckdb.DuckDBPyConnection] = {}
 
     @classmethod
     def from_settings(cls, settings, **kwargs) -> "EventLake":
@@ -101,9 +102,17 @@ class EventLake:
     def _duck(self) -> duckdb.DuckDBPyConnection:
         return duck.connect(self.store, threads=self._threads)
 
-    def _cursor(self) -> duckdb.DuckDBPyConnection:
-        """A connection of its own for one operation (cursors share the database)."""
-        return self._duck.cursor()
+    def _cursor(self, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+        """A connection of its own for one operation (cursors share the database).
+        ``threads`` other than the lake's: a cursor of a database with that many threads
+        (DuckDB's thread count is per database, not per cursor)."""
+        if threads is None or threads == self._threads:
+            return self._duck.cursor()
+        with self._meta_lock:
+            con = self._ducks.get(threads)
+            if con is None:
+                con = self._ducks[threads] = duck.connect(self.store, threads=threads)
+        return con.cursor()
 
     def _log(self, kind: str, tenant_id: int) -> ManifestLog:
         with self._meta_lock:
@@ -142,11 +151,13 @@ class EventLake:
             log.prune()
 
     # -- events: write --------------------------------------------------------------
-    def append_events(self, tenant_id: int, table: pa.Table) -> list[str]:
+    def append_events(self, tenant_id: int, table: pa.Table, *, threads: int | None = None) -> list[str]:
         """Write ``table`` (event_id, tenant_id, user_id, event_type, occurred_at,
         received_at, properties JSON text) as one Parquet file per day touched and commit
         them in one manifest swap. Returns the committed keys. Every row's tenant_id must
-        equal ``tenant_id``. Dedup is the caller's job: appended rows are all kept."""
+        equal ``tenant_id``. Dedup is the caller's job: appended rows are all kept.
+        ``threads``: DuckDB threads for this write (default: the lake's); the API's
+        background flusher uses 1 so it runs entirely on its own low-priority thread."""
         self._check_writable()
         tenant_id = int(tenant_id)
         batch = _normalize_events(table, tenant_id)
@@ -156,7 +167,7 @@ class EventLake:
         with self._lock("events", tenant_id):
             _, doc = self._log("events", tenant_id).latest()
             catalog = _catalog(doc)
-            cur = self._cursor()
+            cur = self._cursor(threads)
             try:
                 cur.register("__batch", batch)
                 catalog = discover(cur, "__batch", "properties", "__rn", catalog, "p_")
@@ -254,24 +265,36 @@ class EventLake:
         return set(rows.column(0).to_pylist())
 
     # -- compaction and garbage -----------------------------------------------------
-    def compact(self, tenant_id: int, *, target_bytes: int = 64 << 20) -> CompactionResult:
-        """Per day, merge the files smaller than ``target_bytes`` and the files not yet
-        sorted into one file sorted by (user_id, occurred_at), swapped in with one manifest
-        commit per day. A day is rewritten when that involves two or more files or an
-        unsorted one, so every file is eventually sorted and days converge to few large
-        files. Replaced files stay readable for ``grace_seconds``. Appends may run
-        concurrently (they only add files)."""
+    def compact(self, tenant_id: int, *, target_bytes: int = 64 << 20, settle_seconds: float = 600.0,
+                max_sorted_per_day: int = 8) -> CompactionResult:
+        """Merge each day's small files (under ``target_bytes``) into one file sorted by
+        (user_id, occurred_at), swapped in with one manifest commit per day. Replaced files
+        stay readable for ``grace_seconds``; appends may run concurrently (they only add
+        files).
+
+        A day still receiving events (its latest event arrived less than
+        ``settle_seconds`` ago, typically today) is not rewritten whole on every run:
+        only its unsorted appended files are merged, into one more sorted file, and the
+        whole day is merged once it holds ``max_sorted_per_day`` small sorted files or
+        has settled. So each event is rewritten a bounded number of times however often
+        maintenance runs, and every day converges to one large sorted file."""
         self._check_writable()
         tenant_id = int(tenant_id)
         before = self.snapshot(tenant_id)
+        now = datetime.fromtimestamp(self.clock(), timezone.utc).replace(tzinfo=None)
         by_day: dict[date, list[FileEntry]] = defaultdict(list)
+        latest: dict[date, datetime] = {}
         for entry in before.entries:
+            latest[entry.day] = max(latest.get(entry.day, entry.max_received_at), entry.max_received_at)
             if entry.bytes < target_bytes or not entry.is_sorted:
                 by_day[entry.day].append(entry)
         compacted = []
         for day, small in sorted(by_day.items()):
-            rewrite = len(small) >= 2 or not small[0].is_sorted
-            if rewrite and self._compact_day(tenant_id, day, small):
+            unsorted = [e for e in small if not e.is_sorted]
+            settled = (now - latest[day]).total_seconds() >= settle_seconds
+            if not settled and len(small) - len(unsorted) < max_sorted_per_day:
+                small = unsorted
+            if (len(small) >= 2 or (small and not small[0].is_sorted)) and self._compact_day(tenant_id, day, small):
                 compacted.append(day)
         return CompactionResult(tenant_id, len(before.entries), len(self.snapshot(tenant_id).entries),
                                 tuple(compacted))

@@ -199,6 +199,36 @@ def test_compaction_keeps_totals_reduces_files_and_sorts(lake):
     assert lake.compact(T).days_compacted == ()  # nothing left to do
 
 
+def test_compaction_of_a_day_still_receiving_events_leaves_its_sorted_files_alone(object_store):
+    """The maintenance worker runs every few minutes while today's partition keeps
+    growing: each run merges only the newly appended files, the whole day is merged once
+    it has settled (or holds max_sorted_per_day sorted files)."""
+    now = [(START + timedelta(hours=12)).replace(tzinfo=timezone.utc).timestamp()]
+    lake = EventLake(object_store, clock=lambda: now[0])
+    rows = make_events(60, days=1, seed=70) + make_events(10, days=1, seed=71, prefix="late")
+    for row in rows:  # all received "just now" by the lake's clock
+        row["received_at"] = START + timedelta(hours=12)
+    keys_of = lambda: {e.key: e.is_sorted for e in lake.snapshot(T).entries}  # noqa: E731
+
+    lake.append_events(T, to_table(rows[:20]))
+    lake.append_events(T, to_table(rows[20:40]))
+    assert lake.compact(T, settle_seconds=600).days_compacted == (START.date(),)
+    (first_sorted,) = keys_of()
+    lake.append_events(T, to_table(rows[40:60]))
+    lake.compact(T, settle_seconds=600)
+    after_second = keys_of()
+    assert first_sorted in after_second and len(after_second) == 2 and all(after_second.values())
+    assert lake.compact(T, settle_seconds=600).days_compacted == ()  # nothing new: no rewrite
+    assert lake.compact(T, settle_seconds=600, max_sorted_per_day=2).files_after == 1  # bound reached
+
+    lake.append_events(T, to_table(rows[60:]))
+    lake.compact(T, settle_seconds=600)
+    assert len(keys_of()) == 2
+    now[0] += 3600  # no new events for an hour: the day has settled
+    assert lake.compact(T, settle_seconds=600).files_after == 1
+    assert totals(lake) == expected_totals(rows)
+
+
 def test_garbage_collection_after_grace(object_store):
     now = [time.time()]
     lake = EventLake(object_store, grace_seconds=60, clock=lambda: now[0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
-from api.deps import Principal, authenticated, get_runtime
+from api.deps import Principal, authenticated, runtime_of
 from api.errors import ApiError
 from engine.accounts import AuthError
 
@@ -35,7 +35,7 @@ def _unauthorized(err: AuthError) -> ApiError:
 @router.post("/api/auth/token/", response_model=TokenPair)
 def obtain_token(body: TokenRequest, request: Request) -> dict[str, str]:
     """Sync on purpose: argon2 verification runs in the threadpool, not on the event loop."""
-    runtime = get_runtime(request)
+    runtime = runtime_of(request)
     decision = runtime.rate_limiter.hit(("login", body.email.strip().lower()), LOGIN_ATTEMPTS_PER_MINUTE)
     if not decision.allowed:
         raise ApiError(429, f"Too many login attempts; retry in {decision.retry_after} s.", "rate_limited",
@@ -49,7 +49,7 @@ def obtain_token(body: TokenRequest, request: Request) -> dict[str, str]:
 @router.post("/api/auth/token/refresh/", response_model=TokenPair)
 def refresh_token(body: RefreshRequest, request: Request) -> dict[str, str]:
     try:
-        return get_runtime(request).accounts.refresh(body.refresh)
+        return runtime_of(request).accounts.refresh(body.refresh)
     except AuthError as err:
         raise _unauthorized(err) from None
 

@@ -28,6 +28,7 @@ from api.deps import (
     Principal,
     authenticate_request,
     get_runtime,
+    runtime_of,
     require,
     tenant_scoped_404,
 )
@@ -66,7 +67,7 @@ async def _lookup_body(request: Request) -> bytes:
     """The JSON answer of GET /api/segments/membership/?user_id= (raises ApiError)."""
     principal = await READ(authenticate_request(request))
     user_id = _check_user_id(request.query_params.get("user_id"), "user_id")
-    index = get_runtime(request).membership
+    index = runtime_of(request).membership
     segment_ids, complete = index.lookup(principal.tenant_id, user_id)
     if complete:
         return orjson.dumps({"user_id": user_id, "segment_ids": list(segment_ids), "cached": True})
