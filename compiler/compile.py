@@ -340,7 +340,9 @@ class _Compiler:
                               exp.In(this=column(events.event_type),
                                      expressions=[exp.Literal.string(t) for t in event_types]))
         conditions.extend(extra)
-        return exp.select().from_(events.relation.copy()).where(exp.and_(*conditions))
+        # Builders get copy=False throughout: every node here is fresh, and copying the growing
+        # tree at each chained call was two thirds of compile time.
+        return exp.select().from_(events.relation.copy(), copy=False).where(exp.and_(*conditions, copy=False), copy=False)
 
     def _event_stats(self, universe: bool) -> exp.Select:
         """The one events scan. Unless it must list the universe, it keeps only rows some aggregate
@@ -365,14 +367,16 @@ class _Compiler:
         residuals = [[t for t in own if t not in applied and t not in shared] for own in tests]
         restrict = list(shared)
         if not universe and all(residuals) and any(not self._is_type_test(t) for own in residuals for t in own):
-            restrict.append(exp.or_(*(exp.and_(*own) for own in residuals)))
+            restrict.append(exp.or_(*(exp.and_(*(t.copy() for t in own), copy=False) for own in residuals), copy=False))
         columns: list[exp.Expression] = [renamed(events.user_id, "user_id")]
         for aggregate, own in zip(aggregates, residuals):
             function = aggregate.function.copy()
             if own:
-                function = exp.Filter(this=function, expression=exp.Where(this=exp.and_(*(t.copy() for t in own))))
+                function = exp.Filter(this=function, expression=exp.Where(this=exp.and_(*(t.copy() for t in own),
+                                                                                        copy=False)))
             columns.append(exp.alias_(function, aggregate.alias))
-        return self._scan(bound, event_types, restrict).select(*columns).group_by(column(events.user_id))
+        return (self._scan(bound, event_types, restrict).select(*columns, copy=False)
+                .group_by(column(events.user_id), copy=False))
 
     def _aggregate_tests(self, aggregate: _Aggregate) -> list[exp.Expression]:
         """The conjuncts a row must pass to count in ``aggregate``."""
@@ -387,8 +391,8 @@ class _Compiler:
     def _profile(self) -> exp.Select:
         profiles = self.schema.profiles
         return (exp.select(renamed(profiles.user_id, "user_id"), *(column(c) for c in self.traits))
-                .from_(profiles.relation.copy())
-                .where(exp.EQ(this=column(profiles.tenant_id), expression=self.tenant.copy())))
+                .from_(profiles.relation.copy(), copy=False)
+                .where(exp.EQ(this=column(profiles.tenant_id), expression=self.tenant.copy()), copy=False))
 
     def query(self, root: _Compiled) -> exp.Select:
         sequences = [name for name in self.sequence_names if name in root.anchors]
@@ -409,20 +413,20 @@ class _Compiler:
         if base == UNIVERSE:  # both relations hold each user at most once
             user: exp.Expression = _coalesce(column("user_id", EVENT_STATS), column("user_id", PROFILE))
             same_user = exp.EQ(this=column("user_id", PROFILE), expression=column("user_id", EVENT_STATS))
-            select = (exp.select(exp.alias_(user, "user_id", quoted=True)).from_(relation(EVENT_STATS))
-                      .join(relation(PROFILE), on=same_user, join_type="full"))
+            select = (exp.select(exp.alias_(user, "user_id", quoted=True)).from_(relation(EVENT_STATS), copy=False)
+                      .join(relation(PROFILE), on=same_user, join_type="full", copy=False))
             joined = {EVENT_STATS, PROFILE}
         else:
             user, joined = column("user_id", base), {base}
-            select = exp.select(user).from_(relation(base))
+            select = exp.select(user).from_(relation(base), copy=False)
         referenced = [EVENT_STATS] * bool(self.aggregates) + [PROFILE] * bool(self.traits) + self.sequence_names
         for name in referenced:
             if name not in joined:
                 on = exp.EQ(this=column("user_id", name), expression=user.copy())
-                select = select.join(relation(name), on=on, join_type="left")
+                select = select.join(relation(name), on=on, join_type="left", copy=False)
         condition = _without(root.sql, self._sequence_match(base)) if base in self.sequence_names else root.sql
         if condition is not None:
-            select = select.where(condition)
+            select = select.where(condition, copy=False)
         select.set("with_", exp.With(expressions=[
             exp.CTE(this=cte, alias=exp.TableAlias(this=exp.to_identifier(name))) for name, cte in ctes]))
         return select

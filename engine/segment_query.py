@@ -9,7 +9,10 @@ files yet. Nothing user-supplied is ever parsed as SQL.
 
 One in-memory DuckDB database serves the process (``runtime.segment_queries``); every
 call takes its own cursor, so requests run in parallel threads without sharing state,
-and the Parquet metadata cache is shared between them.
+and the Parquet metadata cache is shared between them. In that database each snapshot
+gets a view over its files, created once: a query names the view instead of carrying
+(and DuckDB re-parsing) a literal list of hundreds of file paths, which was most of
+segops' fixed cost per query over hand-written SQL on the same views.
 """
 from __future__ import annotations
 
@@ -52,11 +55,49 @@ _HIVE_TYPES = {"tenant_id": "BIGINT", "event_date": "DATE"}
 class SegmentQueries:
     """The process's DuckDB database for segment queries (``runtime.segment_queries``)."""
 
+    # Views kept per tenant and relation: a query compiled against a slightly older
+    # snapshot (another thread committed meanwhile) still finds its view.
+    VIEWS_KEPT = 4
+
     def __init__(self, runtime: Runtime):
         self._runtime = runtime
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
+        self._views: dict[tuple[int, str], list[str]] = {}
+        self._lakes: dict[int, TenantLake] = {}  # tenant -> its latest described snapshot
         runtime.on_stop(self.close)
+
+    def lake(self, key: tuple[int, int, int], build: Callable[[], "TenantLake"]) -> "TenantLake":
+        """The TenantLake for ``key``, built once per snapshot (it holds every file path)."""
+        cached = self._lakes.get(key[0])
+        if cached is None or cached.key != key:
+            cached = self._lakes[key[0]] = build()
+        return cached
+
+    def relations(self, lake: "TenantLake") -> dict[str, exp.Expression]:
+        """The lake's relations as views of this database (created on first use)."""
+        tenant_id, events_seq, profiles_seq = lake.key
+        out = {}
+        for table, seq in ((EVENTS_TABLE, events_seq), (PROFILES_TABLE, profiles_seq)):
+            name = f"lake_t{tenant_id}_{table}_s{seq}"
+            out[table] = exp.Table(this=exp.to_identifier(name, quoted=True))
+            key = (tenant_id, table)
+            if name in self._views.get(key, ()):
+                continue
+            body = exp.select(exp.Star()).from_(lake.relations[table].copy()).sql(dialect="duckdb")
+            cursor = self.cursor()
+            try:
+                cursor.execute(f'CREATE OR REPLACE VIEW "{name}" AS {body}')
+                with self._lock:
+                    names = self._views.setdefault(key, [])
+                    if name not in names:
+                        names.append(name)
+                    stale, names[:] = names[:-self.VIEWS_KEPT], names[-self.VIEWS_KEPT:]
+                for old in stale:
+                    cursor.execute(f'DROP VIEW IF EXISTS "{old}"')
+            finally:
+                cursor.close()
+        return out
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new cursor (its own DuckDB connection to the shared database); close it after use."""
@@ -111,12 +152,18 @@ class TenantLake:
 
     schema: LakeSchema
     relations: dict[str, exp.Expression]  # placeholder table name -> real relation
+    key: tuple[int, int, int]  # (tenant_id, events snapshot seq, profiles snapshot seq)
 
 
 def tenant_lake(runtime: Runtime, tenant_id: int) -> TenantLake:
     """Describe the tenant's current events and profiles snapshots for the compiler."""
     events = runtime.lake.snapshot(tenant_id)
     profiles = runtime.lake.profiles_snapshot(tenant_id)
+    key = (int(tenant_id), events.seq, profiles.seq)
+    return runtime.segment_queries.lake(key, lambda: _describe(key, events, profiles))
+
+
+def _describe(key: tuple[int, int, int], events, profiles) -> TenantLake:
     properties = {name: TypedColumn(column=col, kind=kind) for name, (col, kind) in events.properties.items()}
     traits = {name: TypedColumn(column=col, kind=kind) for name, (col, kind) in profiles.traits.items()}
     if events.files:
@@ -133,7 +180,7 @@ def tenant_lake(runtime: Runtime, tenant_id: int) -> TenantLake:
         events=EventsRelation(relation=_placeholder(EVENTS_TABLE), properties=properties),
         profiles=ProfilesRelation(relation=_placeholder(PROFILES_TABLE), traits=traits),
     )
-    return TenantLake(schema, {EVENTS_TABLE: events_relation, PROFILES_TABLE: profiles_relation})
+    return TenantLake(schema, {EVENTS_TABLE: events_relation, PROFILES_TABLE: profiles_relation}, key)
 
 
 # -- compiling --------------------------------------------------------------------------
@@ -148,11 +195,15 @@ class CompiledSegment:
     def display_sql(self, pretty: bool = True) -> str:
         return to_sql(self.query, dialect="duckdb", pretty=pretty)
 
-    def executable(self) -> exp.Select:
-        """The query with the placeholders replaced by the snapshot's relations."""
+    def executable(self, relations: dict[str, exp.Expression] | None = None) -> exp.Select:
+        """The query with the placeholders replaced by the snapshot's relations (default:
+        ``read_parquet`` of its files, runnable on any DuckDB connection; the segment
+        query database passes its views)."""
+        relations = relations or self.lake.relations
+
         def bind(node: exp.Expression) -> exp.Expression:
-            if isinstance(node, exp.Table) and node.db == PLACEHOLDER_DB and node.name in self.lake.relations:
-                relation = self.lake.relations[node.name].copy()
+            if isinstance(node, exp.Table) and node.db == PLACEHOLDER_DB and node.name in relations:
+                relation = relations[node.name].copy()
                 alias = node.args.get("alias")
                 if alias is not None:
                     relation.set("alias", alias.copy())
@@ -205,15 +256,25 @@ def validate_definition(runtime: Runtime, tenant_id: int, obj: Any, *, segment_i
 class Preview:
     matched_users: int
     sample_user_ids: list[str]
-    sql: str
-    as_of: datetime
+    compiled: CompiledSegment
+
+    @property
+    def sql(self) -> str:
+        """The display SQL, rendered only when someone shows it."""
+        return self.compiled.display_sql()
+
+    @property
+    def as_of(self) -> datetime:
+        return self.compiled.as_of
 
     def to_json(self) -> dict[str, Any]:
         return {"matched_users": self.matched_users, "sample_user_ids": self.sample_user_ids, "sql": self.sql}
 
 
-def _members(compiled: CompiledSegment, name: str = "members") -> tuple[exp.Subquery, exp.Column]:
-    return compiled.executable().subquery(name), exp.column("user_id", table=name, quoted=True)
+def _members(runtime: Runtime, compiled: CompiledSegment, name: str = "members") -> tuple[exp.Subquery, exp.Column]:
+    """The members query over the segment query database's snapshot views."""
+    relations = runtime.segment_queries.relations(compiled.lake)
+    return compiled.executable(relations).subquery(name), exp.column("user_id", table=name, quoted=True)
 
 
 def run_preview(runtime: Runtime, compiled: CompiledSegment, limit: int = 10) -> Preview:
@@ -221,7 +282,7 @@ def run_preview(runtime: Runtime, compiled: CompiledSegment, limit: int = 10) ->
     heap instead of sorting every member)."""
     if not 0 <= limit <= MAX_PREVIEW_LIMIT:
         raise ValueError(f"limit must be within 0..{MAX_PREVIEW_LIMIT}")
-    members, user_id = _members(compiled)
+    members, user_id = _members(runtime, compiled)
     columns = [exp.alias_(exp.Count(this=exp.Star()), "matched")]
     if limit:
         columns.append(exp.alias_(exp.Anonymous(this="arg_min", expressions=[
@@ -233,7 +294,7 @@ def run_preview(runtime: Runtime, compiled: CompiledSegment, limit: int = 10) ->
     finally:
         cursor.close()
     sample = list(row[1] or []) if limit else []
-    return Preview(matched_users=row[0], sample_user_ids=sample, sql=compiled.display_sql(), as_of=compiled.as_of)
+    return Preview(matched_users=row[0], sample_user_ids=sample, compiled=compiled)
 
 
 def preview(runtime: Runtime, tenant_id: int, definition: Definition | Any, *, limit: int = 10,
@@ -243,7 +304,7 @@ def preview(runtime: Runtime, tenant_id: int, definition: Definition | Any, *, l
 
 def member_table(runtime: Runtime, compiled: CompiledSegment) -> pa.Table:
     """All members as an Arrow table with one column ``user_id`` (string), sorted ascending."""
-    members, user_id = _members(compiled)
+    members, user_id = _members(runtime, compiled)
     sql = exp.select(user_id).from_(members).order_by(user_id.copy()).sql(dialect="duckdb")
     cursor = runtime.segment_queries.cursor()
     try:
@@ -261,7 +322,7 @@ def evaluate_for_users(runtime: Runtime, tenant_id: int, definition: Definition 
     if not wanted:
         return set()
     compiled = compile_definition(runtime, tenant_id, definition, as_of=as_of)
-    members, user_id = _members(compiled)
+    members, user_id = _members(runtime, compiled)
     sql = (exp.select(user_id).from_(members)
            .where(exp.In(this=user_id.copy(), expressions=[exp.Literal.string(u) for u in wanted]))
            .sql(dialect="duckdb"))

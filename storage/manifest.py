@@ -43,24 +43,40 @@ class ManifestLog:
         return f"{self.prefix}{seq:020d}.json"
 
     def latest(self) -> tuple[int, dict | None]:
-        """(seq, document) of the current manifest; (0, None) when nothing was committed."""
+        """(seq, document) of the current manifest; (0, None) when nothing was committed.
+
+        Once a document is known, the next one can only be ``seq + 1`` (commits are
+        create-if-absent of the next number), so checking that key, one stat or HEAD,
+        replaces listing the prefix on every snapshot (a LIST per query on S3)."""
+        cached = self._cache
+        if cached is not None:
+            seq = cached[0]
+            while self.store.exists(self._key(seq + 1)):
+                seq += 1
+            if seq == cached[0]:
+                return cached
+            found = self._read(seq)
+            if found is not None:
+                return found
         for _ in range(5):
             seqs = self._seqs()
             if not seqs:
                 return 0, None
-            seq = seqs[-1]
-            cached = self._cache
-            if cached is not None and cached[0] == seq:
-                return cached
-            try:
-                doc = orjson.loads(self.store.get_bytes(self._key(seq)))
-            except FileNotFoundError:  # pruned between list and read: list again
-                continue
-            with self._lock:
-                if self._cache is None or self._cache[0] < seq:
-                    self._cache = (seq, doc)
-            return seq, doc
+            found = self._read(seqs[-1])
+            if found is not None:
+                return found
         raise RuntimeError(f"manifest log {self.prefix} keeps changing under the reader")
+
+    def _read(self, seq: int) -> tuple[int, dict] | None:
+        """Read and cache document ``seq``; None if it was pruned meanwhile."""
+        try:
+            doc = orjson.loads(self.store.get_bytes(self._key(seq)))
+        except FileNotFoundError:
+            return None
+        with self._lock:
+            if self._cache is None or self._cache[0] < seq:
+                self._cache = (seq, doc)
+            return self._cache
 
     def commit(self, seq: int, doc: dict) -> None:
         """Publish ``doc`` as sequence ``seq`` (must be latest + 1)."""
