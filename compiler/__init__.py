@@ -2,7 +2,7 @@
 
 Semantics of the definition language: see ``compiler.model``.
 """
-from .compile import compile_segment
+from .compile import EVENT_DATES, compile_segment
 from .dialects import DIALECTS, to_sql
 from .errors import DefinitionError, FieldError
 from .model import Definition, definition_json_schema, parse_definition
@@ -10,6 +10,6 @@ from .schema import EventsRelation, LakeSchema, ProfilesRelation, TypedColumn
 
 __all__ = [
     "LakeSchema", "EventsRelation", "ProfilesRelation", "TypedColumn",
-    "Definition", "DefinitionError", "FieldError", "parse_definition", "compile_segment", "to_sql",
+    "Definition", "DefinitionError", "FieldError", "parse_definition", "compile_segment", "EVENT_DATES", "to_sql",
     "definition_json_schema", "DIALECTS",
 ]

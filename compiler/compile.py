@@ -24,7 +24,7 @@ like ``NOT`` or ``frequency lt 1`` need. The tenant literal is in every events/p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Callable
 
 from sqlglot import exp
@@ -109,6 +109,9 @@ def _tenant_literal(tenant_id: int | str) -> exp.Literal:
     return exp.Literal.number(tenant_id) if isinstance(tenant_id, int) else exp.Literal.string(tenant_id)
 
 
+EVENT_DATES = "event_dates"  # key of compile_segment's query.meta
+
+
 @dataclass
 class _Compiler:
     schema: LakeSchema
@@ -123,6 +126,7 @@ class _Compiler:
     segment_stack: list[int] = field(default_factory=list)
     resolved: dict[int, Definition] = field(default_factory=dict)
     leaves: int = 0
+    scan_days: list[date | None] = field(default_factory=list)  # first event_date of each events scan
 
     # ---- boolean tree -------------------------------------------------------------------
 
@@ -326,6 +330,7 @@ class _Compiler:
               extra: list[exp.Expression] = ()) -> exp.Select:
         """FROM events WHERE tenant, time range (plus event_date for partition pruning), event types, extra."""
         events = self.schema.events
+        self.scan_days.append(None if bound is None else bound.at.date())
         occurred_at = column(events.occurred_at)
         conditions = [exp.EQ(this=column(events.tenant_id), expression=self.tenant.copy()),
                       exp.LTE(this=occurred_at, expression=timestamp_literal(self.as_of))]
@@ -445,6 +450,10 @@ def compile_segment(
     Raises DefinitionError (with JSON paths) for names missing from the schema,
     value/column type mismatches, and segment references that are missing or cyclic.
     ``resolve_segment(id)`` returns a Definition (or a definition dict) and raises KeyError if unknown.
+
+    ``query.meta[EVENT_DATES]`` is ``(first, last)``: the event_date range every events scan
+    stays within (``first`` None: some scan reads all history; no key: no events scan). A
+    runner that knows which files hold which days can hand the query only those files.
     """
     if not isinstance(as_of, datetime):
         raise TypeError("as_of must be a datetime")
@@ -453,4 +462,8 @@ def compile_segment(
     root = compiler.node(definition.root, "definition", negated=False)
     if compiler.errors:
         raise DefinitionError(compiler.errors)
-    return compiler.query(root)
+    query = compiler.query(root)
+    if compiler.scan_days:
+        first = None if None in compiler.scan_days else min(compiler.scan_days)
+        query.meta[EVENT_DATES] = (first, compiler.as_of.date())
+    return query

@@ -58,7 +58,7 @@ class Runtime:
     @cached_property
     def segment_queries(self):
         """The DuckDB database that runs segment previews and computations (engine.segment_query)."""
-        from engine.segment_query import SegmentQueries
+        from engine.query_db import SegmentQueries
 
         return SegmentQueries(self)
 

@@ -7,180 +7,30 @@ swapped, as sqlglot nodes, for ``read_parquet([...committed files...])`` of the 
 current snapshot — or for an empty relation with the right columns when the tenant has no
 files yet. Nothing user-supplied is ever parsed as SQL.
 
-One in-memory DuckDB database serves the process (``runtime.segment_queries``); every
-call takes its own cursor, so requests run in parallel threads without sharing state,
-and the Parquet metadata cache is shared between them. In that database each snapshot
-gets a view over its files, created once: a query names the view instead of carrying
-(and DuckDB re-parsing) a literal list of hundreds of file paths, which was most of
-segops' fixed cost per query over hand-written SQL on the same views.
+Queries run in the process's segment query database (``runtime.segment_queries``,
+``engine.query_db``), which decides which files each query reads.
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
-from compiler import (
-    DefinitionError,
-    EventsRelation,
-    LakeSchema,
-    ProfilesRelation,
-    TypedColumn,
-    compile_segment,
-    parse_definition,
-    to_sql,
-)
+from compiler import EVENT_DATES, DefinitionError, compile_segment, parse_definition, to_sql
 from compiler.model import Definition, to_utc_naive
+from engine.query_db import PLACEHOLDER_DB, SegmentQueries, TenantLake, tenant_lake
 from engine.segments import SegmentStore, utc_now
-from storage.duck import EVENTS_BASE_SQL_TYPES, KIND_SQL_TYPES, PROFILES_BASE_SQL_TYPES, connect
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
 
-PLACEHOLDER_DB = "lake"
-EVENTS_TABLE = "events"
-PROFILES_TABLE = "profiles"
 MAX_PREVIEW_LIMIT = 1000
 # Errors that only mean "no such data yet", not "invalid definition".
 DATA_DEPENDENT_ERRORS = frozenset({"unknown_property", "unknown_trait"})
-_HIVE_TYPES = {"tenant_id": "BIGINT", "event_date": "DATE"}
-
-
-class SegmentQueries:
-    """The process's DuckDB database for segment queries (``runtime.segment_queries``)."""
-
-    # Views kept per tenant and relation: a query compiled against a slightly older
-    # snapshot (another thread committed meanwhile) still finds its view.
-    VIEWS_KEPT = 4
-
-    def __init__(self, runtime: Runtime):
-        self._runtime = runtime
-        self._con: duckdb.DuckDBPyConnection | None = None
-        self._lock = threading.Lock()
-        self._views: dict[tuple[int, str], list[str]] = {}
-        self._lakes: dict[int, TenantLake] = {}  # tenant -> its latest described snapshot
-        runtime.on_stop(self.close)
-
-    def lake(self, key: tuple[int, int, int], build: Callable[[], "TenantLake"]) -> "TenantLake":
-        """The TenantLake for ``key``, built once per snapshot (it holds every file path)."""
-        cached = self._lakes.get(key[0])
-        if cached is None or cached.key != key:
-            cached = self._lakes[key[0]] = build()
-        return cached
-
-    def relations(self, lake: "TenantLake") -> dict[str, exp.Expression]:
-        """The lake's relations as views of this database (created on first use)."""
-        tenant_id, events_seq, profiles_seq = lake.key
-        out = {}
-        for table, seq in ((EVENTS_TABLE, events_seq), (PROFILES_TABLE, profiles_seq)):
-            name = f"lake_t{tenant_id}_{table}_s{seq}"
-            out[table] = exp.Table(this=exp.to_identifier(name, quoted=True))
-            key = (tenant_id, table)
-            if name in self._views.get(key, ()):
-                continue
-            body = exp.select(exp.Star()).from_(lake.relations[table].copy()).sql(dialect="duckdb")
-            cursor = self.cursor()
-            try:
-                cursor.execute(f'CREATE OR REPLACE VIEW "{name}" AS {body}')
-                with self._lock:
-                    names = self._views.setdefault(key, [])
-                    if name not in names:
-                        names.append(name)
-                    stale, names[:] = names[:-self.VIEWS_KEPT], names[-self.VIEWS_KEPT:]
-                for old in stale:
-                    cursor.execute(f'DROP VIEW IF EXISTS "{old}"')
-            finally:
-                cursor.close()
-        return out
-
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        """A new cursor (its own DuckDB connection to the shared database); close it after use."""
-        if self._con is None:
-            with self._lock:
-                if self._con is None:
-                    con = connect(self._runtime.settings)
-                    # Lake files are immutable under their keys, so cached footers never go stale.
-                    con.execute("SET GLOBAL parquet_metadata_cache = true")
-                    con.execute("SET lock_configuration = true")
-                    self._con = con
-        return self._con.cursor()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._con is not None:
-                self._con.close()
-                self._con = None
-
-
-# -- relations --------------------------------------------------------------------------
-def _placeholder(name: str) -> exp.Table:
-    return exp.Table(this=exp.to_identifier(name), db=exp.to_identifier(PLACEHOLDER_DB))
-
-
-def _read_parquet(paths: Iterable[str], hive_types: dict[str, str]) -> exp.Expression:
-    """``read_parquet([paths], hive_partitioning=true, union_by_name=true, hive_types={...})``."""
-    def option(name: str, value: exp.Expression) -> exp.Expression:
-        return exp.EQ(this=exp.column(name), expression=value)
-
-    types = exp.Struct(expressions=[
-        exp.PropertyEQ(this=exp.Literal.string(col), expression=exp.Literal.string(sql_type))
-        for col, sql_type in hive_types.items()])
-    return exp.Table(this=exp.ReadParquet(expressions=[
-        exp.Array(expressions=[exp.Literal.string(path) for path in paths]),
-        option("hive_partitioning", exp.true()),
-        option("union_by_name", exp.true()),
-        option("hive_types", types),
-    ]))
-
-
-def _empty_relation(columns: dict[str, str]) -> exp.Expression:
-    """A relation with ``columns`` (name -> SQL type) and no rows (read_parquet([]) is an error)."""
-    return exp.select(*(
-        exp.alias_(exp.cast(exp.null(), sql_type), name, quoted=True) for name, sql_type in columns.items()
-    )).where(exp.false()).subquery()
-
-
-@dataclass(frozen=True)
-class TenantLake:
-    """What one tenant's queries run over: the display schema plus the relations behind it."""
-
-    schema: LakeSchema
-    relations: dict[str, exp.Expression]  # placeholder table name -> real relation
-    key: tuple[int, int, int]  # (tenant_id, events snapshot seq, profiles snapshot seq)
-
-
-def tenant_lake(runtime: Runtime, tenant_id: int) -> TenantLake:
-    """Describe the tenant's current events and profiles snapshots for the compiler."""
-    events = runtime.lake.snapshot(tenant_id)
-    profiles = runtime.lake.profiles_snapshot(tenant_id)
-    key = (int(tenant_id), events.seq, profiles.seq)
-    return runtime.segment_queries.lake(key, lambda: _describe(key, events, profiles))
-
-
-def _describe(key: tuple[int, int, int], events, profiles) -> TenantLake:
-    properties = {name: TypedColumn(column=col, kind=kind) for name, (col, kind) in events.properties.items()}
-    traits = {name: TypedColumn(column=col, kind=kind) for name, (col, kind) in profiles.traits.items()}
-    if events.files:
-        events_relation = _read_parquet(events.files, _HIVE_TYPES)
-    else:
-        events_relation = _empty_relation({**EVENTS_BASE_SQL_TYPES, **{
-            col: KIND_SQL_TYPES[kind] for col, kind in events.properties.values()}})
-    if profiles.file:
-        profiles_relation = _read_parquet([profiles.file], {"tenant_id": "BIGINT"})
-    else:
-        profiles_relation = _empty_relation({**PROFILES_BASE_SQL_TYPES, **{
-            col: KIND_SQL_TYPES[kind] for col, kind in profiles.traits.values()}})
-    schema = LakeSchema(
-        events=EventsRelation(relation=_placeholder(EVENTS_TABLE), properties=properties),
-        profiles=ProfilesRelation(relation=_placeholder(PROFILES_TABLE), traits=traits),
-    )
-    return TenantLake(schema, {EVENTS_TABLE: events_relation, PROFILES_TABLE: profiles_relation}, key)
 
 
 # -- compiling --------------------------------------------------------------------------
@@ -273,7 +123,7 @@ class Preview:
 
 def _members(runtime: Runtime, compiled: CompiledSegment, name: str = "members") -> tuple[exp.Subquery, exp.Column]:
     """The members query over the segment query database's snapshot views."""
-    relations = runtime.segment_queries.relations(compiled.lake)
+    relations = runtime.segment_queries.relations(compiled.lake, compiled.query.meta.get(EVENT_DATES))
     return compiled.executable(relations).subquery(name), exp.column("user_id", table=name, quoted=True)
 
 
