@@ -22,9 +22,10 @@ from benchmarks.bench_membership import ensure_audience
 TARGET_SECONDS = 0.5
 
 
-def run(size: str = "small", dataset=None, runs: int | None = None, *, users: int = 1_000_000,
+def run(size: str = "small", dataset=None, runs: int | None = None, *, users: int | None = None,
         root: Path = Path("data")) -> list[dict]:
-    """Figures as rows for ``python -m benchmarks`` (the audience does not depend on ``size``)."""
+    """Figures as rows for ``python -m benchmarks``: a 1M-member audience (100k at ``--size small``)."""
+    users = users or (100_000 if size == "small" else 1_000_000)
     from engine.runtime import Runtime
     from engine.settings import Settings
     from storage.duck import connect

@@ -41,7 +41,7 @@ P99_TARGET_MS = 50.0
 BULK_TARGET = 500_000
 WARMUP_REQUESTS = 5  # per client, before the clock starts (not measured, but checked in the lake)
 PACED_RATE = 120_000  # the latency target holds at 100k events/s; measured 20% above it
-SIZES = {"small": (400_000, 1_000_000), "10m": (1_000_000, 2_000_000), "100m": (2_000_000, 5_000_000)}
+SIZES = {"small": (200_000, 500_000), "10m": (1_000_000, 2_000_000), "100m": (2_000_000, 5_000_000)}
 console = Console()
 
 

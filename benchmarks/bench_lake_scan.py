@@ -5,11 +5,13 @@
 * append: ``EventLake.append_events`` of 1M synthetic events (30 days, 5 JSON properties,
   one nested) into a tenant that already has its catalog; events/s of the median run.
   Target: >= 500k events/s end to end, i.e. well under 2 s per 1M.
-* scan: ``sum(p_total)`` over N events read through ``snapshot()`` +
-  ``read_parquet(files, hive_partitioning=true, union_by_name=true)`` versus the same rows
-  in ONE hand-made Parquet file; after appends of 1M rows (30 small files each) and again
-  after ``compact``. Target: ratio <= 1.5.
-* lookup: one user's event count, same three layouts (compaction sorts by user_id).
+* scan: ``sum(p_total)`` over N events read the way segops reads them (the snapshot's
+  relation in the segment query database, ``engine.query_db``) versus the same rows in ONE
+  hand-made Parquet file, in the same DuckDB database; after appends of 1M rows (30 small
+  files each) and again after ``compact``. Target: ratio <= 1.5.
+  At ``--size 100m`` (``python -m benchmarks``) the scan runs on the 100M-event benchmark
+  dataset instead (its one-file copy is made once, next to the dataset).
+* lookup: one user's event count, same layouts (compaction sorts by user_id).
 
 Timings are medians of ``--runs`` after one warm-up. CPU seconds are the process's
 (all DuckDB threads), so they stay meaningful on a busy machine.
@@ -26,6 +28,9 @@ from pathlib import Path
 
 import duckdb
 
+from engine.query_db import EVENTS_TABLE, tenant_lake
+from engine.runtime import Runtime
+from engine.settings import Settings
 from storage import duck
 from storage.lake import EventLake
 from storage.objectstore import LocalObjectStore
@@ -59,15 +64,13 @@ def _timed(fn, runs: int) -> tuple[float, float, object]:
     return statistics.median(walls), statistics.median(cpus), result
 
 
-def measure(events: int, runs: int, root: Path) -> list[dict]:
-    gen = duckdb.connect()
-    rows: list[dict] = []
+class _Rows(list):
+    def add(self, metric, value, unit, **extra):
+        self.append({"benchmark": "lake_scan", "metric": metric, "value": round(value, 4), "unit": unit, **extra})
+        print(f"{metric:<48} {value:>14,.3f} {unit}", flush=True)
 
-    def row(metric, value, unit, **extra):
-        rows.append({"benchmark": "lake_scan", "metric": metric, "value": round(value, 4), "unit": unit, **extra})
-        print(f"{metric:<44} {value:>14,.3f} {unit}", flush=True)
 
-    # -- append throughput -------------------------------------------------------------
+def measure_append(gen: duckdb.DuckDBPyConnection, runs: int, root: Path, rows: _Rows) -> None:
     batch = synthetic_events(gen, 0, CHUNK)
     append_lake = EventLake(LocalObjectStore(root / "append"))
     append_lake.append_events(TENANT, batch.slice(0, 1000))  # catalog exists: steady state
@@ -77,65 +80,116 @@ def measure(events: int, runs: int, root: Path) -> list[dict]:
         append_lake.append_events(TENANT, batch)
         walls.append(time.perf_counter() - w)
         cpus.append(time.process_time() - c)
-    row("append 1M: wall (median)", statistics.median(walls), "s")
-    row("append 1M: cpu (median)", statistics.median(cpus), "cpu s")
-    row("append throughput", CHUNK / statistics.median(walls), "events/s", target=">= 500000")
+    rows.add("append 1M: wall (median)", statistics.median(walls), "s")
+    rows.add("append 1M: cpu (median)", statistics.median(cpus), "cpu s")
+    rows.add("append throughput", CHUNK / statistics.median(walls), "events/s", target=">= 500000")
     shutil.rmtree(root / "append")
 
-    # -- scan: snapshot vs one file ----------------------------------------------------
-    lake = EventLake(LocalObjectStore(root / "scan"), grace_seconds=0)
+
+class _Scans:
+    """``sum(p_total)`` and one user's count, through segops' relation and over one file,
+    on the runtime's segment query database."""
+
+    def __init__(self, runtime: Runtime, tenant_id: int, single: Path, runs: int):
+        self.runtime, self.tenant_id, self.single, self.runs = runtime, tenant_id, single, runs
+        self.con = runtime.segment_queries.cursor()
+        self.user = self.con.execute("SELECT user_id FROM read_parquet(?) LIMIT 1", [str(single)]).fetchone()[0]
+
+    def segops_relation(self) -> str:
+        """What a segment query over all history reads (a view of the current snapshot)."""
+        lake = tenant_lake(self.runtime, self.tenant_id)
+        return self.runtime.segment_queries.relations(lake)[EVENTS_TABLE].sql(dialect="duckdb")
+
+    def timed(self, relation, select: str, by_user: bool = False):
+        where = " WHERE user_id = $u" if by_user else ""
+        params = {"u": self.user} if by_user else {}
+        return _timed(lambda: self.con.execute(f"SELECT {select} FROM {relation()}{where}", params).fetchone()[0],
+                      self.runs)
+
+    def one_file(self) -> str:
+        return f"read_parquet({duck.sql_literal(str(self.single))})"
+
+
+def compare(scans: _Scans, stage: str, files: int, base: tuple, rows: _Rows) -> None:
+    (base_wall, base_sum), (_, look_n) = base
+    wall, _, total = scans.timed(scans.segops_relation, "sum(p_total)")
+    assert abs(total - base_sum) < 1e-6 * abs(base_sum), (total, base_sum)
+    rows.add(f"sum(p_total) segops, {stage} ({files} files)", wall, "s")
+    rows.add(f"ratio segops/one file, {stage}", wall / base_wall, "x", target="<= 1.5",
+             meets_target=wall / base_wall <= 1.5)
+    lwall, _, n = scans.timed(scans.segops_relation, "count(*)", by_user=True)
+    assert n == look_n
+    rows.add(f"user lookup segops, {stage}", lwall, "s")
+
+
+def baseline(scans: _Scans, events: int, rows: _Rows) -> tuple:
+    wall, _, total = scans.timed(scans.one_file, "sum(p_total)")
+    rows.add(f"sum(p_total) one file ({events:,} events)", wall, "s")
+    lwall, _, n = scans.timed(scans.one_file, "count(*)", by_user=True)
+    rows.add("user lookup one file", lwall, "s")
+    return (wall, total), (lwall, n)
+
+
+def _copy_to_one_file(con: duckdb.DuckDBPyConnection, files, single: Path) -> None:
+    partial = single.with_suffix(".partial")
+    con.execute(f"COPY (SELECT * EXCLUDE (tenant_id, event_date) FROM read_parquet($f, hive_partitioning=true, "
+                f"union_by_name=true)) TO {duck.sql_literal(str(partial))} (FORMAT parquet, COMPRESSION zstd)",
+                {"f": list(files)})
+    partial.rename(single)
+
+
+def measure(events: int, runs: int, root: Path) -> list[dict]:
+    """Append throughput, then the scan of ``events`` synthetic events: appended, compacted."""
+    gen = duckdb.connect()
+    rows = _Rows()
+    measure_append(gen, runs, root, rows)
+    data_dir = root / "data"
+    lake = EventLake(LocalObjectStore(data_dir / "lake"), grace_seconds=0)
     for start in range(0, events, CHUNK):
         lake.append_events(TENANT, synthetic_events(gen, start, min(CHUNK, events - start)))
-    del batch
-    snap = lake.snapshot(TENANT)
-    con = duck.connect(lake)
     single = root / "single.parquet"
-    con.execute(f"COPY (SELECT * EXCLUDE (tenant_id, event_date) FROM read_parquet($f, hive_partitioning=true, "
-                f"union_by_name=true)) TO {duck.sql_literal(str(single))} (FORMAT parquet, COMPRESSION zstd)",
-                {"f": list(snap.files)})
-    user = con.execute("SELECT user_id FROM read_parquet(?) LIMIT 1", [str(single)]).fetchone()[0]
+    _copy_to_one_file(duck.connect(lake), lake.snapshot(TENANT).files, single)
+    runtime = Runtime(Settings(data_dir=data_dir, run_workers=False))
+    try:
+        scans = _Scans(runtime, TENANT, single, runs)
+        base = baseline(scans, events, rows)
+        compare(scans, "appended", len(lake.snapshot(TENANT).files), base, rows)
+        w = time.perf_counter()
+        result = runtime.lake.compact(TENANT, settle_seconds=0)
+        rows.add(f"compact {result.files_before} -> {result.files_after} files", time.perf_counter() - w, "s")
+        compare(scans, "compacted", result.files_after, base, rows)
+    finally:
+        runtime.stop()
+    return rows
 
-    def scan(paths, select: str, by_user: bool = False):
-        """A query over the files ``paths()`` returns (called inside the timing)."""
-        where = " WHERE user_id = $u" if by_user else ""
 
-        def run():
-            params = {"f": paths(), **({"u": user} if by_user else {})}
-            return con.execute(f"SELECT {select} FROM read_parquet($f, hive_partitioning=true, "
-                               f"union_by_name=true){where}", params).fetchone()[0]
-        return run
-
-    def through_snapshot():
-        return list(lake.snapshot(TENANT).files)
-
-    def one_file():
-        return [str(single)]
-
-    base_wall, _, base_sum = _timed(scan(one_file, "sum(p_total)"), runs)
-    row(f"sum(p_total) one file ({events:,} events)", base_wall, "s")
-    look_wall, _, look_n = _timed(scan(one_file, "count(*)", by_user=True), runs)
-    row("user lookup one file", look_wall, "s")
-    for stage in ("appended", "compacted"):
-        if stage == "compacted":
-            w = time.perf_counter()
-            result = lake.compact(TENANT)
-            row(f"compact {result.files_before} -> {result.files_after} files", time.perf_counter() - w, "s")
-        files = len(lake.snapshot(TENANT).files)
-        wall, _, total = _timed(scan(through_snapshot, "sum(p_total)"), runs)
-        assert abs(total - base_sum) < 1e-6 * abs(base_sum), (total, base_sum)
-        row(f"sum(p_total) snapshot, {stage} ({files} files)", wall, "s")
-        row(f"ratio snapshot/one file, {stage}", wall / base_wall, "x", target="<= 1.5")
-        lwall, _, n = _timed(scan(through_snapshot, "count(*)", by_user=True), runs)
-        assert n == look_n
-        row(f"user lookup snapshot, {stage}", lwall, "s")
+def measure_dataset(dataset, runs: int) -> list[dict]:
+    """The scan on a benchmark dataset (compacted by its generator) versus its one-file copy."""
+    rows = _Rows()
+    single = dataset.data_dir.parent / f"{dataset.name}-one-file.parquet"
+    runtime = Runtime(Settings(data_dir=dataset.data_dir, run_workers=False, read_only=True))
+    try:
+        files = runtime.lake.snapshot(dataset.tenant_id).files
+        if not single.exists():
+            print(f"writing the one-file copy of {dataset.events:,} events to {single} (once)", flush=True)
+            _copy_to_one_file(runtime.segment_queries.cursor(), files, single)
+        scans = _Scans(runtime, dataset.tenant_id, single, runs)
+        compare(scans, "benchmark dataset", len(files), baseline(scans, dataset.events, rows), rows)
+    finally:
+        runtime.stop()
     return rows
 
 
 def run(size: str, *, dataset=None, runs: int = 5) -> list[dict]:
-    """Entry point of ``python -m benchmarks`` (synthetic data; the shared dataset is unused)."""
+    """Entry point of ``python -m benchmarks``: synthetic events up to 10M; at 100m the
+    append figure plus the scan of the 100M-event benchmark dataset."""
     from benchmarks.datasets import SIZES
 
     with tempfile.TemporaryDirectory(prefix="bench-lake-") as tmp:
+        if size == "100m" and dataset is not None:
+            rows = _Rows()
+            measure_append(duckdb.connect(), runs, Path(tmp), rows)
+            return rows + measure_dataset(dataset, runs)
         return measure(min(SIZES[size], 10_000_000), runs, Path(tmp))
 
 

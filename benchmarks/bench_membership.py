@@ -374,9 +374,12 @@ def _row(metric: str, value: float, unit: str, target: float | None = None, belo
     return row
 
 
-def run(size: str = "small", dataset=None, runs: int | None = None, *, users: int = 1_000_000, segments: int = 20,
-        seconds: float = 10.0, root: Path = Path("data")) -> list[dict]:
-    """Figures as rows for ``python -m benchmarks`` (the audience does not depend on ``size``)."""
+def run(size: str = "small", dataset=None, runs: int | None = None, *, users: int | None = None, segments: int = 20,
+        seconds: float | None = None, root: Path = Path("data")) -> list[dict]:
+    """Figures as rows for ``python -m benchmarks``: 1M users and 10 s of load per HTTP
+    figure, or 100k users and 3 s at ``--size small`` (the quick run)."""
+    users = users or (100_000 if size == "small" else 1_000_000)
+    seconds = seconds or (3.0 if size == "small" else 10.0)
     audience = ensure_audience(root, users, segments)
     print(f"audience: {audience.users:,} users, {len(audience.segments)} segments, "
           f"{audience.members_total:,} memberships")
