@@ -1,10 +1,11 @@
 """Bulk load of an events file (NDJSON, CSV or Parquet) straight into the lake.
 
 The file already exists durably, so this path skips the write-ahead log: DuckDB
-reads and validates the whole file (all-or-nothing, like the API), drops
-duplicate event ids (within the file, and against ids the lake received in the
-dedup window), and the rows go to ``EventLake.append_events`` in large chunks.
-No per-row Python.
+reads the whole file into one table with the values the lake stores, validates it
+(all-or-nothing, like the API), deletes duplicate event ids (within the file, and
+against ids the lake received in the dedup window), and ``EventLake.append_relation``
+writes the rows from that same database in commits of ``chunk_rows`` rows, in day
+order: one pass from the file to the lake's Parquet files, no per-row Python.
 
 Columns: ``user_id`` and ``event_type`` (required), ``event_id``, ``occurred_at``,
 ``properties`` (a JSON object; in CSV its JSON text) optional; other columns are
@@ -22,14 +23,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from engine.ingest import LakeWatch, append_retrying
+from engine.ingest import LakeWatch, commit_retrying
 from engine.ingest_parse import MAX_ID_CHARS
 from storage import duck
 
@@ -42,6 +42,8 @@ _SUFFIXES = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv":
 _NDJSON_COLUMNS = ("{'event_id': 'VARCHAR', 'user_id': 'VARCHAR', 'event_type': 'VARCHAR', "
                    "'occurred_at': 'VARCHAR', 'properties': 'JSON'}")
 MAX_REPORTED_ROWS = 20
+# TIMESTAMPTZ -> naive UTC by the instant's epoch: no time zone arithmetic (as fast as a copy).
+_UTC = "make_timestamp(epoch_us({}))"
 
 
 class BulkIngestError(ValueError):
@@ -58,7 +60,7 @@ class BulkResult:
     duplicates: int    # dropped: repeated in the file or already in the lake
     written: int
     seconds: float
-    lake_seconds: float = 0.0  # of ``seconds``, spent in EventLake.append_events
+    lake_seconds: float = 0.0  # of ``seconds``, spent in EventLake.append_relation
 
     @property
     def events_per_second(self) -> float:
@@ -77,11 +79,15 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
 
 
 def _source(con, path: Path, fmt: str) -> str:
-    """A SELECT of the normalized source columns (raw occurred_at/properties kept for checks)."""
+    """A SELECT of the normalized source columns: occurred_utc, occurred_at as naive UTC
+    (NULL if missing or unreadable), occurred_raw its text where it is text (for the
+    check), properties as JSON text and properties_bad (not NULL nor a JSON object)."""
     literal = duck.sql_literal(str(path))
     if fmt == "ndjson":
+        # read_json has parsed properties and holds them minified: '{' starts an object.
         return (f"SELECT event_id, user_id, event_type, occurred_at AS occurred_raw, "
-                f"TRY_CAST(occurred_at AS TIMESTAMPTZ) AS occurred_tz, properties::VARCHAR AS properties "
+                f"{_UTC.format('TRY_CAST(occurred_at AS TIMESTAMPTZ)')} AS occurred_utc, "
+                f"properties::VARCHAR AS properties, left(properties::VARCHAR, 1) <> '{{' AS properties_bad "
                 f"FROM read_json({literal}, format='newline_delimited', columns={_NDJSON_COLUMNS}, "
                 f"maximum_object_size=33554432)")
     reader = (f"read_csv({literal}, header=true, all_varchar=true)" if fmt == "csv"
@@ -96,42 +102,46 @@ def _source(con, path: Path, fmt: str) -> str:
         return f'CAST("{name}" AS VARCHAR)' if name in types else "CAST(NULL AS VARCHAR)"
 
     occurred = types.get("occurred_at")
-    if occurred is None:
-        occurred_raw, occurred_tz = "CAST(NULL AS VARCHAR)", "CAST(NULL AS TIMESTAMPTZ)"
-    elif occurred in ("VARCHAR", "JSON"):
-        occurred_raw, occurred_tz = '"occurred_at"', 'TRY_CAST("occurred_at" AS TIMESTAMPTZ)'
-    else:  # TIMESTAMP (naive = UTC), TIMESTAMP_NS, TIMESTAMP WITH TIME ZONE, DATE
-        occurred_raw, occurred_tz = 'CAST("occurred_at" AS VARCHAR)', 'CAST("occurred_at" AS TIMESTAMPTZ)'
+    occurred_raw, occurred_at = "CAST(NULL AS VARCHAR)", "CAST(NULL AS TIMESTAMP)"
+    if occurred in ("VARCHAR", "JSON"):
+        occurred_raw, occurred_at = '"occurred_at"', _UTC.format('TRY_CAST("occurred_at" AS TIMESTAMPTZ)')
+    elif occurred is not None and occurred.startswith("TIMESTAMP WITH TIME ZONE"):
+        occurred_at = _UTC.format('"occurred_at"')
+    elif occurred is not None:  # TIMESTAMP (naive = UTC), TIMESTAMP_NS/_MS/_S, DATE
+        occurred_at = 'CAST("occurred_at" AS TIMESTAMP)'
     props = types.get("properties")
-    if props is None:
-        properties = "CAST(NULL AS VARCHAR)"
-    elif props.startswith(("STRUCT", "MAP")):
+    properties, properties_bad = "CAST(NULL AS VARCHAR)", "false"
+    if props is not None and props.startswith(("STRUCT", "MAP")):  # an object by its type
         properties = 'CAST(to_json("properties") AS VARCHAR)'
-    else:
+    elif props is not None:
         properties = "NULLIF(CAST(\"properties\" AS VARCHAR), '')"
+        properties_bad = f"{properties} IS NOT NULL AND TRY(json_type({properties})) IS DISTINCT FROM 'OBJECT'"
     return (f"SELECT {text('event_id')} AS event_id, {text('user_id')} AS user_id, "
-            f"{text('event_type')} AS event_type, {occurred_raw} AS occurred_raw, {occurred_tz} AS occurred_tz, "
-            f"{properties} AS properties FROM {reader}")
+            f"{text('event_type')} AS event_type, {occurred_raw} AS occurred_raw, {occurred_at} AS occurred_utc, "
+            f"{properties} AS properties, {properties_bad} AS properties_bad FROM {reader}")
 
 
-# A row is bad if this holds (vectorized); _PROBLEM then names the first failing check.
-# A valid JSON text whose first character is '{' is an object.
-_IS_OBJECT = "(json_valid(properties) AND left(ltrim(properties), 1) = '{')"
+# A row is bad if this holds (vectorized; columns of ``staged``); _PROBLEM then names
+# the first failing check. Lengths count characters; the byte count (no decoding) is
+# checked first, since no text has more characters than bytes.
+def _too_long(column: str) -> str:
+    return f"(strlen({column}) > {MAX_ID_CHARS} AND length({column}) > {MAX_ID_CHARS})"
+
+
 _BAD = f"""(
-    user_id IS NULL OR user_id = '' OR length(user_id) > {MAX_ID_CHARS}
-    OR event_type IS NULL OR event_type = '' OR length(event_type) > {MAX_ID_CHARS}
-    OR event_id = '' OR length(event_id) > {MAX_ID_CHARS}
-    OR (occurred_raw IS NOT NULL AND occurred_tz IS NULL)
-    OR (properties IS NOT NULL AND NOT {_IS_OBJECT}))"""
+    user_id IS NULL OR user_id = '' OR {_too_long('user_id')}
+    OR event_type IS NULL OR event_type = '' OR {_too_long('event_type')}
+    OR event_id = '' OR {_too_long('event_id')}
+    OR occurred_bad OR properties_bad)"""
 _PROBLEM = f"""
     CASE
       WHEN user_id IS NULL OR user_id = '' THEN 'user_id: required'
-      WHEN length(user_id) > {MAX_ID_CHARS} THEN 'user_id: longer than {MAX_ID_CHARS} characters'
+      WHEN {_too_long('user_id')} THEN 'user_id: longer than {MAX_ID_CHARS} characters'
       WHEN event_type IS NULL OR event_type = '' THEN 'event_type: required'
-      WHEN length(event_type) > {MAX_ID_CHARS} THEN 'event_type: longer than {MAX_ID_CHARS} characters'
-      WHEN event_id = '' OR length(event_id) > {MAX_ID_CHARS}
+      WHEN {_too_long('event_type')} THEN 'event_type: longer than {MAX_ID_CHARS} characters'
+      WHEN event_id = '' OR {_too_long('event_id')}
         THEN 'event_id: must be 1 to {MAX_ID_CHARS} characters'
-      WHEN occurred_raw IS NOT NULL AND occurred_tz IS NULL THEN 'occurred_at: not an ISO 8601 timestamp'
+      WHEN occurred_bad THEN 'occurred_at: not an ISO 8601 timestamp'
       ELSE 'properties: must be a JSON object'
     END"""
 
@@ -151,64 +161,124 @@ def ingest_file(lake: "EventLake", tenant_id: int, path: str | Path, fmt: str | 
     since = now - timedelta(days=window_days)
     watch = LakeWatch(lake)
     watch.baseline(tenant_id)
-    con = duck.connect(lake.store)
+    con = duck.connect(lake.store)  # a database of our own: its settings are ours to change
     try:
         con.execute("SET TimeZone = 'UTC'")
         scratch = lake.store.scratch_dir() / "duckdb-tmp"
         scratch.mkdir(parents=True, exist_ok=True)
         con.execute(f"SET temp_directory = {duck.sql_literal(str(scratch))}")
-        try:  # file order is kept (insertion order), so rowid + 1 is the row number
-            con.execute(f"CREATE TEMP TABLE staged AS {_source(con, path, fmt)}")
-        except Exception as exc:  # unreadable file: DuckDB names the line or column
-            if isinstance(exc, BulkIngestError):
-                raise
-            raise BulkIngestError(f"{path.name}: cannot read as {fmt}: {exc}") from None
-        bad = con.execute(f"SELECT count(*) FROM staged WHERE {_BAD}").fetchone()[0]
-        if bad:
-            rows = con.execute(f"SELECT rowid + 1, {_PROBLEM} FROM staged WHERE {_BAD} "
-                               f"ORDER BY rowid LIMIT {MAX_REPORTED_ROWS}").fetchall()
-            problems = [f"row {n}: {p}" for n, p in rows]
-            raise BulkIngestError(f"{path.name}: {bad} invalid row(s); nothing was written", problems)
-        total = con.execute("SELECT count(*) FROM staged").fetchone()[0]
-        recent = [e.path for e in lake.snapshot(tenant_id).entries if e.max_received_at >= since]
-        params = {"tenant": int(tenant_id), "now": now}
-        known = "SELECT CAST(NULL AS VARCHAR) AS event_id WHERE false"
-        if recent:
-            known, params["paths"] = "SELECT DISTINCT event_id FROM read_parquet($paths)", recent
-        # First occurrence of each id in the file, minus ids the lake received in the window;
-        # sorted by time when it spans several commits, so each commit touches few days.
-        order = "ORDER BY occurred_at" if total > chunk_rows else ""
-        con.execute(f"""
-            CREATE TEMP TABLE final AS
-            SELECT coalesce(s.event_id, uuidv7()::VARCHAR) AS event_id, CAST($tenant AS BIGINT) AS tenant_id,
-                   s.user_id, s.event_type,
-                   coalesce(timezone('UTC', s.occurred_tz), CAST($now AS TIMESTAMP)) AS occurred_at,
-                   CAST($now AS TIMESTAMP) AS received_at, coalesce(s.properties, '{{}}') AS properties
-            FROM staged s ANTI JOIN ({known}) k ON s.event_id = k.event_id
-            WHERE s.event_id IS NULL
-               OR s.rowid IN (SELECT min(rowid) FROM staged WHERE event_id IS NOT NULL GROUP BY event_id)
-            {order}""", params)
-        con.execute("DROP TABLE staged")
-        unique = con.execute("SELECT count(*) FROM final").fetchone()[0]
+        total = _stage(con, path, fmt, now)
+        unique = total - _drop_duplicates(con, lake, tenant_id, since)
         if progress:
             progress(0, unique)
+        received = f"CAST({duck.sql_literal(now.isoformat(sep=' '))} AS TIMESTAMP)"
         written = done = 0
         lake_seconds = 0.0
-        reader = con.execute("SELECT * FROM final").to_arrow_reader(chunk_rows)
-        for batch in reader:
-            table = pa.Table.from_batches([batch])
-            done += table.num_rows
+        for where, rows in _chunks(con, chunk_rows):
             ids = watch.new_ids(tenant_id, since)  # a concurrent writer's ids win
             if ids is not None:
-                table = table.filter(pc.invert(pc.is_in(table.column("event_id"), value_set=ids)))
-            if table.num_rows:
-                appending = time.perf_counter()
-                watch.own(tenant_id, append_retrying(lake, tenant_id, table))
-                lake_seconds += time.perf_counter() - appending
-                written += table.num_rows
+                _drop_ids(con, ids)
+            con.execute(f"CREATE OR REPLACE TEMP VIEW chunk AS SELECT event_id, user_id, event_type, occurred_at, "
+                        f"{received} AS received_at, properties, rowid AS __rn FROM staged WHERE {where}")
+            appending = time.perf_counter()
+            keys = commit_retrying(lambda: lake.append_relation(tenant_id, con, "chunk", "__rn"))
+            lake_seconds += time.perf_counter() - appending
+            watch.own(tenant_id, keys)
+            written += con.execute("SELECT count(*) FROM chunk").fetchone()[0]
+            done += rows
             if progress:
                 progress(done, unique)
     finally:
         con.close()
         watch.close()
     return BulkResult(total, total - written, written, time.perf_counter() - started, lake_seconds)
+
+
+def _stage(con, path: Path, fmt: str, now: datetime) -> int:
+    """Read the file into the temp table ``staged`` (file order, so rowid + 1 is the row
+    number) with the values the lake stores, and validate it; returns its row count.
+    Rows without event_id get a UUIDv7, so they are never duplicates."""
+    try:
+        con.execute(f"""
+            CREATE TEMP TABLE staged AS
+            SELECT coalesce(event_id, uuidv7()::VARCHAR) AS event_id, user_id, event_type,
+                   coalesce(occurred_utc, CAST($now AS TIMESTAMP)) AS occurred_at,
+                   occurred_raw IS NOT NULL AND occurred_utc IS NULL AS occurred_bad,
+                   coalesce(properties, '{{}}') AS properties, coalesce(properties_bad, false) AS properties_bad
+            FROM ({_source(con, path, fmt)})""", {"now": now})
+    except Exception as exc:  # unreadable file: DuckDB names the line or column
+        if isinstance(exc, BulkIngestError):
+            raise
+        raise BulkIngestError(f"{path.name}: cannot read as {fmt}: {exc}") from None
+    total, bad = con.execute(f"SELECT count(*), count(*) FILTER (WHERE {_BAD}) FROM staged").fetchone()
+    if bad:
+        rows = con.execute(f"SELECT rowid + 1, {_PROBLEM} FROM staged WHERE {_BAD} "
+                           f"ORDER BY rowid LIMIT {MAX_REPORTED_ROWS}").fetchall()
+        problems = [f"row {n}: {p}" for n, p in rows]
+        raise BulkIngestError(f"{path.name}: {bad} invalid row(s); nothing was written", problems)
+    return total
+
+
+def _drop_duplicates(con, lake: "EventLake", tenant_id: int, since: datetime) -> int:
+    """Delete from ``staged`` every repeat of an id after its first row, and ids the lake
+    received since ``since``; returns the number of rows deleted."""
+    con.execute("CREATE TEMP TABLE repeated AS "
+                "SELECT event_id, min(rowid) AS first FROM staged GROUP BY event_id HAVING count(*) > 1")
+    dropped = 0
+    if con.execute("SELECT count(*) FROM repeated").fetchone()[0]:
+        dropped = con.execute("DELETE FROM staged s USING repeated r "
+                              "WHERE s.event_id = r.event_id AND s.rowid > r.first").fetchone()[0]
+    con.execute("DROP TABLE repeated")
+    recent = [e.path for e in lake.snapshot(tenant_id).entries if e.max_received_at >= since]
+    if recent:
+        dropped += con.execute("DELETE FROM staged WHERE event_id IN (SELECT event_id FROM read_parquet($paths))",
+                               {"paths": recent}).fetchone()[0]
+    return dropped
+
+
+def _drop_ids(con, ids: pa.Array) -> None:
+    """Delete rows with these ids from ``staged`` (another writer committed them)."""
+    con.register("foreign_ids", pa.table({"event_id": ids}))
+    try:
+        con.execute("DELETE FROM staged WHERE event_id IN (SELECT event_id FROM foreign_ids)")
+    finally:
+        con.unregister("foreign_ids")
+
+
+def _chunks(con, chunk_rows: int) -> list[tuple[str, int]]:
+    """Conditions on ``staged`` that cut it into commits of ``chunk_rows`` rows (the last
+    may be smaller), with their row counts. Rows go in (day, file position) order, so a
+    commit holds a run of days, and a cut inside a day splits it by file position. One
+    condition, ``true``, if it all fits."""
+    days = con.execute("SELECT CAST(occurred_at AS DATE) AS day, count(*) FROM staged "
+                       "GROUP BY day ORDER BY day").fetchall()
+    total = sum(rows for _, rows in days)
+    if total <= chunk_rows:
+        return [("true", total)] if total else []
+    cuts: list[tuple[date, int]] = []  # each chunk ends with the row (day, rowid)
+    before = 0
+    for day, rows in days:
+        first = chunk_rows - before % chunk_rows  # position in this day of the next cut
+        inside = list(range(first, min(rows, total - before), chunk_rows))
+        if inside:  # the rowids at these positions of the day
+            rowids = dict(con.execute(
+                f"SELECT n, rowid FROM (SELECT rowid, row_number() OVER (ORDER BY rowid) AS n FROM staged "
+                f"WHERE {_on_day(day)}) WHERE n IN (SELECT unnest($n))", {"n": inside}).fetchall())
+            cuts += [(day, rowids[n]) for n in inside]
+        if first <= rows < total - before and (rows - first) % chunk_rows == 0:
+            cuts.append((day + timedelta(days=1), -1))  # a cut right after the day's last row
+        before += rows
+    sizes = [min(chunk_rows, total - start) for start in range(0, total, chunk_rows)]
+    return [(" AND ".join(([f"NOT {_up_to(low)}"] if low else []) + ([_up_to(high)] if high else [])), size)
+            for low, high, size in zip([None, *cuts], [*cuts, None], sizes)]
+
+
+def _up_to(cut: tuple[date, int]) -> str:
+    """Rows up to (day, rowid) in (day, file position) order (our values: safe literals)."""
+    day, rowid = cut
+    return (f"(occurred_at < TIMESTAMP '{day.isoformat()}' OR ({_on_day(day)} AND rowid <= {int(rowid)}))")
+
+
+def _on_day(day: date) -> str:
+    return (f"occurred_at >= TIMESTAMP '{day.isoformat()}' "
+            f"AND occurred_at < TIMESTAMP '{(day + timedelta(days=1)).isoformat()}'")

@@ -451,14 +451,19 @@ class IngestService:
 
 def append_retrying(lake: "EventLake", tenant_id: int, table: pa.Table, attempts: int = 5,
                     threads: int | None = None) -> list[str]:
-    """``lake.append_events``, retried when another process committed the same manifest
-    sequence first (nothing of ours was committed then, so a retry is safe)."""
+    """``lake.append_events``, retried as ``commit_retrying`` does."""
+    return commit_retrying(lambda: lake.append_events(tenant_id, table, threads=threads), attempts)
+
+
+def commit_retrying(append: Callable[[], list[str]], attempts: int = 5) -> list[str]:
+    """``append()`` (a lake append), retried when another process committed the same
+    manifest sequence first (nothing of ours was committed then, so a retry is safe)."""
     for attempt in range(1, attempts):
         try:
-            return lake.append_events(tenant_id, table, threads=threads)
+            return append()
         except ConcurrentCommitError:
             time.sleep(0.05 * attempt)
-    return lake.append_events(tenant_id, table, threads=threads)
+    return append()
 
 
 class LakeWatch:

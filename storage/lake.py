@@ -22,7 +22,7 @@ read with ``hive_partitioning=true``)::
     properties VARCHAR                             -- the original JSON object, lossless
     p_<name> DOUBLE | VARCHAR | BOOLEAN            -- typed top-level properties
 
-Appends write rows in arrival order (zstd level 1, row groups of 256Ki rows):
+Appends write rows in arrival order (zstd level 1, row groups of 120Ki rows):
 sorting costs more than the whole rest of an append. Compaction rewrites each
 day sorted by (user_id, occurred_at) (zstd), so per-user reads of compacted data
 skip row groups by min/max statistics. Files are Parquet v2 pages (smaller and
@@ -63,6 +63,10 @@ __all__ = ["EventLake", "EventsSnapshot", "ProfilesSnapshot", "FileEntry", "Comp
 EVENT_COLUMNS = ("event_id", "tenant_id", "user_id", "event_type", "occurred_at", "received_at", "properties")
 _FILE_COLUMNS = ["event_id", "user_id", "event_type", "occurred_at", "received_at", "properties"]
 ROW_GROUP_SIZE = 256 * 1024
+# Appends write smaller row groups (still >= 100k rows): DuckDB's partitioned COPY (a writer
+# per day) is faster with them (bulk ingest 2M events: 16Ki 640k/s, 120Ki 535k/s, 256Ki 290k/s);
+# compaction rewrites appended files with ROW_GROUP_SIZE.
+APPEND_ROW_GROUP_SIZE = 120 * 1024
 _TS = pa.timestamp("us")
 _TENANT_RE = re.compile(r"tenant_id=(\d+)/")
 
@@ -164,54 +168,83 @@ class EventLake:
         if batch.num_rows == 0:
             return []
         batch = batch.append_column("__rn", pa.array(np.arange(batch.num_rows, dtype=np.int64)))
+        cur = self._cursor(threads)
+        try:
+            cur.register("__batch", batch)
+            return self._append(cur, tenant_id, "__batch", "__rn")
+        finally:
+            cur.close()
+
+    def append_relation(self, tenant_id: int, con: duckdb.DuckDBPyConnection, relation: str,
+                        order_column: str) -> list[str]:
+        """``append_events`` for rows already in DuckDB: the table or view ``relation``
+        of ``con`` (a connection able to read this lake: ``duck.connect(lake.store)``), so
+        a bulk load goes from its validated rows to the lake's files in one pass, without
+        leaving DuckDB. ``relation`` must have the file columns (event_id, user_id,
+        event_type, properties VARCHAR, occurred_at, received_at naive UTC TIMESTAMP), none
+        NULL (other columns are ignored), and ``order_column``: a unique input order for
+        the first-kind rule of property typing. ``relation`` is ours, never user input."""
+        self._check_writable()
+        types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {relation})").fetchall())
+        wrong = [c for c in _FILE_COLUMNS if types.get(c) != duck.EVENTS_BASE_SQL_TYPES[c]]
+        wrong += [order_column] if order_column not in types else []
+        if wrong:
+            raise ValueError(f"{relation} lacks columns or has other types: {wrong} ({types})")
+        return self._append(con, int(tenant_id), relation, order_column)
+
+    def _append(self, cur: duckdb.DuckDBPyConnection, tenant_id: int, relation: str, order_column: str) -> list[str]:
+        """Type the properties of ``relation``'s rows, write them (``_write_days``) and
+        commit the files with the grown catalog; nothing is committed for no rows."""
         with self._lock("events", tenant_id):
             _, doc = self._log("events", tenant_id).latest()
             catalog = _catalog(doc)
-            cur = self._cursor(threads)
             try:
-                cur.register("__batch", batch)
-                catalog = discover(cur, "__batch", "properties", "__rn", catalog, "p_")
+                catalog = discover(cur, relation, "properties", order_column, catalog, "p_")
                 sql, params = typed_select(
-                    catalog, "SELECT *, CAST(occurred_at AS DATE) AS event_date FROM __batch",
+                    catalog, f"SELECT *, CAST(occurred_at AS DATE) AS event_date FROM {relation}",
                     "properties", _FILE_COLUMNS + ["event_date"])
-                entries = self._write_days(cur, tenant_id, sql, params)
+                entries = self._write_days(cur, tenant_id, relation, sql, params)
             except duckdb.InvalidInputException as exc:
                 raise ValueError(f"properties: {exc}") from exc
-            finally:
-                cur.close()
+            if not entries:
+                return []
             files = (doc["files"] if doc else []) + [entry_json(e) for e in entries]
             self._commit("events", tenant_id, doc, {"files": files, **_catalog_json(catalog)})
         return [e.key for e in entries]
 
-    def _write_days(self, cur: duckdb.DuckDBPyConnection, tenant_id: int, sql: str,
+    def _write_days(self, cur: duckdb.DuckDBPyConnection, tenant_id: int, relation: str, sql: str,
                     params: dict) -> list[FileEntry]:
-        """Write the typed rows of ``__batch`` (query ``sql``) as one file per event_date
-        (one partitioned COPY, arrival order) and store them."""
-        days = cur.execute(
+        """Write the typed rows of ``relation`` (query ``sql``) as one file per event_date
+        (one partitioned COPY) and store them."""
+        days = sorted(cur.execute(
             "SELECT CAST(occurred_at AS DATE), min(occurred_at), max(occurred_at), min(received_at), "
-            "max(received_at) FROM __batch GROUP BY ALL").fetchall()
+            f"max(received_at), count(*) FROM {relation} GROUP BY ALL").fetchall())
+        if not days:
+            return []
         out_dir = self.store.new_scratch_path()
         out_dir.mkdir()
         try:
             cur.execute(f"COPY ({sql}) TO {duck.sql_literal(str(out_dir))} "
                         f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, PARQUET_VERSION v2, "
-                        f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}, "
-                        f"PARTITION_BY (event_date))", params)
+                        f"ROW_GROUP_SIZE {APPEND_ROW_GROUP_SIZE}, PARTITION_BY (event_date))", params)
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
             entries = []
-            for day, min_occ, max_occ, min_rec, max_rec in sorted(days):
+            for day, min_occ, max_occ, min_rec, max_rec, rows in days:
                 # Normally one file per partition; the ranges are per day, so never too narrow.
-                for part in sorted((out_dir / f"event_date={day.isoformat()}").iterdir()):
+                day_dir = out_dir / f"event_date={day.isoformat()}"
+                parts = sorted(day_dir.iterdir()) if day_dir.is_dir() else []
+                counts = [pq.read_metadata(part).num_rows for part in parts]
+                if sum(counts) != rows:  # never commit a partial batch
+                    raise RuntimeError(f"partitioned write of {day} holds {sum(counts)} rows, expected {rows}")
+                for part, part_rows in zip(parts, counts):
                     key = (f"events/tenant_id={tenant_id}/event_date={day.isoformat()}/"
                            f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet")
-                    rows, size = pq.read_metadata(part).num_rows, part.stat().st_size
+                    size = part.stat().st_size
                     self.store.put_file(key, part, move=True)
-                    entries.append(FileEntry(key, self.store.duckdb_path(key), day, rows, size,
+                    entries.append(FileEntry(key, self.store.duckdb_path(key), day, part_rows, size,
                                              min_occ, max_occ, min_rec, max_rec))
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
-        if sum(e.rows for e in entries) != cur.execute("SELECT count(*) FROM __batch").fetchone()[0]:
-            raise RuntimeError("partitioned write lost rows")  # never commit a partial batch
         return entries
 
     def _write_parquet(self, cur: duckdb.DuckDBPyConnection, query: str, key: str, order_by: str) -> int:

@@ -27,8 +27,9 @@ Rules (deterministic, per tenant, recorded in the tenant's catalog):
   assigned in sorted order.
 * At most ``MAX_TYPED_COLUMNS`` typed columns per tenant; later properties are JSON-only.
 
-Cost per batch: one parse for the key set, one for the values, plus one for the
-kinds of keys never seen before (only batches that bring new keys pay it).
+Cost per batch: one parse for the key set (with each key's first row), one for the
+values. A key never seen before is decided by its first row's value, read from
+that row alone; only a key whose first value is null costs another full pass.
 
 Extraction is vectorized in DuckDB: one ``json_transform`` per batch parses each
 row once; the JSON text of each value tells its kind by its first character.
@@ -47,6 +48,9 @@ _NAME_LEN = 48
 MAX_JSON_ONLY = 2000  # remembered JSON-only names; beyond this they are re-examined per batch
 _JSON_TYPE_KIND = {"BIGINT": "number", "UBIGINT": "number", "DOUBLE": "number",
                    "VARCHAR": "string", "BOOLEAN": "boolean", "OBJECT": None, "ARRAY": None}
+# A JSON value's first character: '"' string, t/f boolean, {/[ object/array; else a
+# number (digits, '-', and the NaN/Infinity DuckDB's parser also accepts as numbers).
+_FIRST_CHAR_KIND = {'"': "string", "t": "boolean", "f": "boolean", "{": None, "[": None}
 
 
 @dataclass(frozen=True)
@@ -103,26 +107,56 @@ def discover(con: duckdb.DuckDBPyConnection, relation: str, json_column: str, or
              catalog: Catalog, prefix: str) -> Catalog:
     """The catalog extended with the keys of ``relation.json_column`` it does not know yet.
 
-    ``relation`` is a registered table name (ours, not user input); ``order_column``
-    gives input order for the first-kind rule."""
+    ``relation`` is a table or view name (ours, not user input); ``order_column``
+    gives input order for the first-kind rule (unique per row)."""
     if len(catalog.columns) >= MAX_TYPED_COLUMNS:
         return catalog  # nothing left to decide: every new name is JSON-only
-    keys = [row[0] for row in con.execute(
-        f'SELECT DISTINCT unnest(json_keys("{json_column}")) FROM {relation}').fetchall()]
-    unknown = sorted(k for k in keys if not catalog.known(k))
-    if not unknown:
+    first_rows = {key: rn for key, rn in con.execute(
+        f'SELECT k, min({order_column}) FROM (SELECT unnest(json_keys("{json_column}")) AS k, {order_column} '
+        f'FROM {relation}) GROUP BY k').fetchall() if not catalog.known(key)}
+    if not first_rows:
         return catalog
-    # json_type per value only for unknown keys; this pass runs only when new keys appear.
-    structure = orjson.dumps({k: "JSON" for k in unknown}).decode()
+    # Usually the first row holding a key holds a value: read only those rows. Keys
+    # whose first value is null need the full pass (first non-null value per key).
+    unknown = sorted(first_rows)
+    found, pending = {}, []
+    fields = ", ".join(f"struct_extract_at(x, {i + 1})::VARCHAR" for i in range(len(unknown)))
+    values = dict(con.execute(
+        f'SELECT {order_column}, [{fields}] FROM (SELECT {order_column}, json_transform("{json_column}", ?) AS x '
+        f'FROM {relation} WHERE {order_column} IN (SELECT unnest(?)))',
+        [_structure(unknown), sorted(set(first_rows.values()))]).fetchall())
+    for i, key in enumerate(unknown):
+        text = values[first_rows[key]][i]
+        if text is None:
+            pending.append(key)
+        else:
+            found[key] = _kind_of_json(text)
+    if pending:
+        found.update(_first_kinds(con, relation, json_column, order_column, pending))
+    return catalog.extended(found, prefix)
+
+
+def _structure(keys: list[str]) -> str:
+    """A json_transform structure reading each key as JSON text."""
+    return orjson.dumps(dict.fromkeys(keys, "JSON")).decode()
+
+
+def _kind_of_json(text: str) -> str | None:
+    """The kind of a JSON value's text (as json_transform writes it: no leading space)."""
+    return _FIRST_CHAR_KIND.get(text[0], "number")
+
+
+def _first_kinds(con: duckdb.DuckDBPyConnection, relation: str, json_column: str, order_column: str,
+                 keys: list[str]) -> dict[str, str | None]:
+    """Kind of each key's first non-null value (keys only ever null are left out)."""
     kinds_sql = ", ".join(
         f"arg_min(json_type(struct_extract_at(x, {i + 1})), {order_column}) FILTER "
         f"(WHERE struct_extract_at(x, {i + 1}) IS NOT NULL)"  # JSON null reads as SQL NULL here
-        for i in range(len(unknown)))
+        for i in range(len(keys)))
     row = con.execute(
         f'SELECT {kinds_sql} FROM (SELECT json_transform("{json_column}", ?) AS x, {order_column} FROM {relation})',
-        [structure]).fetchone()
-    found = {key: _JSON_TYPE_KIND[json_type] for key, json_type in zip(unknown, row) if json_type}
-    return catalog.extended(found, prefix)
+        [_structure(keys)]).fetchone()
+    return {key: _JSON_TYPE_KIND[json_type] for key, json_type in zip(keys, row) if json_type}
 
 
 def typed_select(catalog: Catalog, source_sql: str, json_column: str, keep: list[str]) -> tuple[str, dict]:
@@ -136,7 +170,7 @@ def typed_select(catalog: Catalog, source_sql: str, json_column: str, keep: list
     if not catalog.columns:
         return f"SELECT {keep_sql} FROM ({source_sql})", {}
     names = list(catalog.columns)
-    structure = orjson.dumps({name: "JSON" for name in names}).decode()
+    structure = _structure(names)
     raw = ", ".join(f"struct_extract_at(__x, {i + 1})::VARCHAR AS __v{i}" for i in range(len(names)))
     typed = ", ".join(
         f'{_typed_expr(f"__v{i}", catalog.columns[name][1])} AS "{catalog.columns[name][0]}"'
@@ -147,13 +181,13 @@ def typed_select(catalog: Catalog, source_sql: str, json_column: str, keep: list
 
 
 def _typed_expr(v: str, kind: str) -> str:
-    if kind == "number":
-        return (f"CASE WHEN left({v}, 1) IN ('-','0','1','2','3','4','5','6','7','8','9') "
-                f"THEN {v}::DOUBLE END")
+    # The first character by its code point (ascii): cheaper than comparing substrings.
+    if kind == "number":  # '-' or a digit
+        return f"CASE WHEN ascii({v}) BETWEEN 48 AND 57 OR ascii({v}) = 45 THEN {v}::DOUBLE END"
     if kind == "boolean":
         return f"CASE {v} WHEN 'true' THEN true WHEN 'false' THEN false END"
-    if kind == "string":
+    if kind == "string":  # '"'
         # Fast path: no escapes -> strip the quotes; otherwise let the JSON parser unescape.
-        return (f"CASE WHEN left({v}, 1) = '\"' THEN (CASE WHEN contains({v}, '\\') "
+        return (f"CASE WHEN ascii({v}) = 34 THEN (CASE WHEN contains({v}, '\\') "
                 f"THEN json_extract_string({v}, '$') ELSE {v}[2:-2] END) END")
     raise ValueError(f"unknown kind {kind!r}")
