@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from benchmarks import report
 from benchmarks.datasets import SIZES, Dataset, ensure_dataset
 from benchmarks.engines import ENGINES, engine_class
-from benchmarks.harness import DEFAULT_CELL_BUDGET_S, DEFAULT_RUNS, run_suite
+from benchmarks.harness import DEFAULT_CELL_BUDGET_S, DEFAULT_RUNS, peak_rss_mb, reset_peak_rss, run_suite
 from benchmarks.suite import BY_NAME, SUITE, SqlContext
 
 HERE = Path(__file__).resolve().parent
@@ -79,6 +79,7 @@ def run_modules(size: str, dataset: Dataset, runs: int, wanted: list[str] | None
             continue
         console.print(f"running {name}")
         started = time.perf_counter()
+        reset_peak_rss(os.getpid())
         try:
             module = import_module(f"benchmarks.{name}")
             if hasattr(module, "run"):
@@ -94,6 +95,10 @@ def run_modules(size: str, dataset: Dataset, runs: int, wanted: list[str] | None
                 rows = []
             else:
                 raise AttributeError(f"{name} has neither run(size, dataset=, runs=) nor main(argv)")
+            peak = peak_rss_mb(os.getpid())
+            if peak:  # servers a module starts report their own peak
+                rows.append({"benchmark": name.removeprefix("bench_"), "metric": "peak memory, benchmark process",
+                             "value": round(peak), "unit": "MiB"})
             results.append(report.ModuleRun(name, rows, time.perf_counter() - started))
         except BaseException as error:
             if isinstance(error, KeyboardInterrupt):

@@ -35,6 +35,8 @@ import duckdb
 import pyarrow as pa
 from rich.console import Console
 
+from benchmarks.harness import peak_rss_mb
+
 REPO = Path(__file__).resolve().parents[1]
 HTTP_TARGET = 100_000
 P99_TARGET_MS = 50.0
@@ -56,7 +58,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _client(url: str, key: str, worker: int, requests: int, batch: int, start_at: float, out,
+def _client(url: str, key: str, worker: int, requests: int, batch: int, ready, out,
             interval: float | None = None) -> None:
     """One load-generator process: ``requests`` posts of ``batch`` fresh events each,
     back to back, or (``interval``) one every ``interval`` seconds on a fixed schedule.
@@ -80,8 +82,7 @@ def _client(url: str, key: str, worker: int, requests: int, batch: int, start_at
                 out.put(("error", f"warm-up {resp.status_code}: {resp.text[:300]}"))
                 return
         bodies = bodies[WARMUP_REQUESTS:]
-        while time.time() < start_at:
-            time.sleep(0.001)
+        ready.wait()  # every client has built its bodies and warmed up
         # Paced clients start spread over one interval, not in lockstep.
         schedule = time.monotonic() + (interval * worker / 4 if interval else 0.0)
         for body in bodies:
@@ -131,12 +132,13 @@ def bench_http(events: int, batch: int = 1000, clients: int = 4, flush_interval:
             per_client = max(1, events // (batch * clients))
             ctx = mp.get_context("spawn")
             out = ctx.Queue()
-            start_at = time.time() + 8.0  # every process started, bodies built
+            ready = ctx.Barrier(clients + 1)
             interval = clients * batch / rate if rate else None
-            procs = [ctx.Process(target=_client, args=(url, key, w, per_client, batch, start_at, out, interval))
+            procs = [ctx.Process(target=_client, args=(url, key, w, per_client, batch, ready, out, interval))
                      for w in range(clients)]
             for p in procs:
                 p.start()
+            ready.wait(timeout=600)
             cpu_before = _cpu_seconds(server.pid)
             results = [out.get(timeout=1800) for _ in procs]
             cpu_used = _cpu_seconds(server.pid) - cpu_before
@@ -148,6 +150,7 @@ def bench_http(events: int, batch: int = 1000, clients: int = 4, flush_interval:
             latencies = sorted(lat for r in results for lat in r[1])
             wall = max(r[3] for r in results) - min(r[2] for r in results)
         finally:
+            server_peak = peak_rss_mb(server.pid)
             server.send_signal(signal.SIGTERM)  # graceful: the flusher writes the rest
             server.wait(timeout=300)
             log.close()
@@ -168,7 +171,8 @@ def bench_http(events: int, batch: int = 1000, clients: int = 4, flush_interval:
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000
     note = f"{clients} clients x batches of {batch}, {sent:,} events, {len(latencies)} requests"
     cpu = {"benchmark": "ingest_http", "metric": "server CPU per 1M events" + (" (paced)" if rate else ""),
-           "value": round(cpu_used / sent * 1e6, 1), "unit": "s", "notes": "user+sys of the server process"}
+           "value": round(cpu_used / sent * 1e6, 1), "unit": "s",
+           "notes": "user+sys of the server process" + (f"; its peak memory {server_peak:,.0f} MiB" if server_peak else "")}
     if rate is None:
         return [
             {"benchmark": "ingest_http", "metric": "throughput (closed loop)", "value": round(achieved),

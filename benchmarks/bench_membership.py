@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.harness import peak_rss_mb
+
 REPO = Path(__file__).resolve().parents[1]
 AUDIENCE_VERSION = 2
 TARGET_P50_1_MS, TARGET_P99_1_MS = 0.5, 1.0
@@ -299,6 +301,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+SERVER_PEAK_MB: dict[str, float | None] = {}  # resident high-water mark of the last server served
+
+
 @contextmanager
 def serve(audience: Audience):
     """uvicorn as `segops serve` runs it (one worker, uvloop, httptools, no access log)."""
@@ -326,6 +331,7 @@ def serve(audience: Audience):
                 time.sleep(0.2)
         yield base
     finally:
+        SERVER_PEAK_MB["last"] = peak_rss_mb(proc.pid)
         proc.terminate()
         proc.wait(timeout=30)
 
@@ -377,9 +383,9 @@ def _row(metric: str, value: float, unit: str, target: float | None = None, belo
 def run(size: str = "small", dataset=None, runs: int | None = None, *, users: int | None = None, segments: int = 20,
         seconds: float | None = None, root: Path = Path("data")) -> list[dict]:
     """Figures as rows for ``python -m benchmarks``: 1M users and 10 s of load per HTTP
-    figure, or 100k users and 3 s at ``--size small`` (the quick run)."""
+    figure, or 100k users and 2 s at ``--size small`` (the quick run)."""
     users = users or (100_000 if size == "small" else 1_000_000)
-    seconds = seconds or (3.0 if size == "small" else 10.0)
+    seconds = seconds or (2.0 if size == "small" else 10.0)
     audience = ensure_audience(root, users, segments)
     print(f"audience: {audience.users:,} users, {len(audience.segments)} segments, "
           f"{audience.members_total:,} memberships")
@@ -421,6 +427,8 @@ def run(size: str = "small", dataset=None, runs: int | None = None, *, users: in
         _row("FastAPI-route req/s, 16 connections", http["fastapi_c16"]["rps"], "req/s"),
         _row("app time per request, hot path (in-process)", asgi["hot"], "us"),
         _row("app time per request, FastAPI route (in-process)", asgi["fastapi"], "us"),
+        *([_row("server peak memory (index loaded, under load)", SERVER_PEAK_MB["last"], "MiB")]
+          if SERVER_PEAK_MB.get("last") else []),
     ]
 
 

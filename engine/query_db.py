@@ -45,6 +45,7 @@ class SegmentQueries:
     # Views kept per tenant and relation: a query compiled against a slightly older
     # snapshot (another thread committed meanwhile) still finds its view.
     VIEWS_KEPT = 4
+    SCHEMAS_KEPT = 100_000  # file schemas remembered (a flusher adds a file a second)
 
     def __init__(self, runtime: Runtime):
         self._runtime = runtime
@@ -115,6 +116,8 @@ class SegmentQueries:
             finally:
                 cursor.close()
             with self._lock:
+                if len(self._schemas) > self.SCHEMAS_KEPT:  # compacted-away files: forget them
+                    self._schemas = {f: self._schemas[f] for f in files if f in self._schemas}
                 self._schemas.update((path, hash(tuple(map(tuple, columns)))) for path, columns in rows)
         return len({self._schemas.get(f) for f in files}) > 1
 

@@ -6,7 +6,9 @@ never by filesystem path, so the same lake code runs on a laptop and on S3.
 Writes are atomic on both backends: the local store writes to ``<root>/_tmp/``
 (outside every lake prefix, and never ending in ``.parquet``) and renames into
 place; an S3 PUT is atomic by itself. A reader therefore never sees a half
-written object under its final key.
+written object under its final key. Local writes are also durable before they
+return (file fsync'd before the rename, directories after), since a manifest
+committed next may list them and the write-ahead log is then checkpointed away.
 
 DuckDB reads objects directly: ``duckdb_path(key)`` gives an absolute local
 path or ``s3://bucket/key`` (connect with ``storage.duck.connect`` so httpfs and
@@ -104,6 +106,26 @@ class ObjectStore(ABC):
         return self.scratch_dir() / f"{uuid.uuid4().hex}{suffix}"
 
 
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (its entries) by path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs(directory: Path) -> list[Path]:
+    """mkdir -p; returns the parents of the directories it created (their entries changed)."""
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+    return [path.parent for path in missing]
+
+
 class LocalObjectStore(ObjectStore):
     """Objects are files under ``root``; temporaries live in ``root/_tmp``."""
 
@@ -126,8 +148,10 @@ class LocalObjectStore(ObjectStore):
         return self.root / self.TMP
 
     def _install(self, tmp: Path, key: str, if_absent: bool) -> None:
+        """Rename (or link) the fsync'd ``tmp`` into place, then fsync the directories whose
+        entries changed: after a power loss an installed object is there, whole."""
         final = self._path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        created = _make_dirs(final.parent)
         if if_absent:
             try:
                 os.link(tmp, final)  # atomic create-if-absent
@@ -137,6 +161,8 @@ class LocalObjectStore(ObjectStore):
                 tmp.unlink(missing_ok=True)
         else:
             os.replace(tmp, final)
+        for directory in [final.parent, *created]:
+            fsync_path(directory)
 
     def put_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         tmp = self.new_scratch_path(".partial")
@@ -155,6 +181,7 @@ class LocalObjectStore(ObjectStore):
             shutil.copyfile(path, tmp)
             if move:
                 path.unlink()
+        fsync_path(tmp)  # a manifest may list it once installed: its bytes must be on disk first
         self._install(tmp, key, if_absent)
 
     def get_bytes(self, key: str) -> bytes:

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import orjson
 
+from storage.objectstore import fsync_path
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"SEGWAL1\n"
@@ -41,14 +43,6 @@ MAX_RECORD_BYTES = 1 << 30
 
 class WalLockedError(RuntimeError):
     """Another process owns this write-ahead log."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class WriteAheadLog:
@@ -138,7 +132,7 @@ class WriteAheadLog:
         fd = os.open(self._path(seq), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         os.write(fd, MAGIC)
         os.fsync(fd)
-        _fsync_dir(self.dir)  # the new file's directory entry must survive a crash too
+        fsync_path(self.dir)  # the new file's directory entry must survive a crash too
         self._active_fd, self._active_seq, self._active_size = fd, seq, len(MAGIC)
         self._pending_bytes += len(MAGIC)
 
@@ -173,7 +167,7 @@ class WriteAheadLog:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.dir / "CHECKPOINT")
-            _fsync_dir(self.dir)
+            fsync_path(self.dir)
             self._checkpoint = through
             done = [s for s in self._sealed if s <= through]
             self._sealed = [s for s in self._sealed if s > through]
