@@ -228,7 +228,7 @@ class EventLake:
                         f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, PARQUET_VERSION v2, "
                         f"ROW_GROUP_SIZE {APPEND_ROW_GROUP_SIZE}, PARTITION_BY (event_date))", params)
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-            entries = []
+            entries, moves = [], []
             for day, min_occ, max_occ, min_rec, max_rec, rows in days:
                 # Normally one file per partition; the ranges are per day, so never too narrow.
                 day_dir = out_dir / f"event_date={day.isoformat()}"
@@ -240,9 +240,10 @@ class EventLake:
                     key = (f"events/tenant_id={tenant_id}/event_date={day.isoformat()}/"
                            f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet")
                     size = part.stat().st_size
-                    self.store.put_file(key, part, move=True)
+                    moves.append((key, part))
                     entries.append(FileEntry(key, self.store.duckdb_path(key), day, part_rows, size,
                                              min_occ, max_occ, min_rec, max_rec))
+            self.store.put_files(moves)
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
         return entries

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
@@ -55,6 +56,11 @@ class ObjectStore(ABC):
         """Store a local file under ``key`` atomically. ``move`` lets the local store rename
         instead of copying (the file must then be on the same filesystem, e.g. from
         ``scratch_dir()``); the source is gone afterwards in both backends when ``move``."""
+
+    def put_files(self, items: list[tuple[str, Path]]) -> None:
+        """``put_file(key, path, move=True)`` for each (key, path): a batch of new objects."""
+        for key, path in items:
+            self.put_file(key, path, move=True)
 
     @abstractmethod
     def get_bytes(self, key: str) -> bytes:
@@ -147,9 +153,10 @@ class LocalObjectStore(ObjectStore):
     def scratch_dir(self) -> Path:
         return self.root / self.TMP
 
-    def _install(self, tmp: Path, key: str, if_absent: bool) -> None:
+    def _install(self, tmp: Path, key: str, if_absent: bool, sync: bool = True) -> list[Path]:
         """Rename (or link) the fsync'd ``tmp`` into place, then fsync the directories whose
-        entries changed: after a power loss an installed object is there, whole."""
+        entries changed (or, ``sync`` False, return them): after a power loss an installed
+        object is there, whole."""
         final = self._path(key)
         created = _make_dirs(final.parent)
         if if_absent:
@@ -161,8 +168,11 @@ class LocalObjectStore(ObjectStore):
                 tmp.unlink(missing_ok=True)
         else:
             os.replace(tmp, final)
-        for directory in [final.parent, *created]:
-            fsync_path(directory)
+        changed = [final.parent, *created]
+        if sync:
+            for directory in changed:
+                fsync_path(directory)
+        return changed
 
     def put_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         tmp = self.new_scratch_path(".partial")
@@ -183,6 +193,19 @@ class LocalObjectStore(ObjectStore):
                 path.unlink()
         fsync_path(tmp)  # a manifest may list it once installed: its bytes must be on disk first
         self._install(tmp, key, if_absent)
+
+    def put_files(self, items: list[tuple[str, Path]]) -> None:
+        """Files of one write (e.g. a day per file) made durable together: their fsyncs
+        overlap in threads and each changed directory is fsync'd once."""
+        local = [(key, Path(path)) for key, path in items]
+        if any(not path.resolve().is_relative_to(self.scratch_dir()) for _, path in local):
+            return super().put_files(items)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(fsync_path, [path for _, path in local]))
+            changed: dict[Path, None] = {}
+            for key, path in local:
+                changed.update(dict.fromkeys(self._install(path, key, False, sync=False)))
+            list(pool.map(fsync_path, changed))
 
     def get_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
