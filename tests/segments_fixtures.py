@@ -34,18 +34,11 @@ import pyarrow as pa
 import pytest
 
 from engine.segments import utc_now
+from tests.compiler_cases import SEED_DEFINITION  # noqa: F401 - the segment tests import it from here
 
 AS_OF = datetime(2026, 3, 1, 12, 0, 0)
 DAY = timedelta(days=1)
 
-SEED_DEFINITION = {
-    "logic": "AND",
-    "conditions": [
-        {"type": "monetary", "event_type": "order_placed", "property": "total", "metric": "sum",
-         "operator": "gte", "value": 500},
-        {"type": "recency", "event_type": "page_viewed", "operator": "gt", "window_days": 30},
-    ],
-}
 SEED_MEMBERS_A = {"alice", "carol", "hank"}
 SEED_MEMBERS_B = {"alice"}
 

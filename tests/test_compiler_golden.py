@@ -24,6 +24,7 @@ from compiler import (
     DIALECTS, DefinitionError, EventsRelation, LakeSchema, ProfilesRelation, TypedColumn,
     compile_segment, parse_definition, to_sql,
 )
+from tests.compiler_cases import SEED_DEFINITION as SEED
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("SEGOPS_UPDATE_GOLDEN") == "1"
@@ -32,14 +33,6 @@ T30 = AS_OF - timedelta(days=30)  # 2026-01-30 12:00
 T10 = AS_OF - timedelta(days=10)  # 2026-02-19 12:00
 HOSTILE_COLUMN = 'coupon "code"; --'
 
-SEED = {
-    "logic": "AND",
-    "conditions": [
-        {"type": "monetary", "event_type": "order_placed", "property": "total", "metric": "sum",
-         "operator": "gte", "value": 500},
-        {"type": "recency", "event_type": "page_viewed", "operator": "gt", "window_days": 30},
-    ],
-}
 
 
 def ts(text: str) -> datetime:

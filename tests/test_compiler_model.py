@@ -13,15 +13,8 @@ from compiler import (
     DefinitionError, EventsRelation, LakeSchema, ProfilesRelation, TypedColumn, compile_segment,
     definition_json_schema, parse_definition, to_sql,
 )
+from tests.compiler_cases import SEED_DEFINITION as SEED
 
-SEED = {
-    "logic": "AND",
-    "conditions": [
-        {"type": "monetary", "event_type": "order_placed", "property": "total", "metric": "sum",
-         "operator": "gte", "value": 500},
-        {"type": "recency", "event_type": "page_viewed", "operator": "gt", "window_days": 30},
-    ],
-}
 HOSTILE = 'x"; DROP TABLE events; -- select'
 SCHEMA = LakeSchema(
     events=EventsRelation(exp.to_table("events"), properties={
