@@ -67,9 +67,8 @@ class SegmentQueries:
                   event_dates: tuple[date | None, date] | None = None) -> dict[str, exp.Expression]:
         """What a query over ``lake`` should read in this database: views of the snapshot,
         or for events within ``event_dates`` (first day or None, last day) just those days' files."""
-        profiles = lake.profiles.file
-        out = {PROFILES_TABLE: self._view(lake, PROFILES_TABLE, lake.profiles.seq, lambda: _read_parquet(
-            [profiles], _PROFILE_HIVE_TYPES, union_by_name=False) if profiles else lake.relations[PROFILES_TABLE])}
+        out = {PROFILES_TABLE: self._view(lake, PROFILES_TABLE, lake.profiles.seq,
+                                          lambda: lake.relations[PROFILES_TABLE])}
         files = lake.events.files
         if event_dates is not None and event_dates[0] is not None:
             files = lake.events.files_between(*event_dates)
@@ -197,7 +196,7 @@ def _describe(key: tuple[int, int, int], events: "EventsSnapshot", profiles: "Pr
     traits = {name: TypedColumn(column=col, kind=kind) for name, (col, kind) in profiles.traits.items()}
     events_relation = _read_parquet(events.files, _HIVE_TYPES) if events.files else _empty_events(events)
     if profiles.file:
-        profiles_relation = _read_parquet([profiles.file], _PROFILE_HIVE_TYPES)
+        profiles_relation = _read_parquet([profiles.file], _PROFILE_HIVE_TYPES, union_by_name=False)  # one file
     else:
         profiles_relation = _empty_relation({**PROFILES_BASE_SQL_TYPES, **{
             col: KIND_SQL_TYPES[kind] for col, kind in profiles.traits.values()}})
