@@ -59,11 +59,7 @@ class Links:
 
         html = _HREF.sub(rewrite, html)
         pixel = f'<img src="{self.open_pixel(tenant_id, send_id)}" width="1" height="1" alt="" style="display:none">'
-        ends = list(_BODY_END.finditer(html))
-        if ends:
-            at = ends[-1].start()
-            return f"{html[:at]}{pixel}{html[at:]}"
-        return html + pixel
+        return _before_body_end(html, pixel)
 
 
 class Dispatcher:
@@ -208,11 +204,16 @@ class Dispatcher:
     def _with_footer(html: str, unsubscribe: str) -> str:
         footer = (f'<p style="font-size:12px;color:#888">You receive this because you subscribed. '
                   f'<a href="{unsubscribe}">Unsubscribe</a></p>')
-        ends = list(_BODY_END.finditer(html))
-        if ends:
-            at = ends[-1].start()
-            return f"{html[:at]}{footer}{html[at:]}"
-        return html + footer
+        return _before_body_end(html, footer)
+
+
+def _before_body_end(html: str, snippet: str) -> str:
+    """``snippet`` inserted before the last ``</body>`` (appended when there is none)."""
+    ends = list(_BODY_END.finditer(html))
+    if ends:
+        at = ends[-1].start()
+        return f"{html[:at]}{snippet}{html[at:]}"
+    return html + snippet
 
 
 class _HandOff:
