@@ -14,8 +14,9 @@ Life of a ``POST /api/events/`` batch (validated by ``engine.ingest_parse``):
 
 Exactly-once into the lake:
 
-* The dedup window lives in memory (``SeenIds``): rebuilt at start from the lake
-  (``event_ids_since(now - window)``) and the WAL, then kept current by the committer.
+* The dedup window lives in memory (``engine.seen_ids.SeenIds``): rebuilt at start
+  from the lake (``event_ids_since(now - window)``) and the WAL, then kept current by
+  the committer.
 * A crash after a lake commit but before the WAL checkpoint replays records that are
   already in the lake; recovery (at start, before anything new is accepted) drops
   the rows whose ids the lake already holds.
@@ -47,6 +48,7 @@ import pyarrow.compute as pc
 
 from engine.ingest_parse import EventColumns, ProfileColumns
 from engine.runtime import WORKERS, lower_thread_priority
+from engine.seen_ids import SeenIds
 from storage import duck
 from storage.manifest import ConcurrentCommitError
 from storage.wal import WriteAheadLog
@@ -104,73 +106,6 @@ def uuid7_batch(count: int, at_us: int) -> list[str]:
         r = rand[i:i + 20]
         out.append(f"{head}{r[:3]}-{'89ab'[int(r[3], 16) & 3]}{r[4:7]}-{r[7:19]}")
     return out
-
-
-class SeenIds:
-    """``(tenant_id, event_id)`` pairs received within the last ``window_days``.
-
-    One set per tenant for O(1) membership plus per-day lists to expire whole days.
-    The committer claims ids; the flusher adds ids found in the lake and expires days.
-    """
-
-    def __init__(self, window_days: int = 8):
-        self.window_days = window_days
-        self._sets: dict[int, set[str]] = defaultdict(set)
-        self._days: dict[int, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return sum(len(s) for s in self._sets.values())
-
-    def contains_many(self, tenant_id: int, ids: Iterable[str]) -> list[bool]:
-        with self._lock:
-            seen = self._sets.get(tenant_id, ())
-            return [i in seen for i in ids]
-
-    def add(self, tenant_id: int, ids: Iterable[str], day: int) -> None:
-        fresh = set(ids)
-        with self._lock:
-            seen = self._sets[tenant_id]
-            fresh -= seen
-            seen |= fresh
-            self._days[day][tenant_id].extend(fresh)
-
-    def claim(self, tenant_id: int, ids: list[str | None], day: int) -> tuple[list[bool] | None, list[str]]:
-        """Mark each new id as seen. Returns (mask, claimed ids): mask is None when every
-        item is new, else True for new (or None: no client id) and False for a duplicate,
-        including a repeat within ``ids``. Undo with ``release(claimed)``."""
-        present = [i for i in ids if i is not None] if None in ids else ids
-        unique = set(present)
-        with self._lock:
-            seen = self._sets[tenant_id]
-            if len(unique) == len(present) and seen.isdisjoint(unique):  # the usual case, in C
-                seen |= unique
-                self._days[day][tenant_id].extend(present)
-                return None, present
-            mask, claimed = [], []
-            for event_id in ids:
-                if event_id is None:
-                    mask.append(True)
-                elif event_id in seen:
-                    mask.append(False)
-                else:
-                    seen.add(event_id)
-                    claimed.append(event_id)
-                    mask.append(True)
-            self._days[day][tenant_id].extend(claimed)
-        return mask, claimed
-
-    def release(self, tenant_id: int, ids: Iterable[str]) -> None:
-        """Forget ids claimed by a group that failed to commit (they stay in a day
-        list; expiring them later is harmless)."""
-        with self._lock:
-            self._sets[tenant_id].difference_update(ids)
-
-    def expire(self, today: int) -> None:
-        with self._lock:
-            for day in [d for d in self._days if d < today - self.window_days]:
-                for tenant_id, ids in self._days.pop(day).items():
-                    self._sets[tenant_id].difference_update(ids)
 
 
 def encode_record(kind: bytes, table: pa.Table) -> bytes:
@@ -276,7 +211,7 @@ class IngestService:
             since = min(since, datetime.fromtimestamp(oldest, timezone.utc).replace(tzinfo=None))
         for tenant_id in self.lake.all_tenants():
             self.watch.baseline(tenant_id)  # before the ids: a file committed between is re-read, never missed
-            self.seen.add(tenant_id, self.lake.event_ids_since(tenant_id, since), today)
+            self.seen.add(tenant_id, self.lake.event_ids_since(tenant_id, since).to_pylist(), today)
         if sealed:
             rows = self._flush_segments(sealed, recovering=True)
             log.info("replayed %d WAL segment(s): %d event(s) flushed to the lake", len(sealed), rows)
@@ -326,7 +261,7 @@ class IngestService:
                 if job.events is not None:
                     ids = job.events.event_ids
                     mask, claimed = self.seen.claim(job.tenant_id, ids, day)
-                    claims.append((job.tenant_id, claimed))
+                    claims.append((job.tenant_id, claimed, day))
                     table = _event_table(job.tenant_id, job.events, mask, job.received_us)
                     if table.num_rows:  # all duplicates: nothing new to make durable
                         payloads.append(encode_record(_EVENTS, table))
@@ -339,8 +274,8 @@ class IngestService:
                     results.append(table.num_rows)
             self.wal.append(payloads)
         except BaseException as exc:  # nothing of this group is acknowledged
-            for tenant_id, ids in claims:
-                self.seen.release(tenant_id, ids)
+            for tenant_id, ids, day in claims:
+                self.seen.release(tenant_id, ids, day)
             log.exception("WAL commit failed")
             if isinstance(exc, OSError):  # e.g. disk full: the client should retry later
                 exc = IngestUnavailable(f"the write-ahead log could not be written ({exc})", retry_after=5)
@@ -354,8 +289,11 @@ class IngestService:
     def flush_now(self) -> int:
         """Move everything committed so far into the lake; returns events written."""
         with self._flush_lock:
-            sealed = self.wal.seal()
-            return self._flush_segments(sealed) if sealed else 0
+            try:
+                sealed = self.wal.seal()
+                return self._flush_segments(sealed) if sealed else 0
+            finally:
+                self.seen.expire(now_us() // _DAY_US)
 
     def _flush_segments(self, sealed: list[int], recovering: bool = False) -> int:
         """Flush ``sealed`` in groups of about ``max_group_bytes``, checkpointing after each."""
@@ -367,7 +305,6 @@ class IngestService:
                 written += self._flush_group(group, recovering)
                 self.wal.checkpoint(group[-1])
                 group, size = [], 0
-        self.seen.expire(now_us() // _DAY_US)
         return written
 
     def _flush_group(self, seqs: list[int], recovering: bool) -> int:
