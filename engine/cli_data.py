@@ -75,7 +75,7 @@ def ingest(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="Events file"),
     tenant: int | None = typer.Option(None, "--tenant", help="Tenant id (default: the demo tenant)"),
     fmt: str | None = typer.Option(None, "--format", help="ndjson, csv or parquet (default: from the suffix)"),
-    chunk_rows: int = typer.Option(1_000_000, min=1000, help="Events per lake commit"),
+    chunk_rows: int | None = typer.Option(None, min=1000, help="Events per lake commit (default 4,000,000)"),
 ) -> None:
     """Bulk-load an events file into the lake (validated all-or-nothing, deduplicated by event_id)."""
     from engine.bulk_ingest import BulkIngestError, ingest_file
@@ -91,7 +91,8 @@ def ingest(
                 progress.update(task, description=f"writing {file.name}", completed=done, total=total,
                                 rate=f"{done / elapsed:,.0f} ev/s")
 
-            result = ingest_file(runtime.lake, tenant_id, file, fmt, chunk_rows=chunk_rows, progress=update)
+            result = ingest_file(runtime.lake, tenant_id, file, fmt, progress=update,
+                                 **({"chunk_rows": chunk_rows} if chunk_rows else {}))
     except BulkIngestError as err:
         console.print(f"[red]error:[/] {err}")
         for problem in err.problems:
