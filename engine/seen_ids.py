@@ -17,7 +17,7 @@ the rest.
 Tried and measured against this (``benchmarks/bench_ingest.py``, 2M events paced at
 120k/s): sorted 64-bit fingerprint runs merged in the background (numpy, GIL released).
 No stalls, but the merges and the per-batch search cost more CPU than they saved on two
-cores: p99 60-74 ms against 15-25 ms with generations.
+cores: p99 60-74 ms against 17-36 ms with generations (runs alternated on one machine).
 """
 from __future__ import annotations
 
