@@ -7,7 +7,7 @@ faults), doubling with the window, and every request in flight waits.
 
 So a tenant's ids live in generations: sets of at most ``generation_size`` ids, the
 newest one taking new ids. A set stops growing before its table would reach 2^21
-slots, so no rehash moves more than about 600k ids (12 ms here). A lookup asks each
+slots, so the largest rehash moves about 315k ids (12 ms here). A lookup asks each
 generation (``isdisjoint`` in C: about 40 us per 1,000 ids per generation).
 
 Expiry is exact per day: each day keeps the list of ids first seen on it; expiring a
