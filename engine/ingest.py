@@ -211,7 +211,7 @@ class IngestService:
             since = min(since, datetime.fromtimestamp(oldest, timezone.utc).replace(tzinfo=None))
         for tenant_id in self.lake.all_tenants():
             self.watch.baseline(tenant_id)  # before the ids: a file committed between is re-read, never missed
-            self.seen.add(tenant_id, self.lake.event_ids_since(tenant_id, since).to_pylist(), today)
+            self.seen.add(tenant_id, self.lake.event_ids_since(tenant_id, since), today)
         if sealed:
             rows = self._flush_segments(sealed, recovering=True)
             log.info("replayed %d WAL segment(s): %d event(s) flushed to the lake", len(sealed), rows)
@@ -289,11 +289,8 @@ class IngestService:
     def flush_now(self) -> int:
         """Move everything committed so far into the lake; returns events written."""
         with self._flush_lock:
-            try:
-                sealed = self.wal.seal()
-                return self._flush_segments(sealed) if sealed else 0
-            finally:
-                self.seen.expire(now_us() // _DAY_US)
+            sealed = self.wal.seal()
+            return self._flush_segments(sealed) if sealed else 0
 
     def _flush_segments(self, sealed: list[int], recovering: bool = False) -> int:
         """Flush ``sealed`` in groups of about ``max_group_bytes``, checkpointing after each."""
@@ -305,6 +302,7 @@ class IngestService:
                 written += self._flush_group(group, recovering)
                 self.wal.checkpoint(group[-1])
                 group, size = [], 0
+        self.seen.expire(now_us() // _DAY_US)
         return written
 
     def _flush_group(self, seqs: list[int], recovering: bool) -> int:

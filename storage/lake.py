@@ -282,20 +282,20 @@ class EventLake:
                     tenants.add(int(match.group(1)))
         return sorted(tenants)
 
-    def event_ids_since(self, tenant_id: int, since: datetime) -> pa.Array:
+    def event_ids_since(self, tenant_id: int, since: datetime) -> set[str]:
         """event_ids of events received at or after ``since`` (UTC), reading only the
         event_id/received_at columns of files whose received_at range reaches ``since``."""
         since = _naive_utc(since)
         paths = [e.path for e in self.snapshot(tenant_id).entries if e.max_received_at >= since]
         if not paths:
-            return pa.array([], pa.string())
+            return set()
         cur = self._cursor()
         try:
             rows = cur.execute("SELECT event_id FROM read_parquet(?) WHERE received_at >= ?",
                                [paths, since]).to_arrow_table()
         finally:
             cur.close()
-        return rows.column(0).combine_chunks()
+        return set(rows.column(0).to_pylist())
 
     # -- compaction and garbage -----------------------------------------------------
     def compact(self, tenant_id: int, *, target_bytes: int = 64 << 20, settle_seconds: float = 600.0,
