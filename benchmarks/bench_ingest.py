@@ -14,7 +14,11 @@
   Afterwards the server is stopped (SIGTERM: final flush) and the lake must hold exactly
   the acknowledged events, or the benchmark fails.
 * bulk: ``engine.bulk_ingest.ingest_file`` of an NDJSON and a Parquet file of demo events
-  into an empty tenant. Target: >= 500k events/s.
+  into an empty tenant. Target: >= 500k events/s. Beside it, the same load in commits
+  of 1M rows (the default before).
+* parts: in-process pieces of a track request beside what they replaced: parsing a
+  1,000-event body (msgspec fast path vs the reference validator) and the dedup window's
+  worst and mean claim of 1,000 ids over 2.6M ids (generations vs one set per tenant).
 * demo: ``engine.demo.event_batches`` (frames only, no lake) events/s.
 """
 from __future__ import annotations
@@ -172,7 +176,8 @@ def bench_http(events: int, batch: int = 1000, clients: int = 4, flush_interval:
     note = f"{clients} clients x batches of {batch}, {sent:,} events, {len(latencies)} requests"
     cpu = {"benchmark": "ingest_http", "metric": "server CPU per 1M events" + (" (paced)" if rate else ""),
            "value": round(cpu_used / sent * 1e6, 1), "unit": "s",
-           "notes": "user+sys of the server process" + (f"; its peak memory {server_peak:,.0f} MiB" if server_peak else "")}
+           "notes": "user+sys of the server process"
+                    + (f"; its peak memory {server_peak:,.0f} MiB" if server_peak else "")}
     if rate is None:
         return [
             {"benchmark": "ingest_http", "metric": "throughput (closed loop)", "value": round(achieved),
@@ -225,25 +230,79 @@ def _write_files(events: int, directory: Path) -> dict[str, Path]:
 
 
 def bench_bulk(events: int) -> list[dict]:
-    from engine.bulk_ingest import ingest_file
+    """Each file loaded with the default commit size and, side by side, with commits of
+    1M rows (the default before: a commit writes one file per day it touches)."""
+    from engine.bulk_ingest import CHUNK_ROWS, ingest_file
     from storage.lake import EventLake
     from storage.objectstore import LocalObjectStore
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-bulk-") as tmp:
         paths = _write_files(events, Path(tmp))
-        for tenant_id, (fmt, path) in enumerate(paths.items(), start=1):
-            lake = EventLake(LocalObjectStore(Path(tmp) / "lake"))
-            result = ingest_file(lake, tenant_id, path)
-            if result.written != events:
-                raise RuntimeError(f"bulk {fmt}: wrote {result.written} of {events}")
-            rate = result.events_per_second
+        tenants = iter(range(1, 100))
+        for fmt, path in paths.items():
+            rates = {}
+            for chunk_rows in (1_000_000, CHUNK_ROWS):
+                lake = EventLake(LocalObjectStore(Path(tmp) / "lake"))
+                result = ingest_file(lake, next(tenants), path, chunk_rows=chunk_rows)
+                if result.written != events:
+                    raise RuntimeError(f"bulk {fmt}: wrote {result.written} of {events}")
+                rates[chunk_rows] = result.events_per_second
+            rate = rates[CHUNK_ROWS]
             rows.append({"benchmark": "ingest_bulk", "metric": f"{fmt} file", "value": round(rate),
                          "unit": "events/s", "target": BULK_TARGET, "meets_target": rate >= BULK_TARGET,
                          "ratio_to_target": round(rate / BULK_TARGET, 2),
                          "notes": f"{events:,} events, {path.stat().st_size / 1e6:.0f} MB, {result.seconds:.1f} s "
-                                  f"({result.lake_seconds:.1f} s writing to the lake)"})
+                                  f"({result.lake_seconds:.1f} s writing to the lake), commits of {CHUNK_ROWS:,}"})
+            rows.append({"benchmark": "ingest_bulk", "metric": f"{fmt}: vs commits of 1M rows",
+                         "value": round(rate / rates[1_000_000], 2), "unit": "x",
+                         "notes": f"commits of 1,000,000: {rates[1_000_000]:,.0f} events/s"})
     return rows
+
+
+def bench_hot_path(ids: int = 2_600_000, bodies: int = 100) -> list[dict]:
+    """In-process parts of a track request, each beside what it replaced:
+
+    * parsing a 1,000-event body: ``parse_track`` (msgspec fast path) vs the reference
+      validator alone (``parse_track_checked``, the whole parser before);
+    * the dedup window claiming ``ids`` ids in batches of 1,000: generations of sets
+      (``SeenIds``) vs one set per tenant (``generation_size`` above ``ids``, as before).
+      A set's rehash holds the GIL; the worst claim is what a request in flight waits."""
+    from engine.ingest_parse import parse_track, parse_track_checked
+    from engine.seen_ids import SeenIds
+
+    item = ('{"event_id":"e%d","user_id":"user-%d","event_type":"order_placed",'
+            '"occurred_at":"2026-11-20T10:%02d:%02d.%03dZ","properties":{"total":%d.5,"sku":"sku-%d","qty":%d}}')
+    docs = [("{\"batch\":[" + ",".join(item % (b * 1000 + i, i % 97, i % 60, i * 7 % 60, i, i, i % 31, i % 5)
+                                         for i in range(1000)) + "]}").encode() for b in range(bodies)]
+    timings = {}
+    for name, parse in (("reference", parse_track_checked), ("fast", parse_track), ("reference", parse_track_checked),
+                        ("fast", parse_track)):
+        started = time.perf_counter()
+        for doc in docs:
+            parse(doc, 0)
+        timings[name] = min(timings.get(name, 1e9), (time.perf_counter() - started) / len(docs))
+    batches = [[f"w{b % 4}-{b}-{i}" for i in range(1000)] for b in range(ids // 1000)]
+    worst, mean = {}, {}
+    for name, window in (("one set", SeenIds(generation_size=ids + 1)), ("generations", SeenIds())):
+        times = []
+        for batch in batches:
+            started = time.perf_counter()
+            window.claim(1, batch, 0)
+            times.append(time.perf_counter() - started)
+        worst[name], mean[name] = max(times), sum(times) / len(times)
+    return [
+        {"benchmark": "ingest_parts", "metric": "parse 1,000 events", "value": round(timings["fast"] * 1000, 2),
+         "unit": "ms", "notes": f"reference validator alone {timings['reference'] * 1000:.2f} ms "
+                                f"(x{timings['reference'] / timings['fast']:.2f})"},
+        {"benchmark": "ingest_parts", "metric": "dedup claim, worst of 1,000 ids",
+         "value": round(worst["generations"] * 1000, 1), "unit": "ms",
+         "notes": f"{ids:,} ids; one set per tenant {worst['one set'] * 1000:.1f} ms "
+                  f"(x{worst['one set'] / worst['generations']:.1f})"},
+        {"benchmark": "ingest_parts", "metric": "dedup claim, mean of 1,000 ids",
+         "value": round(mean["generations"] * 1000, 3), "unit": "ms",
+         "notes": f"one set per tenant {mean['one set'] * 1000:.3f} ms"},
+    ]
 
 
 def bench_demo(events: int) -> list[dict]:
@@ -260,7 +319,7 @@ def run(size: str = "small", *, dataset=None, runs: int = 1) -> list[dict]:
     """Rows for ``python -m benchmarks`` (the shared dataset is not used)."""
     http_events, bulk_events = SIZES.get(size, SIZES["small"])
     return (bench_http(http_events) + bench_http(http_events, rate=PACED_RATE)
-            + bench_bulk(bulk_events) + bench_demo(bulk_events))
+            + bench_bulk(bulk_events) + bench_hot_path() + bench_demo(bulk_events))
 
 
 def _print(rows: list[dict]) -> None:
@@ -278,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bulk-events", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--only", choices=("http", "bulk", "demo"))
+    parser.add_argument("--only", choices=("http", "bulk", "parts", "demo"))
     parser.add_argument("--flush-interval", type=float, help="server flusher period in s (default 1)")
     parser.add_argument("--rate", type=float, help=f"paced run only, at this many events/s (run(): closed loop "
                                                    f"and {PACED_RATE:,})")
@@ -293,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_http(args.http_events, args.batch, args.clients, args.flush_interval, rate)
     if args.only in (None, "bulk"):
         rows += bench_bulk(args.bulk_events)
+    if args.only in (None, "parts"):
+        rows += bench_hot_path()
     if args.only in (None, "demo"):
         rows += bench_demo(args.bulk_events)
     _print(rows)
