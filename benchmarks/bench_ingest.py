@@ -291,17 +291,22 @@ def bench_hot_path(ids: int = 2_600_000, bodies: int = 100) -> list[dict]:
             window.claim(1, batch, 0)
             times.append(time.perf_counter() - started)
         worst[name], mean[name] = max(times), sum(times) / len(times)
+    reference_ms, fast_ms = timings["reference"] * 1000, timings["fast"] * 1000
     return [
-        {"benchmark": "ingest_parts", "metric": "parse 1,000 events", "value": round(timings["fast"] * 1000, 2),
-         "unit": "ms", "notes": f"reference validator alone {timings['reference'] * 1000:.2f} ms "
-                                f"(x{timings['reference'] / timings['fast']:.2f})"},
+        {"benchmark": "ingest_parts", "metric": "parse 1,000 events", "value": round(fast_ms, 2), "unit": "ms",
+         "notes": f"reference validator alone {reference_ms:.2f} ms"},
+        {"benchmark": "ingest_parts", "metric": "parse: reference validator / fast path",
+         "value": round(reference_ms / fast_ms, 2), "unit": "x"},
         {"benchmark": "ingest_parts", "metric": "dedup claim, worst of 1,000 ids",
          "value": round(worst["generations"] * 1000, 1), "unit": "ms",
-         "notes": f"{ids:,} ids; one set per tenant {worst['one set'] * 1000:.1f} ms "
-                  f"(x{worst['one set'] / worst['generations']:.1f})"},
+         "notes": f"{ids:,} ids; one set per tenant {worst['one set'] * 1000:.1f} ms"},
+        {"benchmark": "ingest_parts", "metric": "dedup worst: one set / generations",
+         "value": round(worst["one set"] / worst["generations"], 1), "unit": "x"},
         {"benchmark": "ingest_parts", "metric": "dedup claim, mean of 1,000 ids",
          "value": round(mean["generations"] * 1000, 3), "unit": "ms",
          "notes": f"one set per tenant {mean['one set'] * 1000:.3f} ms"},
+        {"benchmark": "ingest_parts", "metric": "dedup mean: one set / generations",
+         "value": round(mean["one set"] / mean["generations"], 2), "unit": "x"},
     ]
 
 
