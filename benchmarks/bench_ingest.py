@@ -14,8 +14,8 @@
   Afterwards the server is stopped (SIGTERM: final flush) and the lake must hold exactly
   the acknowledged events, or the benchmark fails.
 * bulk: ``engine.bulk_ingest.ingest_file`` of an NDJSON and a Parquet file of demo events
-  into an empty tenant. Target: >= 500k events/s. Beside it, the same load in commits
-  of 1M rows (the default before).
+  into an empty tenant. Target: >= 500k events/s. Beside it, the same load as before two
+  changes: in commits of 1M rows, and with appends' row groups fixed at 120Ki rows.
 * parts: in-process pieces of a track request beside what they replaced: parsing a
   1,000-event body (msgspec fast path vs the reference validator) and the dedup window's
   worst and mean claim of 1,000 ids over 2.6M ids (generations vs one set per tenant).
@@ -229,34 +229,47 @@ def _write_files(events: int, directory: Path) -> dict[str, Path]:
     return paths
 
 
-def bench_bulk(events: int) -> list[dict]:
-    """Each file loaded with the default commit size and, side by side, with commits of
-    1M rows (the default before: a commit writes one file per day it touches)."""
+def bench_bulk(events: int, repeats: int = 2) -> list[dict]:
+    """Each file loaded as the lake does now and, side by side, as it did before each of
+    two changes: commits of 1M rows, and appends with row groups of 120Ki rows whatever
+    the days' sizes. Runs alternate; each figure is its best of ``repeats``."""
     from engine.bulk_ingest import CHUNK_ROWS, ingest_file
-    from storage.lake import EventLake
+    from storage.lake import APPEND_ROW_GROUP_SIZE, EventLake
     from storage.objectstore import LocalObjectStore
 
+    class FixedRowGroupLake(EventLake):
+        @staticmethod
+        def _append_row_group_size(largest_day_rows: int) -> int:
+            return APPEND_ROW_GROUP_SIZE
+
+    variants = {"now": (EventLake, CHUNK_ROWS), "commits of 1M rows": (EventLake, 1_000_000),
+                "row groups of 120Ki": (FixedRowGroupLake, CHUNK_ROWS)}
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-bulk-") as tmp:
         paths = _write_files(events, Path(tmp))
-        tenants = iter(range(1, 100))
+        tenants = iter(range(1, 1000))
         for fmt, path in paths.items():
-            rates = {}
-            for chunk_rows in (1_000_000, CHUNK_ROWS):
-                lake = EventLake(LocalObjectStore(Path(tmp) / "lake"))
-                result = ingest_file(lake, next(tenants), path, chunk_rows=chunk_rows)
-                if result.written != events:
-                    raise RuntimeError(f"bulk {fmt}: wrote {result.written} of {events}")
-                rates[chunk_rows] = result.events_per_second
-            rate = rates[CHUNK_ROWS]
+            results: dict[str, list] = {name: [] for name in variants}
+            for _ in range(repeats):
+                for name, (lake_class, chunk_rows) in variants.items():
+                    lake = lake_class(LocalObjectStore(Path(tmp) / "lake"))
+                    result = ingest_file(lake, next(tenants), path, chunk_rows=chunk_rows)
+                    if result.written != events:
+                        raise RuntimeError(f"bulk {fmt} ({name}): wrote {result.written} of {events}")
+                    results[name].append(result)
+            best = {name: max(runs, key=lambda r: r.events_per_second) for name, runs in results.items()}
+            result, rate = best["now"], best["now"].events_per_second
             rows.append({"benchmark": "ingest_bulk", "metric": f"{fmt} file", "value": round(rate),
                          "unit": "events/s", "target": BULK_TARGET, "meets_target": rate >= BULK_TARGET,
                          "ratio_to_target": round(rate / BULK_TARGET, 2),
                          "notes": f"{events:,} events, {path.stat().st_size / 1e6:.0f} MB, {result.seconds:.1f} s "
-                                  f"({result.lake_seconds:.1f} s writing to the lake), commits of {CHUNK_ROWS:,}"})
-            rows.append({"benchmark": "ingest_bulk", "metric": f"{fmt}: vs commits of 1M rows",
-                         "value": round(rate / rates[1_000_000], 2), "unit": "x",
-                         "notes": f"commits of 1,000,000: {rates[1_000_000]:,.0f} events/s"})
+                                  f"({result.lake_seconds:.1f} s writing to the lake), commits of {CHUNK_ROWS:,}; "
+                                  f"best of {repeats}: "
+                                  + ", ".join(f"{r.events_per_second:,.0f}" for r in results["now"])})
+            for name in list(variants)[1:]:
+                rows.append({"benchmark": "ingest_bulk", "metric": f"{fmt}: vs {name}",
+                             "value": round(rate / best[name].events_per_second, 2), "unit": "x",
+                             "notes": f"{name}: {best[name].events_per_second:,.0f} events/s, best of {repeats}"})
     return rows
 
 

@@ -62,10 +62,11 @@ __all__ = ["EventLake", "EventsSnapshot", "ProfilesSnapshot", "FileEntry", "Comp
 EVENT_COLUMNS = ("event_id", "tenant_id", "user_id", "event_type", "occurred_at", "received_at", "properties")
 _FILE_COLUMNS = ["event_id", "user_id", "event_type", "occurred_at", "received_at", "properties"]
 ROW_GROUP_SIZE = 256 * 1024
-# Appends write smaller row groups (still >= 100k rows): DuckDB's partitioned COPY (a writer
-# per day) is faster with them (bulk ingest 2M events: 16Ki 640k/s, 120Ki 535k/s, 256Ki 290k/s);
-# compaction rewrites appended files with ROW_GROUP_SIZE.
+# Appends write smaller row groups (still >= 100k rows), and no larger than the append's
+# largest day needs (``EventLake._append_row_group_size``): DuckDB's partitioned COPY (a
+# writer per day) is faster the smaller its limit. Compaction rewrites with ROW_GROUP_SIZE.
 APPEND_ROW_GROUP_SIZE = 120 * 1024
+_VECTOR_ROWS = 2048  # DuckDB's vector size: row group sizes are rounded up to it
 _TS = pa.timestamp("us")
 _TENANT_RE = re.compile(r"tenant_id=(\d+)/")
 
@@ -225,7 +226,8 @@ class EventLake:
         try:
             cur.execute(f"COPY ({sql}) TO {duck.sql_literal(str(out_dir))} "
                         f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, PARQUET_VERSION v2, "
-                        f"ROW_GROUP_SIZE {APPEND_ROW_GROUP_SIZE}, PARTITION_BY (event_date))", params)
+                        f"ROW_GROUP_SIZE {self._append_row_group_size(max(d[-1] for d in days))}, "
+                        f"PARTITION_BY (event_date))", params)
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
             entries, moves = [], []
             for day, min_occ, max_occ, min_rec, max_rec, rows in days:
@@ -246,6 +248,16 @@ class EventLake:
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
         return entries
+
+    @staticmethod
+    def _append_row_group_size(largest_day_rows: int) -> int:
+        """ROW_GROUP_SIZE of an append whose largest day has this many rows: no more than
+        that day needs, so files hold the same row groups as with APPEND_ROW_GROUP_SIZE.
+        DuckDB's partitioned COPY is slower the larger this limit, even when every day is
+        below it: bulk ingest of 2M events over 183 days (at most 15k a day) is about
+        15% faster at 16Ki than at 120Ki (``benchmarks/bench_ingest.py``, "vs row groups
+        of 120Ki")."""
+        return min(APPEND_ROW_GROUP_SIZE, -(-max(largest_day_rows, 1) // _VECTOR_ROWS) * _VECTOR_ROWS)
 
     def _write_parquet(self, cur: duckdb.DuckDBPyConnection, query: str, key: str, order_by: str) -> int:
         """Write the rows of ``query`` sorted by ``order_by`` to ``key`` atomically; returns bytes."""

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage import duck
-from storage.lake import EventLake
+from storage.lake import APPEND_ROW_GROUP_SIZE, EventLake
 from storage.objectstore import LocalObjectStore
 
 pytest_plugins = ["tests.storage_fixtures"]
@@ -91,6 +91,30 @@ def test_append_then_query_returns_exactly_the_events(lake):
         assert entry.rows == len(day_rows)
         assert entry.min_occurred_at == min(r["occurred_at"] for r in day_rows)
         assert entry.max_received_at == max(r["received_at"] for r in day_rows)
+
+
+def test_appended_row_groups_are_at_least_100k_rows_whatever_the_days_sizes(lake):
+    """The append's row group limit follows its largest day (faster writes), yet a day
+    larger than APPEND_ROW_GROUP_SIZE still gets full row groups and small days one each."""
+    sizes = {START: APPEND_ROW_GROUP_SIZE + 7_000, START + timedelta(days=1): 3_000, START + timedelta(days=2): 1}
+    occurred = [day + timedelta(seconds=i % 86_400) for day, n in sizes.items() for i in range(n)]
+    n = len(occurred)
+    table = pa.table({
+        "event_id": [f"rg-{i}" for i in range(n)], "tenant_id": pa.array([T] * n, pa.int64()),
+        "user_id": [f"u{i % 97}" for i in range(n)], "event_type": ["view"] * n,
+        "occurred_at": pa.array(occurred, pa.timestamp("us")), "received_at": pa.array(occurred, pa.timestamp("us")),
+        "properties": [f'{{"amount": {i % 13}}}' for i in range(n)]})
+    lake.append_events(T, table)
+    con = duck.connect(lake.store)
+    groups = {}
+    for entry in lake.snapshot(T).entries:
+        groups[entry.day] = [rows for _, rows in con.execute(
+            "SELECT DISTINCT row_group_id, row_group_num_rows FROM parquet_metadata(?) ORDER BY row_group_id",
+            [entry.path]).fetchall()]
+    assert groups == {START.date(): [APPEND_ROW_GROUP_SIZE, 7_000],
+                      (START + timedelta(days=1)).date(): [3_000], (START + timedelta(days=2)).date(): [1]}
+    assert query(lake, "SELECT count(DISTINCT event_id), sum(p_amount) FROM events") == [
+        (n, float(sum(i % 13 for i in range(n))))]
 
 
 def test_type_conflict_across_batches(lake):
