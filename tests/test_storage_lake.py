@@ -163,7 +163,8 @@ def test_rejects_rows_of_another_tenant_and_bad_json(lake):
 def test_timezone_aware_input_is_stored_as_naive_utc(lake):
     rows = make_events(2, seed=8)
     table = to_table(rows)
-    aware = pa.array([datetime(2024, 3, 1, 23, 30, tzinfo=timezone(timedelta(hours=-2)))] * 2, pa.timestamp("us", "UTC"))
+    aware = pa.array([datetime(2024, 3, 1, 23, 30, tzinfo=timezone(timedelta(hours=-2)))] * 2,
+                     pa.timestamp("us", "UTC"))
     table = table.set_column(table.schema.get_field_index("occurred_at"), "occurred_at", aware)
     lake.append_events(T, table)
     assert query(lake, "SELECT DISTINCT occurred_at, event_date FROM events") == [
@@ -324,7 +325,8 @@ def test_profiles_latest_value_per_trait_wins(lake):
                                pa.timestamp("us")),
     }))
     # Same time as the stored value: the newer write wins.
-    lake.upsert_profiles(T, [{"user_id": "u2", "traits": {"city": "Bergen", "age": "n/a"}, "updated_at": t0 - timedelta(days=5)}])
+    lake.upsert_profiles(T, [{"user_id": "u2", "traits": {"city": "Bergen", "age": "n/a"},
+                              "updated_at": t0 - timedelta(days=5)}])
     snap = lake.profiles_snapshot(T)
     assert snap.rows == 3
     assert snap.traits == {"age": ("t_age", "number"), "plan": ("t_plan", "string"), "vip": ("t_vip", "boolean"),
@@ -333,7 +335,8 @@ def test_profiles_latest_value_per_trait_wins(lake):
     duck.create_profiles_view(con, snap)
     got = {r[0]: r[1:] for r in con.execute(
         "SELECT user_id, tenant_id, updated_at, traits, t_plan, t_age, t_vip, t_city FROM profiles").fetchall()}
-    assert got["u1"] == (T, t0 + timedelta(days=2), json.dumps({"age": 30, "plan": "team", "vip": False}, separators=(",", ":")),
+    assert got["u1"] == (T, t0 + timedelta(days=2),
+                         json.dumps({"age": 30, "plan": "team", "vip": False}, separators=(",", ":")),
                          "team", 30.0, False, None)
     assert json.loads(got["u2"][2]) == {"plan": "pro", "city": "Bergen", "age": "n/a"}
     assert got["u2"][3:] == ("pro", None, None, "Bergen")  # "n/a" is not a number: NULL, kept in JSON
@@ -367,6 +370,7 @@ def test_profiles_merge_matches_reference(tmp_path_factory, calls):
     con = duck.connect(lake.store)
     snap = lake.profiles_snapshot(T)
     duck.create_profiles_view(con, snap)
-    got = {u: (ts, json.loads(traits)) for u, ts, traits in con.execute("SELECT user_id, updated_at, traits FROM profiles").fetchall()}
+    got = {u: (ts, json.loads(traits))
+           for u, ts, traits in con.execute("SELECT user_id, updated_at, traits FROM profiles").fetchall()}
     want = {u: (ts, {t: v for (uu, t), (_, v) in latest.items() if uu == u}) for u, ts in seen.items()}
     assert got == want
