@@ -43,9 +43,9 @@ _NDJSON_COLUMNS = ("{'event_id': 'VARCHAR', 'user_id': 'VARCHAR', 'event_type': 
                    "'occurred_at': 'VARCHAR', 'properties': 'JSON'}")
 MAX_REPORTED_ROWS = 20
 # Rows per lake commit. Each commit writes one file per day it touches, so larger commits
-# write fewer, larger files: 2M demo events (183 days) load 3-9% faster in one commit
-# of 4M than in two of 1M (``benchmarks/bench_ingest.py``, "vs commits of 1M rows"). A crash loses at most the commit in flight (a rerun skips
-# the ids already loaded).
+# write fewer, larger files: 2M demo events (183 days) load a few percent faster in one
+# commit of 4M than in two of 1M (``benchmarks/bench_ingest.py``, "vs commits of 1M rows").
+# A crash loses at most the commit in flight (a rerun skips the ids already loaded).
 CHUNK_ROWS = 4_000_000
 # TIMESTAMPTZ -> naive UTC by the instant's epoch: no time zone arithmetic (as fast as a copy).
 _UTC = "make_timestamp(epoch_us({}))"

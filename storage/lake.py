@@ -252,11 +252,20 @@ class EventLake:
     @staticmethod
     def _append_row_group_size(largest_day_rows: int) -> int:
         """ROW_GROUP_SIZE of an append whose largest day has this many rows: no more than
-        that day needs, so files hold the same row groups as with APPEND_ROW_GROUP_SIZE.
-        DuckDB's partitioned COPY is slower the larger this limit, even when every day is
-        below it: bulk ingest of 2M events over 183 days (at most 15k a day) is about
-        15% faster at 16Ki than at 120Ki (``benchmarks/bench_ingest.py``, "vs row groups
-        of 120Ki")."""
+        that day needs (rounded up to whole vectors), at most APPEND_ROW_GROUP_SIZE.
+
+        Why not always APPEND_ROW_GROUP_SIZE: DuckDB 1.5's Parquet writer writes a
+        thread's share of a partition as a row group at once when it holds half the limit
+        or more (``ParquetWriteCombine``); smaller shares wait for the end of the
+        statement, where the partitions are written one after another (the COPY then uses
+        1.5 of 2 cores instead of 1.9). With a limit sized to the days, most of a many-day
+        append is written while both threads work: bulk ingest of 2M demo events over 183
+        days is 1.13-1.26x faster (``benchmarks/bench_ingest.py``, "vs row groups of 120Ki").
+        The price: a day whose two threads' shares each reach half the limit gets two row
+        groups instead of one (183 days: 189-203 row groups instead of 183-192; 1M events
+        over 30 even days: 52 instead of 30), so a scan of freshly appended files is slower
+        (``bench_lake_scan``, 1M-row appends: 2.4-2.6x one file instead of 2.0x) until
+        compaction rewrites each day as one sorted file with ROW_GROUP_SIZE."""
         return min(APPEND_ROW_GROUP_SIZE, -(-max(largest_day_rows, 1) // _VECTOR_ROWS) * _VECTOR_ROWS)
 
     def _write_parquet(self, cur: duckdb.DuckDBPyConnection, query: str, key: str, order_by: str) -> int:

@@ -93,9 +93,12 @@ def test_append_then_query_returns_exactly_the_events(lake):
         assert entry.max_received_at == max(r["received_at"] for r in day_rows)
 
 
-def test_appended_row_groups_are_at_least_100k_rows_whatever_the_days_sizes(lake):
-    """The append's row group limit follows its largest day (faster writes), yet a day
-    larger than APPEND_ROW_GROUP_SIZE still gets full row groups and small days one each."""
+def test_append_row_group_limit_follows_the_largest_day_but_never_shrinks_a_big_day(lake):
+    """The row group limit of an append is sized to its largest day (faster partitioned
+    writes) but capped at APPEND_ROW_GROUP_SIZE: a day above the cap still gets full-size
+    row groups, smaller days one each (the input is one Arrow chunk, so one thread)."""
+    assert [EventLake._append_row_group_size(n) for n in (1, 2048, 2049, 15_455, 10**6)] == [
+        2048, 2048, 4096, 16_384, APPEND_ROW_GROUP_SIZE]
     sizes = {START: APPEND_ROW_GROUP_SIZE + 7_000, START + timedelta(days=1): 3_000, START + timedelta(days=2): 1}
     occurred = [day + timedelta(seconds=i % 86_400) for day, n in sizes.items() for i in range(n)]
     n = len(occurred)
