@@ -52,7 +52,12 @@ class Dataset:
 
     @cached_property
     def profiles(self) -> ProfilesSnapshot:
-        return self.lake.profiles_snapshot(self.tenant_id)
+        """The profiles, in one file: the peer engines read ``.file`` alone (a dataset
+        writes its profiles with one upsert, so there is no delta)."""
+        profiles = self.lake.profiles_snapshot(self.tenant_id)
+        if profiles.delta is not None:
+            raise RuntimeError(f"{self.data_dir}: profiles have a delta file; rebuild the dataset")
+        return profiles
 
     def property_column(self, name: str) -> str:
         """Physical typed column of an event property (e.g. ``total`` -> ``p_total``)."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlglot import exp
 
+from engine.query_db import profiles_expression
 from engine.runtime import WORKERS
 from engine.segments import SegmentNotFound, api_time, db_time, ensure_schema, utc_now
 
@@ -248,8 +249,7 @@ class Exports:
             for name in traits:
                 column, _ = snapshot.traits[name]
                 query = query.select(exp.alias_(exp.column(column, table="p", quoted=True), name, quoted=True))
-            profiles = exp.Table(this=exp.Anonymous(this="read_parquet", expressions=[
-                exp.Literal.string(snapshot.file)]), alias=exp.TableAlias(this=exp.to_identifier("p")))
+            profiles = profiles_expression(snapshot).as_("p")
             query = query.join(profiles, on=exp.EQ(this=exp.column("user_id", table="m", quoted=True),
                                                    expression=exp.column("user_id", table="p", quoted=True)),
                                join_type="left").order_by(exp.column("user_id", table="m", quoted=True))

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from storage.profiles import current_profiles_sql
+
 if TYPE_CHECKING:
     from engine.runtime import Runtime
 
@@ -39,12 +41,13 @@ def search_profiles(runtime: Runtime, tenant_id: int, search: str | None, limit:
         tests = ["starts_with(user_id, $search)"] + [
             f'starts_with(lower("{column}"), lower($search))' for column in string_columns]
         where = " WHERE " + " OR ".join(tests)
-    named = {"file": snapshot.file, "search": search} if search else {"file": snapshot.file}
+    named = {"search": search} if search else {}
+    profiles = current_profiles_sql(snapshot.file, snapshot.delta)
     cursor = runtime.segment_queries.cursor()
     try:
-        count = cursor.execute(f"SELECT count(*) FROM read_parquet($file){where}", named).fetchone()[0]
+        count = cursor.execute(f"SELECT count(*) FROM {profiles}{where}", named).fetchone()[0]
         rows = cursor.execute(
-            f"SELECT user_id, updated_at, traits FROM read_parquet($file){where} ORDER BY user_id"
+            f"SELECT user_id, updated_at, traits FROM {profiles}{where} ORDER BY user_id"
             " LIMIT $limit OFFSET $offset", {**named, "limit": limit, "offset": offset}).fetchall()
     finally:
         cursor.close()
@@ -61,8 +64,8 @@ def get_profile(runtime: Runtime, tenant_id: int, user_id: str) -> dict[str, Any
         profile = None
         if profiles.file is not None:
             profile = cursor.execute(
-                "SELECT user_id, updated_at, traits FROM read_parquet($file) WHERE user_id = $user",
-                {"file": profiles.file, "user": user_id}).fetchone()
+                f"SELECT user_id, updated_at, traits FROM {current_profiles_sql(profiles.file, profiles.delta)}"
+                " WHERE user_id = $user", {"user": user_id}).fetchone()
         recent = []
         if events.files:
             recent = cursor.execute(

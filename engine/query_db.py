@@ -167,6 +167,22 @@ def _empty_relation(columns: dict[str, str]) -> exp.Expression:
     )).where(exp.false()).subquery()
 
 
+def profiles_expression(profiles: "ProfilesSnapshot") -> exp.Expression:
+    """The snapshot's profile rows as a relation: the base file, with the delta's rows
+    replacing their users' base rows (``storage.profiles.current_profiles_sql``)."""
+    if not profiles.file:
+        return _empty_relation({**PROFILES_BASE_SQL_TYPES, **{
+            col: KIND_SQL_TYPES[kind] for col, kind in profiles.traits.values()}})
+    base = _read_parquet([profiles.file], _PROFILE_HIVE_TYPES, union_by_name=False)
+    if not profiles.delta:
+        return base
+    delta = _read_parquet([profiles.delta], _PROFILE_HIVE_TYPES, union_by_name=False)
+    kept = exp.select("*").from_(base.as_("o")).join(
+        delta.copy().as_("d"), join_type="anti",
+        on=exp.EQ(this=exp.column("user_id", table="o"), expression=exp.column("user_id", table="d")))
+    return exp.Union(this=kept, expression=exp.select("*").from_(delta), distinct=False, by_name=True).subquery()
+
+
 @dataclass(frozen=True)
 class TenantLake:
     """What one tenant's queries run over: the display schema plus the relations behind it."""
@@ -195,11 +211,7 @@ def _describe(key: tuple[int, int, int], events: "EventsSnapshot", profiles: "Pr
     properties = {name: TypedColumn(column=col, kind=kind) for name, (col, kind) in events.properties.items()}
     traits = {name: TypedColumn(column=col, kind=kind) for name, (col, kind) in profiles.traits.items()}
     events_relation = _read_parquet(events.files, _HIVE_TYPES) if events.files else _empty_events(events)
-    if profiles.file:
-        profiles_relation = _read_parquet([profiles.file], _PROFILE_HIVE_TYPES, union_by_name=False)  # one file
-    else:
-        profiles_relation = _empty_relation({**PROFILES_BASE_SQL_TYPES, **{
-            col: KIND_SQL_TYPES[kind] for col, kind in profiles.traits.values()}})
+    profiles_relation = profiles_expression(profiles)
     schema = LakeSchema(
         events=EventsRelation(relation=_placeholder(EVENTS_TABLE), properties=properties),
         profiles=ProfilesRelation(relation=_placeholder(PROFILES_TABLE), traits=traits),

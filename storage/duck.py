@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from storage.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore, open_store
+from storage.profiles import current_profiles_sql
 
 if TYPE_CHECKING:
     from storage.lake import EventLake
@@ -167,8 +168,7 @@ def profiles_relation(con: duckdb.DuckDBPyConnection, snapshot: "ProfilesSnapsho
         columns = dict(PROFILES_BASE_SQL_TYPES)
         columns.update({col: KIND_SQL_TYPES[kind] for col, kind in snapshot.traits.values()})
         return _empty_relation(con, columns)
-    return con.sql(f"SELECT * FROM read_parquet([{sql_literal(snapshot.file)}], "
-                   "hive_partitioning=true, hive_types={'tenant_id': BIGINT})")
+    return con.sql(f"SELECT * FROM {current_profiles_sql(snapshot.file, snapshot.delta)}")
 
 
 def create_events_view(con: duckdb.DuckDBPyConnection, snapshot: "EventsSnapshot", name: str = "events") -> None:

@@ -8,9 +8,13 @@ seen), ``traits`` (JSON object of the winning values, keys sorted), ``trait_time
 (JSON object trait -> epoch microseconds of the winning value) and typed
 ``t_<name>`` columns (same typing rules as event properties, storage/properties.py).
 
-Merging a batch only expands the stored rows of the users in the batch; every
-other row is copied as is, and a user new to the table with a single identify in
-the batch is taken as sent (its traits text unchanged). Per (user, trait) the value with the greatest
+The table is a base file plus at most one delta file holding the current rows of
+users changed since the base was written (a delta row replaces the user's base row;
+``current_profiles_sql``). An identify flush merges its batch into the rows of the
+users in it and rewrites only the delta; the base is rewritten once the delta grows
+past a fraction of it (``storage/lake.py``, ``upsert_profiles``). Merging expands only
+the stored rows of the users in the batch, and a user new to the table with a single
+identify in the batch is taken as sent (its traits text unchanged). Per (user, trait) the value with the greatest
 updated_at wins; on a tie the newer write wins (batch over stored, later batch row
 over earlier). A trait set to JSON null is a value like any other (it wins by
 time and reads NULL in its typed column).
@@ -24,6 +28,7 @@ import pyarrow as pa
 from storage.properties import Catalog, discover, typed_select
 
 _TS = pa.timestamp("us")
+PROFILE_FILE_COLUMNS = ("user_id", "updated_at", "traits", "trait_times")  # then the t_<name> columns
 
 
 def normalize_profiles_input(table: pa.Table | list[dict]) -> pa.Table:
@@ -51,9 +56,27 @@ def normalize_profiles_input(table: pa.Table | list[dict]) -> pa.Table:
     })
 
 
+def current_profiles_sql(base: str, delta: str | None = None, *, hive: bool = True) -> str:
+    """A relation (SQL text, a parenthesized query) of the profile rows of a base file and
+    an optional delta file (DuckDB paths, ours): a user's delta row replaces its base row.
+    ``hive``: with ``tenant_id`` from the hive path (readers); without it for rewriting."""
+    def read(path: str) -> str:
+        literal = "'" + path.replace("'", "''") + "'"
+        if not hive:
+            return f"read_parquet([{literal}], hive_partitioning=false)"
+        return f"read_parquet([{literal}], hive_partitioning=true, hive_types={{'tenant_id': BIGINT}})"
+
+    if delta is None:
+        return f"(SELECT * FROM {read(base)})"
+    return (f"(SELECT * FROM {read(base)} o ANTI JOIN {read(delta)} d ON o.user_id = d.user_id "
+            f"UNION ALL BY NAME SELECT * FROM {read(delta)})")
+
+
 def merge_profiles(cur, existing: str | None, batch: pa.Table,
                    catalog: Catalog) -> tuple[str, dict, Catalog]:
-    """(query producing the merged profile rows, its named parameters, extended catalog).
+    """(query producing the merged rows of the batch's users, its named parameters,
+    extended catalog). ``existing``: the stored profiles (``current_profiles_sql``), or
+    None if there are none yet. Other users' rows are not part of the result.
 
     ``batch`` comes from ``normalize_profiles_input``; it is registered on ``cur`` as
     ``__pbatch`` (plus a temp table ``__fast``) and must stay so until the query has run.
@@ -63,8 +86,8 @@ def merge_profiles(cur, existing: str | None, batch: pa.Table,
     trait, pick the winner, regroup with sorted keys)."""
     cur.register("__pbatch", batch)
     catalog = discover(cur, "__pbatch", "traits", "__rn", catalog, "t_")
-    params = {"existing": existing} if existing is not None else {}
-    stored_ids = ("SELECT user_id FROM read_parquet($existing)" if existing is not None
+    params: dict = {}
+    stored_ids = (f"SELECT user_id FROM {existing}" if existing is not None
                   else "SELECT NULL::VARCHAR AS user_id WHERE false")
     cur.execute(f"""
         CREATE OR REPLACE TEMP TABLE __fast AS
@@ -73,7 +96,7 @@ def merge_profiles(cur, existing: str | None, batch: pa.Table,
         EXCEPT {stored_ids}""", params)
     slow_batch = "(SELECT * FROM __pbatch b ANTI JOIN __fast f ON b.user_id = f.user_id)"
     if existing is not None:
-        stored = f"(SELECT * FROM read_parquet($existing) o SEMI JOIN {slow_batch} b ON o.user_id = b.user_id)"
+        stored = f"(SELECT * FROM {existing} o SEMI JOIN {slow_batch} b ON o.user_id = b.user_id)"
         old_long = f"""
             SELECT o.user_id, v.key AS trait, v.value::VARCHAR AS value, t.value::BIGINT AS ts, 0 AS prio
             FROM {stored} o, json_each(o.traits) v, json_each(o.trait_times) t
@@ -109,9 +132,4 @@ def merge_profiles(cur, existing: str | None, batch: pa.Table,
         FROM __pbatch b SEMI JOIN __fast f ON b.user_id = f.user_id"""
     query, typed_params = typed_select(catalog, merged, "traits", ["user_id", "updated_at", "traits", "trait_times"])
     params.update(typed_params)
-    if existing is not None:
-        # Users not in the batch keep their stored row (typed columns added since read NULL:
-        # a trait first typed now had no scalar value before).
-        query += (" UNION ALL BY NAME SELECT * FROM read_parquet($existing) o "
-                  "ANTI JOIN __pbatch b ON o.user_id = b.user_id")
     return query, params, catalog

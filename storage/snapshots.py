@@ -56,7 +56,8 @@ class EventsSnapshot:
 
 @dataclass(frozen=True)
 class ProfilesSnapshot:
-    """One tenant's profile table: ``file`` (DuckDB path, or None before the first upsert),
+    """One tenant's profile table: ``file`` (DuckDB path, or None before the first upsert)
+    and ``delta`` (read both with ``storage.profiles.current_profiles_sql``),
     one row per user with columns user_id, updated_at (latest identify), traits (JSON
     object of latest values), trait_times (JSON object trait -> epoch microseconds of its
     value) and t_<name> typed columns; tenant_id comes from the hive path.
@@ -67,6 +68,7 @@ class ProfilesSnapshot:
     file: str | None
     traits: dict[str, tuple[str, str]] = field(default_factory=dict)
     rows: int = 0
+    delta: str | None = None  # rows of users changed since ``file`` was written; they replace its rows
 
 
 @dataclass(frozen=True)

@@ -87,3 +87,21 @@ def test_scope(client, tenants, world):
         r = client.get(path, headers=narrow)
         assert r.status_code == 403 and r.json()["scope"] == ["profiles:read"]
     assert client.get("/api/profiles/bob/", headers=tenants.a.jwt_headers("viewer")).status_code == 200
+
+
+def test_reads_see_a_later_identify_kept_in_the_profiles_delta(client, runtime, tenants, world):
+    """A second identify flush is written as the profiles delta; search, detail and a
+    trait segment all read base and delta together (the delta's row wins)."""
+    a, h = tenants.a.tenant_id, tenants.a.headers
+    add_profiles(runtime, a, {"alice": {"plan": "team"}, "zed": {"email": "zed@corp.test", "plan": "team"}})
+    assert runtime.lake.profiles_snapshot(a).delta is not None
+    assert search(client, h)["count"] == len(PROFILES_A) + 1
+    assert [p["user_id"] for p in search(client, h, search="zed@")["results"]] == ["zed"]
+    alice = client.get("/api/profiles/alice/", headers=h).json()
+    assert alice["traits"] == {**PROFILES_A["alice"], "plan": "team"}
+    team = create_segment(runtime, a, {"logic": "AND", "conditions": [
+        {"type": "trait", "trait": "plan", "operator": "eq", "value": "team"}]}, name="team")
+    compute(runtime, a, team)
+    r = client.get(f"/api/segments/{team}/members/", headers=h)
+    assert r.status_code == 200, r.text
+    assert sorted(m["user_id"] for m in r.json()["results"]) == ["alice", "zed"]

@@ -347,8 +347,36 @@ def test_profiles_latest_value_per_trait_wins(lake):
     assert lake.all_tenants() == [T]
 
 
+def test_identify_flushes_rewrite_the_delta_until_it_outgrows_its_share_of_the_base(tmp_path):
+    lake = EventLake(LocalObjectStore(tmp_path / "lake"), profile_delta_min_rows=2, profile_delta_fraction=4)
+    t0 = datetime(2024, 1, 1)
+    lake.upsert_profiles(T, [{"user_id": f"u{i}", "traits": {"plan": "free"}, "updated_at": t0} for i in range(12)])
+    base = lake.profiles_snapshot(T)
+    assert base.delta is None and base.rows == 12
+
+    def flush(users, plan, hours):
+        lake.upsert_profiles(T, [{"user_id": u, "traits": {"plan": plan}, "updated_at": t0 + timedelta(hours=hours)}
+                                 for u in users])
+        snap = lake.profiles_snapshot(T)
+        con = duck.connect(lake.store)
+        duck.create_profiles_view(con, snap)
+        return snap, dict(con.execute("SELECT user_id, t_plan FROM profiles").fetchall())
+
+    snap, plans = flush(["u1", "new"], "pro", 1)  # 2 changed rows: not over max(2, 12 // 4)
+    assert snap.file == base.file and snap.delta is not None and snap.rows == 13
+    assert plans == {**{f"u{i}": "free" for i in range(12)}, "u1": "pro", "new": "pro"}
+    snap, plans = flush(["u1", "u2"], "team", 2)  # the delta now holds u1, u2 and new: 3
+    assert snap.file == base.file and snap.rows == 13
+    assert duck.connect(lake.store).execute("SELECT count(*) FROM read_parquet(?)", [snap.delta]).fetchone() == (3,)
+    assert plans == {**{f"u{i}": "free" for i in range(12)}, "u1": "team", "u2": "team", "new": "pro"}
+    snap, plans = flush(["u3", "u4"], "pro", 3)  # 5 changed rows > 3: the base is rewritten with them
+    assert snap.file != base.file and snap.delta is None and snap.rows == 13
+    assert plans == {**{f"u{i}": "free" for i in range(12)}, "u1": "team", "u2": "team", "u3": "pro", "u4": "pro",
+                     "new": "pro"}
+
+
 identify = st.fixed_dictionaries({
-    "user_id": st.sampled_from(["u0", "u1", "u2"]),
+    "user_id": st.sampled_from(["u0", "u1", "u2", "u3"]),
     "traits": st.dictionaries(st.sampled_from(["plan", "age", "vip"]),
                               st.one_of(st.none(), st.integers(-5, 5), st.sampled_from(["a", "b"]), st.booleans()),
                               max_size=3),
@@ -356,10 +384,14 @@ identify = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(calls=st.lists(st.lists(identify, min_size=1, max_size=4), min_size=1, max_size=3))
-def test_profiles_merge_matches_reference(tmp_path_factory, calls):
-    lake = EventLake(LocalObjectStore(tmp_path_factory.mktemp("profiles") / "lake"))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=st.lists(st.lists(identify, min_size=1, max_size=4), min_size=1, max_size=5),
+       delta_min_rows=st.sampled_from([0, 1, 2, 10**6]))
+def test_profiles_merge_matches_reference(tmp_path_factory, calls, delta_min_rows):
+    """Whether a flush rewrites the delta or the base (``delta_min_rows``: 0 always the
+    base, 10**6 always the delta, 1-2 a mix), readers get the reference's latest traits."""
+    lake = EventLake(LocalObjectStore(tmp_path_factory.mktemp("profiles") / "lake"),
+                     profile_delta_min_rows=delta_min_rows, profile_delta_fraction=1)
     latest: dict[tuple[str, str], tuple] = {}  # (user, trait) -> ((time, call, row), value)
     seen: dict[str, datetime] = {}
     for c, call in enumerate(calls):
@@ -377,3 +409,8 @@ def test_profiles_merge_matches_reference(tmp_path_factory, calls):
            for u, ts, traits in con.execute("SELECT user_id, updated_at, traits FROM profiles").fetchall()}
     want = {u: (ts, {t: v for (uu, t), (_, v) in latest.items() if uu == u}) for u, ts in seen.items()}
     assert got == want
+    assert snap.rows == len(want)
+    plans = dict(con.execute(f"SELECT user_id, {snap.traits['plan'][0]} FROM profiles").fetchall()
+                 if "plan" in snap.traits else [])
+    assert all(plans[u] == (t["plan"] if isinstance(t.get("plan"), str) else None)
+               for u, (_, t) in want.items() if snap.traits.get("plan", ("", ""))[1] == "string")

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from storage.profiles import current_profiles_sql
+
 if TYPE_CHECKING:
     from engine.runtime import Runtime
 
@@ -30,8 +32,8 @@ class ProfileDirectory:
         cursor = self.runtime.segment_queries.cursor()
         try:
             rows = cursor.execute(
-                "SELECT user_id, traits FROM read_parquet(?) WHERE user_id IN (SELECT unnest(?::VARCHAR[]))",
-                [snapshot.file, wanted]).fetchall()
+                f"SELECT user_id, traits FROM {current_profiles_sql(snapshot.file, snapshot.delta)}"
+                " WHERE user_id IN (SELECT unnest(?::VARCHAR[]))", [wanted]).fetchall()
         finally:
             cursor.close()
         return {user_id: orjson.loads(traits) if traits else {} for user_id, traits in rows}
