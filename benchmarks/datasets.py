@@ -2,9 +2,9 @@
 
 ``ensure_dataset("10m")`` returns the cached dataset in ``data/bench/10m/`` (a segops data
 dir: the lake is ``<data_dir>/lake``), generating it first (``engine.demo.generate``) if it
-is missing or was built with other parameters. Generation is deterministic (fixed seed), so every machine measures the same
-rows, and ``as_of`` is the generator's fixed end of the data, so segment results do not
-depend on when the benchmark runs.
+is missing or was built with other parameters. Generation is deterministic (fixed seed), so
+every machine measures the same rows, and ``as_of`` is the generator's fixed end of the data,
+so segment results do not depend on when the benchmark runs.
 """
 from __future__ import annotations
 
