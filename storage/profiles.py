@@ -79,7 +79,8 @@ def merge_profiles(cur, existing: str | None, batch: pa.Table,
     None if there are none yet. Other users' rows are not part of the result.
 
     ``batch`` comes from ``normalize_profiles_input``; it is registered on ``cur`` as
-    ``__pbatch`` (plus a temp table ``__fast``) and must stay so until the query has run.
+    ``__pbatch`` (plus temp tables ``__stored`` and ``__fast``) and must stay so until the
+    query has run.
 
     Fast path: a user new to the table with one identify in the batch keeps its traits
     text as sent. Everyone else goes through the per-trait merge (expand to one row per
@@ -87,7 +88,10 @@ def merge_profiles(cur, existing: str | None, batch: pa.Table,
     cur.register("__pbatch", batch)
     catalog = discover(cur, "__pbatch", "traits", "__rn", catalog, "t_")
     params: dict = {}
-    stored_ids = (f"SELECT user_id FROM {existing}" if existing is not None
+    if existing is not None:  # the stored rows of the batch's users, read once
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE __stored AS SELECT o.user_id, o.updated_at, o.traits, "
+                    f"o.trait_times FROM {existing} o SEMI JOIN __pbatch b ON o.user_id = b.user_id")
+    stored_ids = ("SELECT user_id FROM __stored" if existing is not None
                   else "SELECT NULL::VARCHAR AS user_id WHERE false")
     cur.execute(f"""
         CREATE OR REPLACE TEMP TABLE __fast AS
@@ -96,7 +100,7 @@ def merge_profiles(cur, existing: str | None, batch: pa.Table,
         EXCEPT {stored_ids}""", params)
     slow_batch = "(SELECT * FROM __pbatch b ANTI JOIN __fast f ON b.user_id = f.user_id)"
     if existing is not None:
-        stored = f"(SELECT * FROM {existing} o SEMI JOIN {slow_batch} b ON o.user_id = b.user_id)"
+        stored = f"(SELECT * FROM __stored o SEMI JOIN {slow_batch} b ON o.user_id = b.user_id)"
         old_long = f"""
             SELECT o.user_id, v.key AS trait, v.value::VARCHAR AS value, t.value::BIGINT AS ts, 0 AS prio
             FROM {stored} o, json_each(o.traits) v, json_each(o.trait_times) t
