@@ -72,8 +72,8 @@ _TS = pa.timestamp("us")
 _TENANT_RE = re.compile(r"tenant_id=(\d+)/")
 # An identify flush rewrites the profiles delta, and the base once the delta outgrows this
 # share of it (1M profiles, flushes of 1,000 identifies: 0.28 s each instead of 2.3 s for
-# rewriting the whole table; reads over the largest delta pay about 3x on a trait count,
-# 9 ms instead of 3: ``benchmarks/bench_profiles.py``).
+# rewriting the whole table; reads over the largest delta pay 3-4x on a trait count,
+# 9 ms instead of 2-3: ``benchmarks/bench_profiles.py``).
 PROFILE_DELTA_FRACTION = 8
 PROFILE_DELTA_MIN_ROWS = 50_000
 
