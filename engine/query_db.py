@@ -27,6 +27,7 @@ from sqlglot import exp
 
 from compiler import EventsRelation, LakeSchema, ProfilesRelation, TypedColumn
 from storage.duck import EVENTS_BASE_SQL_TYPES, KIND_SQL_TYPES, PROFILES_BASE_SQL_TYPES, connect
+from storage.profiles import BASE_ROW_COLUMN
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
@@ -144,8 +145,10 @@ def _placeholder(name: str) -> exp.Table:
     return exp.Table(this=exp.to_identifier(name), db=exp.to_identifier(PLACEHOLDER_DB))
 
 
-def _read_parquet(paths: Iterable[str], hive_types: dict[str, str], union_by_name: bool = True) -> exp.Expression:
-    """``read_parquet([paths], hive_partitioning=true, union_by_name=..., hive_types={...})``."""
+def _read_parquet(paths: Iterable[str], hive_types: dict[str, str], union_by_name: bool = True,
+                  row_numbers: bool = False) -> exp.Expression:
+    """``read_parquet([paths], hive_partitioning=true, union_by_name=..., hive_types={...})``
+    (and ``file_row_number=true`` with ``row_numbers``)."""
     def option(name: str, value: exp.Expression) -> exp.Expression:
         return exp.EQ(this=exp.column(name), expression=value)
 
@@ -157,6 +160,7 @@ def _read_parquet(paths: Iterable[str], hive_types: dict[str, str], union_by_nam
         option("hive_partitioning", exp.true()),
         option("union_by_name", exp.true() if union_by_name else exp.false()),
         option("hive_types", types),
+        *([option("file_row_number", exp.true())] if row_numbers else []),
     ]))
 
 
@@ -169,18 +173,21 @@ def _empty_relation(columns: dict[str, str]) -> exp.Expression:
 
 def profiles_expression(profiles: "ProfilesSnapshot") -> exp.Expression:
     """The snapshot's profile rows as a relation: the base file, with the delta's rows
-    replacing their users' base rows (``storage.profiles.current_profiles_sql``)."""
+    replacing the base rows at the positions they name (``storage.profiles.current_profiles_sql``)."""
     if not profiles.file:
         return _empty_relation({**PROFILES_BASE_SQL_TYPES, **{
             col: KIND_SQL_TYPES[kind] for col, kind in profiles.traits.values()}})
-    base = _read_parquet([profiles.file], _PROFILE_HIVE_TYPES, union_by_name=False)
     if not profiles.delta:
-        return base
+        return _read_parquet([profiles.file], _PROFILE_HIVE_TYPES, union_by_name=False)
+    base = _read_parquet([profiles.file], _PROFILE_HIVE_TYPES, union_by_name=False, row_numbers=True)
     delta = _read_parquet([profiles.delta], _PROFILE_HIVE_TYPES, union_by_name=False)
-    kept = exp.select("*").from_(base.as_("o")).join(
-        delta.copy().as_("d"), join_type="anti",
-        on=exp.EQ(this=exp.column("user_id", table="o"), expression=exp.column("user_id", table="d")))
-    return exp.Union(this=kept, expression=exp.select("*").from_(delta), distinct=False, by_name=True).subquery()
+    replaced = exp.select(exp.column(BASE_ROW_COLUMN)).from_(delta.copy()).where(
+        exp.Not(this=exp.Is(this=exp.column(BASE_ROW_COLUMN), expression=exp.null()))).subquery("d")
+    kept = exp.select(exp.Star(except_=[exp.column("file_row_number")])).from_(base.as_("o")).join(
+        replaced, join_type="anti", on=exp.EQ(this=exp.column("file_row_number", table="o"),
+                                              expression=exp.column(BASE_ROW_COLUMN, table="d")))
+    current = exp.select(exp.Star(except_=[exp.column(BASE_ROW_COLUMN)])).from_(delta)
+    return exp.Union(this=kept, expression=current, distinct=False, by_name=True).subquery()
 
 
 @dataclass(frozen=True)

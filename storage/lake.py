@@ -54,7 +54,10 @@ import pyarrow.parquet as pq
 from storage import duck
 from storage.manifest import ManifestLog
 from storage.objectstore import ObjectStore, open_store
-from storage.profiles import PROFILE_FILE_COLUMNS, current_profiles_sql, merge_profiles, normalize_profiles_input
+from storage.profiles import (
+    BASE_ROW_COLUMN, PROFILE_FILE_COLUMNS, current_profiles_sql, delta_rows_sql, merge_profiles,
+    normalize_profiles_input,
+)
 from storage.properties import Catalog, discover, typed_select
 from storage.snapshots import CompactionResult, EventsSnapshot, FileEntry, ProfilesSnapshot, entry_from_json, entry_json
 
@@ -452,7 +455,7 @@ class EventLake:
                 query, params, catalog = merge_profiles(cur, existing, batch, catalog)
                 cur.execute(f"CREATE OR REPLACE TEMP TABLE __changed AS {query}", params)
                 if delta:  # the delta's other users keep their rows
-                    cur.execute(f"INSERT INTO __changed BY NAME SELECT * FROM "
+                    cur.execute(f"INSERT INTO __changed BY NAME SELECT * EXCLUDE ({BASE_ROW_COLUMN}) FROM "
                                 f"{current_profiles_sql(delta, hive=False)} d "
                                 f"ANTI JOIN __pbatch b ON d.user_id = b.user_id")
                 columns = [*PROFILE_FILE_COLUMNS, *(column for column, _ in catalog.columns.values())]
@@ -476,9 +479,10 @@ class EventLake:
         base_rows = doc.get("base_rows", doc.get("rows", 0))
         if base is not None and changed <= max(self.profile_delta_min_rows, base_rows // self.profile_delta_fraction):
             key = f"{prefix}delta-{seq:012d}.parquet"
-            self._write_parquet(cur, f"SELECT {select} FROM __changed", key, order_by="user_id")
-            replaced = cur.execute(f"SELECT count(*) FROM {current_profiles_sql(base, hive=False)} o "
-                                   f"SEMI JOIN __changed c ON o.user_id = c.user_id").fetchone()[0]
+            cur.execute(f"CREATE OR REPLACE TEMP TABLE __delta AS {delta_rows_sql(base, '__changed', columns)}")
+            replaced = cur.execute(f"SELECT count({BASE_ROW_COLUMN}) FROM __delta").fetchone()[0]
+            self._write_parquet(cur, "SELECT * FROM __delta", key, order_by="user_id")
+            cur.execute("DROP TABLE __delta")
             return {"key": doc["key"], "rows": base_rows - replaced + changed, "base_rows": base_rows,
                     "delta": {"key": key, "rows": changed}}
         key = f"{prefix}profiles-{seq:012d}.parquet"
