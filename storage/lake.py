@@ -74,9 +74,9 @@ _VECTOR_ROWS = 2048  # DuckDB's vector size: row group sizes are rounded up to i
 _TS = pa.timestamp("us")
 _TENANT_RE = re.compile(r"tenant_id=(\d+)/")
 # An identify flush rewrites the profiles delta, and the base once the delta outgrows this
-# share of it (1M profiles, flushes of 1,000 identifies: 0.28 s each instead of 2.3 s for
-# rewriting the whole table; reads over the largest delta pay 3-4x on a trait count,
-# 9 ms instead of 2-3: ``benchmarks/bench_profiles.py``).
+# share of it (1M profiles, flushes of 1,000 identifies: 0.26-0.29 s each instead of 2.3 s
+# for rewriting the whole table; a trait count over the largest delta costs 6.5-7.5x one
+# file, 25-27 ms instead of 3.6-3.8: ``benchmarks/bench_profiles.py``).
 PROFILE_DELTA_FRACTION = 8
 PROFILE_DELTA_MIN_ROWS = 50_000
 
