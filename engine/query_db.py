@@ -26,8 +26,7 @@ import duckdb
 from sqlglot import exp
 
 from compiler import EventsRelation, LakeSchema, ProfilesRelation, TypedColumn
-from storage.duck import EVENTS_BASE_SQL_TYPES, KIND_SQL_TYPES, PROFILES_BASE_SQL_TYPES, connect
-from storage.profiles import BASE_ROW_COLUMN
+from storage.duck import BASE_ROW_COLUMN, EVENTS_BASE_SQL_TYPES, KIND_SQL_TYPES, PROFILES_BASE_SQL_TYPES, connect
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
@@ -173,7 +172,7 @@ def _empty_relation(columns: dict[str, str]) -> exp.Expression:
 
 def profiles_expression(profiles: "ProfilesSnapshot") -> exp.Expression:
     """The snapshot's profile rows as a relation: the base file, with the delta's rows
-    replacing the base rows at the positions they name (``storage.profiles.current_profiles_sql``)."""
+    replacing the base rows at the positions they name (``storage.duck.current_profiles_sql``)."""
     if not profiles.file:
         return _empty_relation({**PROFILES_BASE_SQL_TYPES, **{
             col: KIND_SQL_TYPES[kind] for col, kind in profiles.traits.values()}})

@@ -54,10 +54,7 @@ import pyarrow.parquet as pq
 from storage import duck
 from storage.manifest import ManifestLog
 from storage.objectstore import ObjectStore, open_store
-from storage.profiles import (
-    BASE_ROW_COLUMN, PROFILE_FILE_COLUMNS, current_profiles_sql, delta_rows_sql, merge_profiles,
-    normalize_profiles_input,
-)
+from storage.profiles import PROFILE_FILE_COLUMNS, delta_rows_sql, merge_profiles, normalize_profiles_input
 from storage.properties import Catalog, discover, typed_select
 from storage.snapshots import CompactionResult, EventsSnapshot, FileEntry, ProfilesSnapshot, entry_from_json, entry_json
 
@@ -451,12 +448,12 @@ class EventLake:
             base, delta = (self.store.duckdb_path(k) if k else None for k in (base_key, delta_key))
             cur = self._cursor()
             try:
-                existing = current_profiles_sql(base, delta, hive=False) if base else None
+                existing = duck.current_profiles_sql(base, delta, hive=False) if base else None
                 query, params, catalog = merge_profiles(cur, existing, batch, catalog)
                 cur.execute(f"CREATE OR REPLACE TEMP TABLE __changed AS {query}", params)
                 if delta:  # the delta's other users keep their rows
-                    cur.execute(f"INSERT INTO __changed BY NAME SELECT * EXCLUDE ({BASE_ROW_COLUMN}) FROM "
-                                f"{current_profiles_sql(delta, hive=False)} d "
+                    cur.execute(f"INSERT INTO __changed BY NAME SELECT * EXCLUDE ({duck.BASE_ROW_COLUMN}) FROM "
+                                f"{duck.current_profiles_sql(delta, hive=False)} d "
                                 f"ANTI JOIN __pbatch b ON d.user_id = b.user_id")
                 columns = [*PROFILE_FILE_COLUMNS, *(column for column, _ in catalog.columns.values())]
                 prefix = f"profiles/tenant_id={tenant_id}/"
@@ -480,7 +477,7 @@ class EventLake:
         if base is not None and changed <= max(self.profile_delta_min_rows, base_rows // self.profile_delta_fraction):
             key = f"{prefix}delta-{seq:012d}.parquet"
             cur.execute(f"CREATE OR REPLACE TEMP TABLE __delta AS {delta_rows_sql(base, '__changed', columns)}")
-            replaced = cur.execute(f"SELECT count({BASE_ROW_COLUMN}) FROM __delta").fetchone()[0]
+            replaced = cur.execute(f"SELECT count({duck.BASE_ROW_COLUMN}) FROM __delta").fetchone()[0]
             self._write_parquet(cur, "SELECT * FROM __delta", key, order_by="user_id")
             cur.execute("DROP TABLE __delta")
             return {"key": doc["key"], "rows": base_rows - replaced + changed, "base_rows": base_rows,
@@ -488,7 +485,7 @@ class EventLake:
         key = f"{prefix}profiles-{seq:012d}.parquet"
         merged = "SELECT * FROM __changed"
         if base is not None:
-            merged += (f" UNION ALL BY NAME SELECT * FROM {current_profiles_sql(base, hive=False)} o "
+            merged += (f" UNION ALL BY NAME SELECT * FROM {duck.current_profiles_sql(base, hive=False)} o "
                        f"ANTI JOIN __changed c ON o.user_id = c.user_id")
         cur.execute(f"CREATE OR REPLACE TEMP TABLE __merged AS SELECT {select} FROM ({merged})")
         rows = cur.execute("SELECT count(*) FROM __merged").fetchone()[0]

@@ -10,7 +10,7 @@ seen), ``traits`` (JSON object of the winning values, keys sorted), ``trait_time
 
 The table is a base file plus at most one delta file holding the current rows of
 users changed since the base was written (a delta row replaces the user's base row;
-``current_profiles_sql``). An identify flush merges its batch into the rows of the
+``storage.duck.current_profiles_sql``). An identify flush merges its batch into the rows of the
 users in it and rewrites only the delta; the base is rewritten once the delta grows
 past a fraction of it (``storage/lake.py``, ``upsert_profiles``). Merging expands only
 the stored rows of the users in the batch, and a user new to the table with a single
@@ -25,11 +25,11 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from storage.duck import BASE_ROW_COLUMN, sql_literal
 from storage.properties import Catalog, discover, typed_select
 
 _TS = pa.timestamp("us")
 PROFILE_FILE_COLUMNS = ("user_id", "updated_at", "traits", "trait_times")  # then the t_<name> columns
-BASE_ROW_COLUMN = "__base_row"  # in a delta file: the position in the base of the row it replaces
 
 
 def normalize_profiles_input(table: pa.Table | list[dict]) -> pa.Table:
@@ -57,41 +57,19 @@ def normalize_profiles_input(table: pa.Table | list[dict]) -> pa.Table:
     })
 
 
-def current_profiles_sql(base: str, delta: str | None = None, *, hive: bool = True) -> str:
-    """A relation (SQL text, a parenthesized query) of the profile rows of a base file and
-    an optional delta file (DuckDB paths, ours): a user's delta row replaces its base row.
-    ``hive``: with ``tenant_id`` from the hive path (readers); without it for rewriting.
-
-    Each delta row names the row it replaces by its position in the base
-    (``BASE_ROW_COLUMN``, NULL for a user new since the base): excluding base rows by
-    position is an anti join on integers, 3-4x cheaper than on user ids."""
-    def read(path: str, row_numbers: bool = False) -> str:
-        literal = "'" + path.replace("'", "''") + "'"
-        options = "hive_partitioning=true, hive_types={'tenant_id': BIGINT}" if hive else "hive_partitioning=false"
-        return f"read_parquet([{literal}], {options}{', file_row_number=true' if row_numbers else ''})"
-
-    if delta is None:
-        return f"(SELECT * FROM {read(base)})"
-    return (f"(SELECT * EXCLUDE (file_row_number) FROM {read(base, row_numbers=True)} o "
-            f"ANTI JOIN (SELECT {BASE_ROW_COLUMN} FROM {read(delta)} WHERE {BASE_ROW_COLUMN} IS NOT NULL) d "
-            f"ON o.file_row_number = d.{BASE_ROW_COLUMN} "
-            f"UNION ALL BY NAME SELECT * EXCLUDE ({BASE_ROW_COLUMN}) FROM {read(delta)})")
-
-
 def delta_rows_sql(base: str, changed: str, columns: list[str]) -> str:
     """The rows of the table ``changed`` (ours) as a delta over ``base`` (a DuckDB path):
     ``columns`` and each row's ``BASE_ROW_COLUMN``."""
-    literal = "'" + base.replace("'", "''") + "'"
     select = ", ".join(f'c."{column}"' for column in columns)
     return (f"SELECT {select}, b.file_row_number AS {BASE_ROW_COLUMN} FROM {changed} c "
-            f"LEFT JOIN read_parquet([{literal}], hive_partitioning=false, file_row_number=true) b "
+            f"LEFT JOIN read_parquet([{sql_literal(base)}], hive_partitioning=false, file_row_number=true) b "
             f"ON b.user_id = c.user_id")
 
 
 def merge_profiles(cur, existing: str | None, batch: pa.Table,
                    catalog: Catalog) -> tuple[str, dict, Catalog]:
     """(query producing the merged rows of the batch's users, its named parameters,
-    extended catalog). ``existing``: the stored profiles (``current_profiles_sql``), or
+    extended catalog). ``existing``: the stored profiles (``duck.current_profiles_sql``), or
     None if there are none yet. Other users' rows are not part of the result.
 
     ``batch`` comes from ``normalize_profiles_input``; it is registered on ``cur`` as

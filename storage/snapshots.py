@@ -57,7 +57,7 @@ class EventsSnapshot:
 @dataclass(frozen=True)
 class ProfilesSnapshot:
     """One tenant's profile table: ``file`` (DuckDB path, or None before the first upsert)
-    and ``delta`` (read both with ``storage.profiles.current_profiles_sql``),
+    and ``delta`` (read both with ``storage.duck.current_profiles_sql``),
     one row per user with columns user_id, updated_at (latest identify), traits (JSON
     object of latest values), trait_times (JSON object trait -> epoch microseconds of its
     value) and t_<name> typed columns; tenant_id comes from the hive path.

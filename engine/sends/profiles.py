@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from storage.profiles import current_profiles_sql
+from storage.duck import current_profiles_sql
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
