@@ -28,6 +28,7 @@ from pathlib import Path
 
 import duckdb
 
+from benchmarks.harness import timed
 from engine.query_db import EVENTS_TABLE, tenant_lake
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -50,18 +51,6 @@ def synthetic_events(con: duckdb.DuckDBPyConnection, start: int, n: int):
                json_object('total', (hash(i * 3) % 10000) / 100.0, 'plan', ['free', 'pro', 'team'][1 + (i % 3)::INT],
                            'beta', i % 2 = 0, 'count', i % 50, 'nested', json_object('a', 1))::VARCHAR AS properties
         FROM range({start}, {start + n}) r(i)""").to_arrow_table()
-
-
-def _timed(fn, runs: int) -> tuple[float, float, object]:
-    """(median wall s, median cpu s, last result) after one warm-up."""
-    fn()
-    walls, cpus = [], []
-    for _ in range(runs):
-        w, c = time.perf_counter(), time.process_time()
-        result = fn()
-        walls.append(time.perf_counter() - w)
-        cpus.append(time.process_time() - c)
-    return statistics.median(walls), statistics.median(cpus), result
 
 
 class _Rows(list):
@@ -104,7 +93,7 @@ class _Scans:
     def timed(self, relation, select: str, by_user: bool = False):
         where = " WHERE user_id = $u" if by_user else ""
         params = {"u": self.user} if by_user else {}
-        return _timed(lambda: self.con.execute(f"SELECT {select} FROM {relation()}{where}", params).fetchone()[0],
+        return timed(lambda: self.con.execute(f"SELECT {select} FROM {relation()}{where}", params).fetchone()[0],
                       self.runs)
 
     def one_file(self) -> str:

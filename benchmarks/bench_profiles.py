@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from rich.console import Console
 
+from benchmarks.harness import timed
 from engine.demo import profile_table
 from storage import duck
 from storage.lake import PROFILE_DELTA_FRACTION, EventLake
@@ -46,16 +47,6 @@ def _identifies(base: pa.Table, start: int, rows: int) -> pa.Table:
     at = pc.max(base.column("updated_at")).as_py() + timedelta(hours=1 + start // rows)
     return pa.table({"user_id": ids, "traits": ['{"plan":"bench-upgrade","seats":%d}' % (i % 50) for i in range(rows)],
                      "updated_at": pa.array([at] * rows, pa.timestamp("us"))})
-
-
-def _median_ms(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
 
 
 def bench_flush(profiles: int, flushes: int, root: Path) -> list[dict]:
@@ -104,12 +95,11 @@ def bench_read(profiles: int, runs: int, root: Path) -> list[dict]:
         if upgraded != changed.num_rows:
             raise RuntimeError(f"{name}: {upgraded} upgraded profiles, expected {changed.num_rows}")
         # A plan most base rows keep: every base row it matches must be checked against the delta.
-        counts[name] = con.execute(f"SELECT count(*) FROM profiles WHERE {plan} = 'free'").fetchone()[0]
-        timings[name] = {
-            "trait count": _median_ms(lambda: con.execute(
-                f"SELECT count(*) FROM profiles WHERE {plan} = 'free'").fetchone(), runs),
-            "user lookup": _median_ms(lambda: con.execute(
-                "SELECT traits FROM profiles WHERE user_id = ?", [user]).fetchone(), runs)}
+        count_s, _, (counts[name],) = timed(lambda: con.execute(
+            f"SELECT count(*) FROM profiles WHERE {plan} = 'free'").fetchone(), runs)
+        lookup_s, _, _ = timed(lambda: con.execute(
+            "SELECT traits FROM profiles WHERE user_id = ?", [user]).fetchone(), runs)
+        timings[name] = {"trait count": count_s * 1000, "user lookup": lookup_s * 1000}
         con.close()
     if counts["delta"] != counts["one file"] or not counts["delta"]:
         raise RuntimeError(f"free-plan counts differ or are empty: {counts}")

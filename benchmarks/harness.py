@@ -33,6 +33,18 @@ DEFAULT_CELL_BUDGET_S = 300.0
 
 
 # -- memory ----------------------------------------------------------------------------------
+def timed(fn, runs: int) -> tuple[float, float, object]:
+    """(median wall s, median cpu s, last result) after one warm-up."""
+    fn()
+    walls, cpus = [], []
+    for _ in range(runs):
+        w, c = time.perf_counter(), time.process_time()
+        result = fn()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    return statistics.median(walls), statistics.median(cpus), result
+
+
 def reset_peak_rss(pid: int) -> bool:
     """Reset the process's VmHWM to its current RSS (Linux); False if not possible."""
     try:
