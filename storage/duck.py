@@ -169,7 +169,8 @@ def current_profiles_sql(base: str, delta: str | None = None, *, hive: bool = Tr
 
     Each delta row names the row it replaces by its position in the base
     (``BASE_ROW_COLUMN``, NULL for a user new since the base): excluding base rows by
-    position is an anti join on integers, 3-4x cheaper than on user ids."""
+    position is an anti join on integers: a trait count over the largest delta is 2.55x
+    faster than excluding by user id (``benchmarks/bench_profiles.py``, 1M profiles)."""
     def read(path: str, row_numbers: bool = False) -> str:
         options = "hive_partitioning=true, hive_types={'tenant_id': BIGINT}" if hive else "hive_partitioning=false"
         return f"read_parquet([{sql_literal(path)}], {options}{', file_row_number=true' if row_numbers else ''})"
