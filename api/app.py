@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -22,14 +21,14 @@ ROUTERS = (
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
-    settings = settings or Settings.from_env(run_workers=os.environ.get("SEGOPS_RUN_WORKERS", "1") == "1")
+    settings = settings or Settings.from_env()
     rt = runtime or Runtime(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if settings.run_workers:
             rt.start_workers()
-        if os.environ.get("SEGOPS_SERVE_PROCESS") == "1":  # set by `segops serve`; not in tests
+        if settings.serve_process:  # set by `segops serve`; not in tests
             tune_gc_for_serving()
         try:
             yield

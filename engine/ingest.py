@@ -191,10 +191,8 @@ class IngestService:
         settings = runtime.settings
         if settings.read_only:
             raise IngestUnavailable("this segops process is read-only")
-        extra, env = settings.extra, os.environ
         return cls(runtime.lake, WriteAheadLog(settings.wal_dir),
-                   flush_interval=float(extra.get("flush_interval", env.get("SEGOPS_FLUSH_INTERVAL", 1.0))),
-                   max_wal_bytes=int(extra.get("max_wal_bytes", env.get("SEGOPS_WAL_MAX_BYTES", 2 << 30))))
+                   flush_interval=settings.flush_interval, max_wal_bytes=settings.wal_max_bytes)
 
     # -- start-up ---------------------------------------------------------------------
     def _window_start(self) -> datetime:

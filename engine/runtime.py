@@ -19,7 +19,7 @@ from storage.metadata import MetadataStore
 class Runtime:
     def __init__(self, settings: Settings):
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.ensure_data_dir()
         self.meta = MetadataStore(settings.metadata_path)
         self._stoppers: list[Callable[[], None]] = []
         self._lock = threading.Lock()

@@ -1,32 +1,63 @@
-"""Runtime configuration: one object, read from SEGOPS_* environment variables.
+"""Runtime configuration: one object, read from ``SEGOPS_*`` environment variables and an optional
+``.env`` file (pydantic-settings), validated at start so a typo fails with the variable's name.
 
-The embedded default needs nothing set: a local Parquet lake and a SQLite
-metadata database under ``data/``.
+The embedded default needs nothing set: a local Parquet lake and a SQLite metadata database under
+``data/``. Every variable is listed in the README ("Settings"); ``segops settings`` prints the values in
+force (secrets masked).
 """
 from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-@dataclass(frozen=True)
-class Settings:
-    data_dir: Path = Path("data")
-    # "file" (default: <data_dir>/lake) or "s3://bucket/prefix"
-    lake_url: str | None = None
-    s3_endpoint_url: str | None = None
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
-    s3_region: str = "us-east-1"
-    public_base_url: str = "http://127.0.0.1:8000"
-    # Background work inside `segops serve` (flusher, scheduler, journey worker).
-    run_workers: bool = True
-    # Read-only processes serve lookups from the lake without owning it.
-    read_only: bool = False
-    smtp_url: str | None = None  # smtp://host:port ; None -> .eml files in <data_dir>/outbox
-    extra: dict = field(default_factory=dict)
+
+class SettingsError(ValueError):
+    """A setting failed validation; the message names the environment variable."""
+
+
+def _env(name: str, *fallbacks: str) -> AliasChoices:
+    # the field name stays valid in Settings(...) (tests, the CLI); the variable is what users set
+    return AliasChoices(name, *fallbacks)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEGOPS_", env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore", frozen=True, populate_by_name=True)
+
+    data_dir: Path = Field(Path("data"), description="Data directory: lake, WAL, metadata DB, outbox, secrets.")
+    lake_url: str | None = Field(None, description="s3://bucket/prefix puts the lake on S3 (default: <data_dir>/lake).")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000.")
+    s3_access_key_id: str | None = Field(
+        None, validation_alias=_env("SEGOPS_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID", "s3_access_key_id"),
+        description="S3 access key id (falls back to AWS_ACCESS_KEY_ID).")
+    s3_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=_env("SEGOPS_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY", "s3_secret_access_key"),
+        description="S3 secret key (falls back to AWS_SECRET_ACCESS_KEY).")
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    host: str = Field("127.0.0.1", description="Address `segops serve` binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `segops serve` binds.")
+    public_base_url: str | None = Field(
+        None, description="Base URL in email links and asset URLs (default: http://<host>:<port>).")
+    run_workers: bool = Field(True, description="Run background workers (flusher, scheduler, sends) in the API process.")
+    read_only: bool = Field(False, description="Serve lookups from the lake without owning it (no writes).")
+    serve_process: bool = Field(False, description="Set by `segops serve`: tune the garbage collector for serving.")
+    smtp_url: str | None = Field(None, description="smtp://host:port sends mail through SMTP (default: .eml files in outbox/).")
+    signing_secret: SecretStr | None = Field(
+        None, validation_alias=_env("SEGOPS_SECRET_KEY", "signing_secret"),
+        description="Secret signing JWTs and email links (default: generated once into <data_dir>/secret.key).")
+    flush_interval: float = Field(1.0, gt=0, description="Seconds between WAL-to-Parquet flushes.")
+    wal_max_bytes: int = Field(2 << 30, gt=0, description="WAL size at which ingest answers 503 until the flusher catches up.")
+    send_lease_seconds: float = Field(60.0, gt=0, description="How long a worker's claim on a send or journey run lasts.")
+    send_chunk: int = Field(1000, gt=0, description="Sends claimed and settled per transaction.")
+    default_from: str | None = Field(None, description="From address when neither template nor brand kit sets one.")
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def lake_root(self) -> str:
@@ -44,33 +75,48 @@ class Settings:
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
 
+    def ensure_data_dir(self) -> None:
+        """Create the data directory owner-only (0700): it holds keys, the WAL and every tenant's data."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
     @property
     def secret_key(self) -> str:
-        """Signing secret for JWTs and unsubscribe links, created once per data dir."""
+        """Signing secret for JWTs and unsubscribe links, created once per data dir, readable by its owner only."""
+        if self.signing_secret is not None:
+            return self.signing_secret.get_secret_value()
         path = self.data_dir / "secret.key"
-        env = os.environ.get("SEGOPS_SECRET_KEY")
-        if env:
-            return env
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.ensure_data_dir()
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(secrets.token_urlsafe(48))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
             os.replace(tmp, path)
         return path.read_text().strip()
 
     @classmethod
     def from_env(cls, data_dir: str | Path | None = None, **overrides) -> "Settings":
-        env = os.environ
-        values = dict(
-            data_dir=Path(data_dir or env.get("SEGOPS_DATA_DIR", "data")),
-            lake_url=env.get("SEGOPS_LAKE_URL"),
-            s3_endpoint_url=env.get("SEGOPS_S3_ENDPOINT_URL"),
-            s3_access_key_id=env.get("SEGOPS_S3_ACCESS_KEY_ID") or env.get("AWS_ACCESS_KEY_ID"),
-            s3_secret_access_key=env.get("SEGOPS_S3_SECRET_ACCESS_KEY") or env.get("AWS_SECRET_ACCESS_KEY"),
-            s3_region=env.get("SEGOPS_S3_REGION", "us-east-1"),
-            public_base_url=env.get("SEGOPS_PUBLIC_BASE_URL", "http://127.0.0.1:8000"),
-            read_only=env.get("SEGOPS_READ_ONLY", "") in ("1", "true"),
-            smtp_url=env.get("SEGOPS_SMTP_URL"),
-        )
-        values.update(overrides)
-        return cls(**values)
+        """Settings from the environment (and .env), raising SettingsError that names the variable."""
+        if data_dir is not None:
+            overrides["data_dir"] = Path(data_dir)
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise SettingsError("; ".join(
+                f"{_variable(err['loc'])}: {err['msg']}" for err in exc.errors())) from None
+
+
+def _variable(loc: tuple) -> str:
+    name = str(loc[0]) if loc else "?"
+    return name if name.startswith(("SEGOPS_", "AWS_")) else f"SEGOPS_{name.upper()}"
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting: the README's table and `segops settings`."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        variable = alias.choices[0] if isinstance(alias, AliasChoices) else f"SEGOPS_{name.upper()}"
+        default = "" if field.default is None else str(field.default)
+        rows.append((variable, default, field.description or ""))
+    return rows

@@ -394,6 +394,11 @@ class S3ObjectStore(ObjectStore):
         return parsed.netloc, parsed.scheme == "https"
 
 
+def _reveal(secret) -> str | None:
+    """A pydantic SecretStr (or a plain string from a duck-typed settings object) as text."""
+    return secret.get_secret_value() if hasattr(secret, "get_secret_value") else secret
+
+
 def open_store(settings) -> ObjectStore:
     """The lake's store from ``engine.settings.Settings`` (duck-typed: storage never imports
     engine): ``lake_root`` is ``s3://bucket/prefix`` or a local path (default ``<data_dir>/lake``)."""
@@ -402,7 +407,7 @@ def open_store(settings) -> ObjectStore:
         parsed = urlparse(url)
         return S3ObjectStore(
             parsed.netloc, parsed.path, endpoint_url=settings.s3_endpoint_url,
-            access_key_id=settings.s3_access_key_id, secret_access_key=settings.s3_secret_access_key,
+            access_key_id=settings.s3_access_key_id, secret_access_key=_reveal(settings.s3_secret_access_key),
             region=settings.s3_region, scratch=Path(settings.data_dir) / "scratch",
         )
     if url.startswith("file://"):

@@ -39,9 +39,9 @@ def event_ids(runtime: Runtime, tenant_id: int) -> list[str]:
 
 
 @contextmanager
-def serving(data_dir: Path, run_workers: bool = False, **extra):
+def serving(data_dir: Path, run_workers: bool = False, **settings):
     """A second app on ``data_dir`` (a restart), stopped on exit."""
-    runtime = Runtime(Settings(data_dir=data_dir, run_workers=run_workers, extra=extra))
+    runtime = Runtime(Settings(data_dir=data_dir, run_workers=run_workers, **settings))
     with TestClient(create_app(runtime.settings, runtime=runtime)) as client:
         yield runtime, client
     runtime.meta.close()

@@ -82,7 +82,7 @@ def test_background_flusher_moves_events_to_the_lake_and_flushes_on_shutdown(dat
 
 
 def test_backlogged_wal_answers_503_with_retry_after(data_dir, tenants):
-    with serving(data_dir, max_wal_bytes=1) as (_, client):
+    with serving(data_dir, wal_max_bytes=1) as (_, client):
         assert post(client, tenants.a.headers, _batch(0, 1)).status_code == 202  # WAL empty: accepted
         r = post(client, tenants.a.headers, _batch(1, 1))
         assert r.status_code == 503

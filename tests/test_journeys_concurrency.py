@@ -33,7 +33,7 @@ def test_concurrent_workers_do_each_step_once(client, tenants, runtime, data_dir
         assert client.post(f"/api/journeys/{journey['id']}/trigger/", json={"userId": user},
                            headers=a.headers).status_code == 202
 
-    runtimes = [Runtime(Settings(data_dir=data_dir, run_workers=False, extra={"send_chunk": 7}))
+    runtimes = [Runtime(Settings(data_dir=data_dir, run_workers=False, send_chunk=7))
                 for _ in range(3)]
     workers = [SendWorker(rt, poll=0.05) for rt in runtimes]
     for worker in workers:

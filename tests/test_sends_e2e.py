@@ -31,7 +31,7 @@ def eventually(check, timeout: float = 45.0, every: float = 0.2):
 @pytest.fixture
 def live(data_dir, smtp_server, tenants):
     runtime = Runtime(Settings(data_dir=data_dir, run_workers=True, smtp_url=smtp_server.url,
-                               extra={"flush_interval": 0.2, "send_lease_seconds": 5}))
+                               flush_interval=0.2, send_lease_seconds=5))
     with TestClient(create_app(runtime.settings, runtime=runtime)) as client:
         yield client, tenants.a, smtp_server
     runtime.meta.close()

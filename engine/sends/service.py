@@ -1,14 +1,9 @@
 """``runtime.sends``: the engagement layer's stores and services, wired once per process.
 
-Tunables (``Settings.extra`` key, else environment variable):
-  * ``send_lease_seconds`` / ``SEGOPS_SEND_LEASE_SECONDS`` (60): how long a worker's claim on a
-    send or a journey run lasts before another worker may recover it.
-  * ``send_chunk`` / ``SEGOPS_SEND_CHUNK`` (1000): sends claimed and settled per transaction.
-  * ``default_from`` / ``SEGOPS_DEFAULT_FROM``: From address when neither template nor brand kit sets one.
+Tunables are settings (engine.settings): ``send_lease_seconds``, ``send_chunk``, ``default_from``.
 """
 from __future__ import annotations
 
-import os
 import threading
 from datetime import timedelta
 from functools import cached_property
@@ -33,20 +28,16 @@ if TYPE_CHECKING:
     from engine.runtime import Runtime
 
 
-def tunable(runtime: "Runtime", key: str, default: str) -> str:
-    return str(runtime.settings.extra.get(key, os.environ.get(f"SEGOPS_{key.upper()}", default)))
-
-
 class Sends:
     def __init__(self, runtime: "Runtime"):
         self.runtime = runtime
         settings = runtime.settings
         meta = runtime.meta
-        self.base_url = settings.public_base_url.rstrip("/")
+        self.base_url = settings.base_url
         self.domain = mail_domain(self.base_url)
-        self.lease = timedelta(seconds=float(tunable(runtime, "send_lease_seconds", "60")))
-        self.chunk = int(tunable(runtime, "send_chunk", "1000"))
-        self.default_from = tunable(runtime, "default_from", f"no-reply@{self.domain}")
+        self.lease = timedelta(seconds=settings.send_lease_seconds)
+        self.chunk = settings.send_chunk
+        self.default_from = settings.default_from or f"no-reply@{self.domain}"
         self.profiles = ProfileDirectory(runtime)
         self.templates = TemplateStore(meta, self.profiles.known_traits)
         self.assets = AssetStore(meta, open_store(settings), self.base_url)
