@@ -1,4 +1,5 @@
-"""`segops demo-data` and `segops ingest FILE`: write events into the lake from the command line.
+"""`segops demo-data` and `segops ingest FILE`: write events into the lake from the command line;
+`segops dead-letters`: what the server's flusher could not write.
 
 Both write the lake directly (not through the server's write-ahead log) and show a
 progress bar. Without ``--tenant`` they use the demo tenant (created on first use,
@@ -102,6 +103,22 @@ def ingest(
                   f"skipped, tenant {tenant_id}, {result.seconds:.1f} s ({result.events_per_second:,.0f} ev/s)")
 
 
+def dead_letters(
+    tenant: int | None = typer.Option(None, "--tenant", help="Tenant id (default: every tenant)"),
+    limit: int = typer.Option(50, min=1, help="At most this many, newest first"),
+    offset: int = typer.Option(0, min=0, help="Skip this many"),
+) -> None:
+    """Print the records the flusher moved to <data>/dead-letter/ (one JSON object a line) and a count."""
+    import orjson
+
+    count, letters = _runtime().dead_letters.list(tenant, limit, offset)
+    for letter in letters:
+        typer.echo(orjson.dumps(letter).decode())
+    scope = f"tenant {tenant}" if tenant is not None else "all tenants"
+    console.print(f"{count:,} dead letter(s) for {scope}; showing {len(letters)} from offset {offset}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("demo-data")(demo_data)
     app.command("ingest")(ingest)
+    app.command("dead-letters")(dead_letters)

@@ -23,13 +23,23 @@ Exactly-once into the lake:
 * Files that other processes commit (``segops ingest``) are noticed at each flush by
   diffing the tenant's snapshot; their ids join the window and are dropped from the
   rows being flushed, so the lake never holds an id twice even if the API accepted it
-  meanwhile (the API's answer then counted it as accepted, not duplicate).
+  meanwhile (the API's answer then counted it as accepted, not duplicate). Files this
+  process wrote in a flush that then failed are treated the same way by its retry.
+
+A record the lake cannot take never holds back the others (``_write_isolating``): a
+write that fails because of its rows (not because the store failed:
+``storage.lake.is_store_failure``) is bisected down to the rows that fail alone, which go
+to the dead-letter directory (``storage.dead_letters``) with the reason; the rest is
+written and the WAL checkpointed. The normal path pays nothing for this: one write per
+tenant and flush, as before. A replay at start that fails for a store failure does not
+stop the process either: ingest answers 503 until a later flush has replayed the WAL.
 
 Memory: the window holds every event id received in the last ``window_days`` (about
 120 bytes each, e.g. 1.2 GB for 10M ids); generated ids are not kept.
 """
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import queue
@@ -40,8 +50,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from itertools import compress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -50,11 +61,13 @@ from engine.ingest_parse import EventColumns, ProfileColumns
 from engine.runtime import WORKERS, lower_thread_priority
 from engine.seen_ids import SeenIds
 from storage import duck
+from storage.lake import is_store_failure
 from storage.manifest import ConcurrentCommitError
 from storage.wal import WriteAheadLog
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
+    from storage.dead_letters import DeadLetters
     from storage.lake import EventLake, FileEntry
 
 log = logging.getLogger(__name__)
@@ -67,6 +80,9 @@ EVENT_SCHEMA = pa.schema([
 PROFILE_SCHEMA = pa.schema([("user_id", pa.string()), ("traits", pa.string()), ("updated_at", _TS)])
 # Record kinds; 8 bytes so the Arrow IPC stream after them stays 8-byte aligned.
 _EVENTS, _PROFILES = b"EVENTS\0\0", b"PROFILES"
+_RECORD_SCHEMAS = {_EVENTS: EVENT_SCHEMA, _PROFILES: PROFILE_SCHEMA.append(pa.field("tenant_id", pa.int64()))}
+_MAX_REASON = 1000
+_EPOCH_NAIVE = datetime(1970, 1, 1)
 _DAY_US = 86_400_000_000
 
 # Called after a batch is durable, with (runtime, tenant_id, accepted events as an
@@ -119,6 +135,62 @@ def decode_record(payload: bytes) -> tuple[bytes, pa.Table]:
     return payload[:8], pa.ipc.open_stream(pa.py_buffer(payload)[8:]).read_all()
 
 
+def _decode_checked(payload: bytes) -> tuple[bytes, int | None, pa.Table]:
+    """(kind, tenant_id, table) of a WAL record, its table in the kind's schema; raises if the
+    record does not decode to one (a record of another version, a corrupt one)."""
+    kind, table = decode_record(payload)
+    schema = _RECORD_SCHEMAS[kind]
+    if not table.schema.equals(schema):
+        table = table.select(schema.names).cast(schema)
+    return kind, (table.column("tenant_id")[0].as_py() if table.num_rows else None), table
+
+
+def _write_isolating(write: Callable[[pa.Table], Any], table: pa.Table) -> tuple[list, list[tuple[pa.Table, str]]]:
+    """``write(table)``; if it fails because of its rows, each half again (bisection), so only
+    rows that fail alone are left out: (results of the writes that succeeded, [(rows, reason)]).
+    k bad rows of n cost about 2k log2(n) writes, and only on failure. A store failure
+    propagates (the flush is retried as a whole)."""
+    try:
+        return [write(table)], []
+    except Exception as exc:
+        if is_store_failure(exc):
+            raise
+        if table.num_rows <= 1:
+            return [], [(table, f"{type(exc).__name__}: {exc}"[:_MAX_REASON])]
+    half = table.num_rows // 2
+    done_low, bad_low = _write_isolating(write, table.slice(0, half))
+    done_high, bad_high = _write_isolating(write, table.slice(half))
+    return done_low + done_high, bad_low + bad_high
+
+
+def _iso_us(value: int | None) -> str | None:
+    """ISO 8601 of microseconds since the epoch, or None where a datetime cannot show it."""
+    try:
+        return (_EPOCH_NAIVE + timedelta(microseconds=value)).isoformat() + "Z"
+    except (OverflowError, TypeError):
+        return None
+
+
+def _rows_json(table: pa.Table) -> list[dict]:
+    """The rows as JSON-ready dicts; timestamps as microseconds (``<name>_us``, exactly what the
+    WAL held, whatever the range) and as ISO 8601 (``<name>``, None if out of range)."""
+    columns: dict[str, list] = {}
+    for field in table.schema:
+        column = table.column(field.name)
+        if pa.types.is_timestamp(field.type):
+            micros = column.cast(_TS).cast(pa.int64()).to_pylist()
+            columns[field.name] = [_iso_us(v) for v in micros]
+            columns[f"{field.name}_us"] = micros
+        else:
+            columns[field.name] = column.to_pylist()
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
+def _dead_rows(kind: str, tenant_id: int, failed: list[tuple[pa.Table, str]]) -> list[dict]:
+    return [{"tenant_id": tenant_id, "kind": kind, "reason": reason, "record": row}
+            for rows, reason in failed for row in _rows_json(rows)]
+
+
 def _event_table(tenant_id: int, cols: EventColumns, mask: list[bool] | None, received_us: int) -> pa.Table:
     ids, users, types, occurred, props = (cols.event_ids, cols.user_ids, cols.event_types,
                                           cols.occurred_at, cols.properties)
@@ -164,10 +236,11 @@ _STOP = object()
 class IngestService:
     """The write path of one process that owns ``<data>/wal``. Build with ``open``."""
 
-    def __init__(self, lake: "EventLake", wal: WriteAheadLog, *, window_days: int = 8,
+    def __init__(self, lake: "EventLake", wal: WriteAheadLog, dead_letters: "DeadLetters", *, window_days: int = 8,
                  flush_interval: float = 1.0, max_wal_bytes: int = 2 << 30, max_group_bytes: int = 256 << 20,
                  flush_threads: int = 1):
         self.lake = lake
+        self.dead_letters = dead_letters
         # One DuckDB thread per flush, on the (low-priority) flusher thread: a background
         # flush must not take both cores from request handling (HTTP ingest p99).
         self.flush_threads = flush_threads
@@ -182,6 +255,7 @@ class IngestService:
         self._flusher: threading.Thread | None = None
         self._stop_flusher = threading.Event()
         self._closed = False
+        self._replaying = False  # an earlier run's WAL is not in the lake yet: accept nothing
         self._recover()
         self._committer = threading.Thread(target=self._commit_loop, name="segops-wal-commit", daemon=True)
         self._committer.start()
@@ -191,7 +265,7 @@ class IngestService:
         settings = runtime.settings
         if settings.read_only:
             raise IngestUnavailable("this segops process is read-only")
-        return cls(runtime.lake, WriteAheadLog(settings.wal_dir),
+        return cls(runtime.lake, WriteAheadLog(settings.wal_dir), runtime.dead_letters,
                    flush_interval=settings.flush_interval, max_wal_bytes=settings.wal_max_bytes)
 
     # -- start-up ---------------------------------------------------------------------
@@ -211,13 +285,24 @@ class IngestService:
             self.watch.baseline(tenant_id)  # before the ids: a file committed between is re-read, never missed
             self.seen.add(tenant_id, self.lake.event_ids_since(tenant_id, since), today)
         if sealed:
-            rows = self._flush_segments(sealed, recovering=True)
-            log.info("replayed %d WAL segment(s): %d event(s) flushed to the lake", len(sealed), rows)
+            self._replaying = True
+            try:
+                self._replay(sealed)
+            except Exception:  # a store failure: the process starts; flush_now replays later
+                log.exception("replaying the WAL failed; ingest answers 503 until a later flush replays it")
+
+    def _replay(self, sealed: list[int]) -> int:
+        rows = self._flush_segments(sealed, recovering=True)
+        self._replaying = False
+        log.info("replayed %d WAL segment(s): %d event(s) flushed to the lake", len(sealed), rows)
+        return rows
 
     # -- accepting --------------------------------------------------------------------
     def _submit(self, job: _Job) -> Future:
         if self._closed:
             raise IngestUnavailable("ingest is shutting down", retry_after=1)
+        if self._replaying:
+            raise IngestUnavailable("replaying the write-ahead log of an earlier run; retry shortly", retry_after=5)
         if self.wal.pending_bytes > self.max_wal_bytes:
             raise IngestUnavailable("the write-ahead log is behind on flushing; retry shortly", retry_after=5)
         # Running from now on: a request that goes away cannot cancel it, so the committer
@@ -288,7 +373,9 @@ class IngestService:
         """Move everything committed so far into the lake; returns events written."""
         with self._flush_lock:
             sealed = self.wal.seal()
-            return self._flush_segments(sealed) if sealed else 0
+            if not sealed:
+                return 0
+            return self._replay(sealed) if self._replaying else self._flush_segments(sealed)
 
     def _flush_segments(self, sealed: list[int], recovering: bool = False) -> int:
         """Flush ``sealed`` in groups of about ``max_group_bytes``, checkpointing after each."""
@@ -304,29 +391,48 @@ class IngestService:
         return written
 
     def _flush_group(self, seqs: list[int], recovering: bool) -> int:
+        """Write the records of ``seqs`` to the lake; what the lake cannot take (and records that
+        do not decode) goes to the dead letters, durably, before the caller checkpoints."""
         events: dict[int, list[pa.Table]] = defaultdict(list)
         profiles: dict[int, list[pa.Table]] = defaultdict(list)
+        dead: list[dict] = []
         for seq in seqs:
             for payload in self.wal.records(seq):
-                kind, table = decode_record(payload)
+                try:
+                    kind, tenant_id, table = _decode_checked(payload)
+                except Exception as exc:
+                    dead.append({"tenant_id": None, "kind": "wal_record", "wal_segment": seq,
+                                 "reason": f"{type(exc).__name__}: {exc}"[:_MAX_REASON],
+                                 "record": {"payload_base64": base64.b64encode(payload).decode()}})
+                    continue
                 if table.num_rows:
-                    tenant_id = table.column("tenant_id")[0].as_py()
                     (events if kind == _EVENTS else profiles)[tenant_id].append(table)
         written = 0
+        committed: dict[int, list[str]] = defaultdict(list)
         today = now_us() // _DAY_US
         for tenant_id, tables in events.items():
             table = pa.concat_tables(tables)
             if recovering:  # already in the lake if the last run crashed after its commit
                 in_lake = self.seen.contains_many(tenant_id, table.column("event_id").to_pylist())
                 table = table.filter(pc.invert(pa.array(in_lake, pa.bool_())))
-                self.seen.add(tenant_id, table.column("event_id").to_pylist(), today)
             table = self._drop_ids_committed_elsewhere(tenant_id, table)
             if table.num_rows:
-                self.watch.own(tenant_id, append_retrying(self.lake, tenant_id, table, threads=self.flush_threads))
-                written += table.num_rows
+                keys, failed = _write_isolating(
+                    partial(append_retrying, self.lake, tenant_id, threads=self.flush_threads), table)
+                committed[tenant_id].extend(key for part in keys for key in part)
+                written += table.num_rows - sum(rows.num_rows for rows, _ in failed)
+                dead.extend(_dead_rows("event", tenant_id, failed))
+            if recovering:  # now, not before: a retry after a failed write must not think them written
+                self.seen.add(tenant_id, table.column("event_id").to_pylist(), today)
         for tenant_id, tables in profiles.items():
-            table = pa.concat_tables(tables)
-            self.lake.upsert_profiles(tenant_id, table.select(["user_id", "traits", "updated_at"]))
+            table = pa.concat_tables(tables).select(["user_id", "traits", "updated_at"])
+            _, failed = _write_isolating(partial(self.lake.upsert_profiles, tenant_id), table)
+            dead.extend(_dead_rows("profile", tenant_id, failed))
+        if dead:
+            self.dead_letters.write(dead)
+            log.error("%d record(s) the lake could not take were moved to %s", len(dead), self.dead_letters.dir)
+        for tenant_id, keys in committed.items():  # only now: a retry of a failed flush re-reads them
+            self.watch.own(tenant_id, keys)
         return written
 
     def _drop_ids_committed_elsewhere(self, tenant_id: int, table: pa.Table) -> pa.Table:

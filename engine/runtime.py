@@ -56,6 +56,14 @@ class Runtime:
         return service
 
     @cached_property
+    def dead_letters(self):
+        """Records the ingest flusher could not write to the lake (storage.dead_letters); readable
+        without opening ingest, so without owning the WAL."""
+        from storage.dead_letters import DeadLetters
+
+        return DeadLetters(self.settings.dead_letter_dir)
+
+    @cached_property
     def segment_queries(self):
         """The DuckDB database that runs segment previews and computations (engine.segment_query)."""
         from engine.query_db import SegmentQueries

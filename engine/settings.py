@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         return self.data_dir / "wal"
 
     @property
+    def dead_letter_dir(self) -> Path:
+        """Records the flusher could not write to the lake (storage.dead_letters)."""
+        return self.data_dir / "dead-letter"
+
+    @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
 

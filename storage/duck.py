@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import os
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from storage.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore, open_store
 
@@ -40,6 +43,18 @@ KIND_SQL_TYPES = {"number": "DOUBLE", "string": "VARCHAR", "boolean": "BOOLEAN"}
 BASE_ROW_COLUMN = "__base_row"  # in a profiles delta file: the position in the base of the row it replaces
 HIVE_TYPES = {"tenant_id": "BIGINT", "event_date": "DATE"}
 _HIVE_TYPES_SQL = "{" + ", ".join(f"'{k}': {v}" for k, v in HIVE_TYPES.items()) + "}"
+
+
+_TS_RANGE = (pa.scalar(datetime.min, pa.timestamp("us")), pa.scalar(datetime.max, pa.timestamp("us")))
+
+
+def check_timestamp_range(column: pa.ChunkedArray | pa.Array, name: str) -> None:
+    """ValueError if a timestamp[us] column holds an instant outside years 1-9999: Parquet and
+    DuckDB would take it, but no reader could turn its date back into a Python value (a write
+    of such a row used to fail late, in the middle of an append)."""
+    low, high = pc.min_max(column).values()
+    if low.is_valid and (pc.less(low, _TS_RANGE[0]).as_py() or pc.greater(high, _TS_RANGE[1]).as_py()):
+        raise ValueError(f"{name}: outside years 1 to 9999")
 
 
 def _default_threads() -> int:

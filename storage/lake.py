@@ -52,13 +52,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage import duck
-from storage.manifest import ManifestLog
+from storage.manifest import ConcurrentCommitError, ManifestLog
 from storage.objectstore import ObjectStore, open_store
 from storage.profiles import PROFILE_FILE_COLUMNS, delta_rows_sql, merge_profiles, normalize_profiles_input
 from storage.properties import Catalog, discover, typed_select
 from storage.snapshots import CompactionResult, EventsSnapshot, FileEntry, ProfilesSnapshot, entry_from_json, entry_json
 
-__all__ = ["EventLake", "EventsSnapshot", "ProfilesSnapshot", "FileEntry", "CompactionResult"]
+__all__ = ["EventLake", "EventsSnapshot", "ProfilesSnapshot", "FileEntry", "CompactionResult", "is_store_failure"]
 
 EVENT_COLUMNS = ("event_id", "tenant_id", "user_id", "event_type", "occurred_at", "received_at", "properties")
 _FILE_COLUMNS = ["event_id", "user_id", "event_type", "occurred_at", "received_at", "properties"]
@@ -76,6 +76,18 @@ _TENANT_RE = re.compile(r"tenant_id=(\d+)/")
 # file, 25-27 ms instead of 3.6-3.8: ``benchmarks/bench_profiles.py``).
 PROFILE_DELTA_FRACTION = 8
 PROFILE_DELTA_MIN_ROWS = 50_000
+
+
+def is_store_failure(exc: BaseException) -> bool:
+    """Does this exception of a lake write say nothing about the rows being written? (The disk,
+    the object store, memory or a racing writer failed: retry later.) Any other failure of a
+    write is taken to be caused by its rows; ``engine.ingest`` then isolates them."""
+    if isinstance(exc, (OSError, MemoryError, ConcurrentCommitError, duckdb.OperationalError,
+                        duckdb.InterruptException, duckdb.FatalException)):
+        return True
+    from botocore.exceptions import BotoCoreError, ClientError  # only S3 stores raise these
+
+    return isinstance(exc, (BotoCoreError, ClientError))
 
 
 class EventLake:
@@ -514,7 +526,9 @@ def _timestamp_column(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
     if not pa.types.is_timestamp(column.type):
         raise ValueError(f"{name} must be a timestamp column, got {column.type}")
     # An aware timestamp stores UTC instants: dropping the zone keeps UTC wall time.
-    return column.cast(_TS, safe=False) if column.type != _TS else column
+    column = column.cast(_TS, safe=False) if column.type != _TS else column
+    duck.check_timestamp_range(column, name)
+    return column
 
 
 def _normalize_events(table: pa.Table, tenant_id: int) -> pa.Table:

@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from storage.duck import BASE_ROW_COLUMN, sql_literal
+from storage.duck import BASE_ROW_COLUMN, check_timestamp_range, sql_literal
 from storage.properties import Catalog, discover, typed_select
 
 _TS = pa.timestamp("us")
@@ -49,10 +49,12 @@ def normalize_profiles_input(table: pa.Table | list[dict]) -> pa.Table:
         raise ValueError(f"updated_at must be a timestamp column, got {updated.type}")
     if updated.null_count or table.column("user_id").null_count:
         raise ValueError("user_id and updated_at must not be null")
+    updated = updated.cast(_TS, safe=False)
+    check_timestamp_range(updated, "updated_at")
     return pa.table({
         "user_id": table.column("user_id").cast(pa.string()),
         "traits": table.column("traits").cast(pa.string()).fill_null("{}"),
-        "updated_at": updated.cast(_TS, safe=False),
+        "updated_at": updated,
         "__rn": pa.array(np.arange(table.num_rows, dtype=np.int64)),
     })
 

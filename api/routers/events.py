@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import Principal, get_runtime, require
 from api.errors import ApiError
+from api.pagination import OffsetPage, offset_params, offset_response
 from engine.ingest import AFTER_ACCEPT, IngestUnavailable, now_us, run_after_accept
 from engine.ingest_parse import (
     MAX_BATCH_BYTES,
@@ -157,3 +158,13 @@ async def identify(request: Request, principal: Principal = Depends(WRITE),
     except IngestUnavailable as err:
         raise _unavailable(err) from None
     return _accepted({"accepted": accepted})
+
+
+@router.get("/api/events/dead-letters/")
+def dead_letters(request: Request, page: OffsetPage = Depends(offset_params), principal: Principal = Depends(WRITE),
+                 runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Accepted events and identifies of the caller's tenant that the lake could not take (newest
+    first): each with ``reason`` and the original ``record`` (timestamps also as ``<name>_us``,
+    microseconds since the epoch). The flusher moved them aside so everything else kept flowing."""
+    count, letters = runtime.dead_letters.list(principal.tenant_id, page.limit, page.offset)
+    return offset_response(request, page, count, letters)
