@@ -103,6 +103,15 @@ def _without(condition: exp.Expression, implied: exp.Expression) -> exp.Expressi
     return exp.and_(*kept) if kept else None
 
 
+def _days_before(as_of: datetime, days: int) -> datetime | None:
+    """``as_of - days``, or None when that is before year 1: earlier than any event can be
+    (``compiler.timestamps``), so the window has no lower bound. SQL never sees such a literal."""
+    try:
+        return as_of - timedelta(days=days)
+    except OverflowError:
+        return None
+
+
 def _tenant_literal(tenant_id: int | str) -> exp.Literal:
     if isinstance(tenant_id, bool) or not isinstance(tenant_id, (int, str)):
         raise TypeError("tenant_id must be an int or a str")
@@ -175,9 +184,9 @@ class _Compiler:
         return _Compiled(self._definite(compare(node.operator, value, node.value), negated), frozenset({EVENT_STATS}))
 
     def recency(self, node: Recency, path: str, negated: bool) -> _Compiled:
-        threshold = self.as_of - timedelta(days=node.window_days)
+        threshold = _days_before(self.as_of, node.window_days)
         # gt/gte: no event at-or-after / after T; lt/lte: some event after / at-or-after T.
-        bound = Bound(threshold, exclusive=node.operator in ("gte", "lt"))
+        bound = None if threshold is None else Bound(threshold, exclusive=node.operator in ("gte", "lt"))
         where = self._where(node.where, path)
         recent = _coalesce(self.aggregate("recency", exp.Count(this=exp.Star()), node.event_type, bound, where),
                            exp.Literal.number(0))
@@ -188,7 +197,11 @@ class _Compiler:
     def first_seen(self, node: FirstSeen, path: str, negated: bool) -> _Compiled:
         first = self.aggregate("first_seen", exp.Min(this=column(self.schema.events.occurred_at)), None, None, [])
         operator = {"gt": "lt", "gte": "lte", "lt": "gt", "lte": "gte"}[node.operator]  # days since F vs N
-        sql = compare(operator, first, self.as_of - timedelta(days=node.window_days), timestamp_literal)
+        threshold = _days_before(self.as_of, node.window_days)
+        if threshold is None:  # T is before every event: F < T and F <= T never hold, F > T always
+            sql = exp.false() if operator in ("lt", "lte") else exp.Not(this=exp.Is(this=first, expression=exp.Null()))
+        else:
+            sql = compare(operator, first, threshold, timestamp_literal)
         return _Compiled(self._definite(sql, negated), frozenset({EVENT_STATS}))
 
     def trait(self, node: Trait, path: str, negated: bool) -> _Compiled:
@@ -284,7 +297,8 @@ class _Compiler:
         occurred_at = column(self.schema.events.occurred_at)
         extra = []
         if node.window_days is not None:
-            bound = Bound(self.as_of - timedelta(days=node.window_days), exclusive=True)
+            threshold = _days_before(self.as_of, node.window_days)
+            bound = None if threshold is None else Bound(threshold, exclusive=True)
         else:
             bound = Bound(node.since, exclusive=False) if node.since is not None else None
             if node.until is not None and node.until < self.as_of:

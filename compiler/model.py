@@ -12,6 +12,9 @@ Evaluation time
     Timestamps in a definition (``since``, ``until``) are ISO 8601; a timezone
     offset is converted to UTC, no offset means UTC, and a date alone
     (``2026-01-31``) means 00:00:00 UTC of that day. Timestamps keep microseconds.
+    A timestamp (and ``as_of``) whose UTC instant is outside years 1..9999 is
+    ``invalid_timestamp`` (``compiler.timestamps``). A window reaching back past
+    year 1 (``as_of - N days``) simply covers all history up to ``as_of``.
 
 Universe
     Every user of the tenant with at least one event at or before ``as_of``, or
@@ -106,7 +109,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -127,6 +130,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .errors import DefinitionError, FieldError
+from .timestamps import InstantOutOfRange, to_utc_naive
 
 MAX_DEPTH = 8
 MAX_CONDITIONS = 100
@@ -150,23 +154,21 @@ def _fail(code: str, message: str, at: str = "") -> PydanticCustomError:
     return PydanticCustomError(code, "{message}", {"message": message, "at": at})
 
 
-def to_utc_naive(moment: datetime) -> datetime:
-    """Aware datetimes are converted to UTC; naive ones already mean UTC."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
-    return moment
-
-
 def parse_timestamp(value: Any) -> datetime:
-    """ISO 8601 string -> naive UTC datetime (a bare date is midnight UTC)."""
+    """ISO 8601 string -> naive UTC datetime (a bare date is midnight UTC), within the range
+    of ``compiler.timestamps``."""
     if not isinstance(value, str):
         raise _fail("invalid_value_type", "expected an ISO 8601 timestamp string")
     try:
         if len(value) > 64:
             raise ValueError
-        return to_utc_naive(datetime.fromisoformat(value))
+        moment = datetime.fromisoformat(value)
     except ValueError:
         raise _fail("invalid_timestamp", "expected an ISO 8601 timestamp such as 2026-01-31T00:00:00Z") from None
+    try:
+        return to_utc_naive(moment)
+    except InstantOutOfRange as err:
+        raise _fail("invalid_timestamp", str(err)) from None
 
 
 def _check_text(text: str, at: str = "") -> str:

@@ -11,7 +11,9 @@ Columns: ``user_id`` and ``event_type`` (required), ``event_id``, ``occurred_at`
 ``properties`` (a JSON object; in CSV its JSON text) optional; other columns are
 ignored. Files differ from the API in two lenient ways, because exports look like
 this: a timestamp without a zone is read as UTC, and non-string ids (numbers) are
-converted to text. ``received_at`` is the load time. Rows without ``event_id`` get a
+converted to text. Timestamps follow the API's range rule (``compiler.timestamps``:
+written with a year 1-9999, and within years 1-9999 once in UTC), checked here in SQL
+over the whole file. ``received_at`` is the load time. Rows without ``event_id`` get a
 UUIDv7 and are never duplicates.
 
 A running server learns about ids loaded here at its next flush of that tenant; the
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from compiler.timestamps import MAX_UTC, MIN_UTC, OUT_OF_RANGE
 from engine.ingest import LakeWatch, commit_retrying
 from engine.ingest_parse import MAX_ID_CHARS
 from storage import duck
@@ -133,11 +136,23 @@ def _too_long(column: str) -> str:
     return f"(strlen({column}) > {MAX_ID_CHARS} AND length({column}) > {MAX_ID_CHARS})"
 
 
+def _ts(moment: datetime) -> str:
+    return f"TIMESTAMP '{moment.isoformat(sep=' ')}'"  # our constants: safe literals
+
+
+# The range rule of compiler.timestamps. DuckDB reads years beyond 1-9999 (year 0 is 1 BC); a
+# written year outside 1-9999 can only land in range through its offset, so the text's year
+# is looked at only for instants within 5 days (DuckDB takes offsets up to 99:59) of the ends.
+_OUT_OF_RANGE = f"""(
+    occurred_utc NOT BETWEEN {_ts(MIN_UTC)} AND {_ts(MAX_UTC)}
+    OR (occurred_raw IS NOT NULL
+        AND (occurred_utc < {_ts(MIN_UTC + timedelta(days=5))} OR occurred_utc > {_ts(MAX_UTC - timedelta(days=5))})
+        AND NOT regexp_matches(occurred_raw, '^\\s*(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{{2}}|[1-9][0-9]{{3}})-')))"""
 _BAD = f"""(
     user_id IS NULL OR user_id = '' OR {_too_long('user_id')}
     OR event_type IS NULL OR event_type = '' OR {_too_long('event_type')}
     OR event_id = '' OR {_too_long('event_id')}
-    OR occurred_bad OR properties_bad)"""
+    OR occurred_bad OR occurred_out_of_range OR properties_bad)"""
 _PROBLEM = f"""
     CASE
       WHEN user_id IS NULL OR user_id = '' THEN 'user_id: required'
@@ -147,6 +162,7 @@ _PROBLEM = f"""
       WHEN event_id = '' OR {_too_long('event_id')}
         THEN 'event_id: must be 1 to {MAX_ID_CHARS} characters'
       WHEN occurred_bad THEN 'occurred_at: not an ISO 8601 timestamp'
+      WHEN occurred_out_of_range THEN 'occurred_at: {OUT_OF_RANGE}'
       ELSE 'properties: must be a JSON object'
     END"""
 
@@ -209,6 +225,7 @@ def _stage(con, path: Path, fmt: str, now: datetime) -> int:
             SELECT coalesce(event_id, uuidv7()::VARCHAR) AS event_id, user_id, event_type,
                    coalesce(occurred_utc, CAST($now AS TIMESTAMP)) AS occurred_at,
                    occurred_raw IS NOT NULL AND occurred_utc IS NULL AS occurred_bad,
+                   coalesce({_OUT_OF_RANGE}, false) AS occurred_out_of_range,
                    coalesce(properties, '{{}}') AS properties, coalesce(properties_bad, false) AS properties_bad
             FROM ({_source(con, path, fmt)})""", {"now": now})
     except Exception as exc:  # unreadable file: DuckDB names the line or column

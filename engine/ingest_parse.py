@@ -18,7 +18,8 @@ Contract (the router documents the same in OpenAPI):
   ``traits`` (object, required), ``occurred_at`` (optional: when the traits were
   true; the latest wins per trait).
 * A timestamp without a zone is rejected (``invalid_timestamp``): guessing UTC would
-  silently shift events sent in local time.
+  silently shift events sent in local time. So is one whose instant is outside years
+  1-9999 once in UTC (``compiler.timestamps``: the lake could not store it).
 * All-or-nothing: any invalid item rejects the whole batch; every bad field is named
   (``batch[3].user_id``), up to ``MAX_REPORTED_ERRORS`` of them. Nothing is written.
 * An item is at most 32 KiB as compact JSON (413 ``event_too_large``).
@@ -31,6 +32,8 @@ from typing import Annotated
 
 import msgspec
 import orjson
+
+from compiler.timestamps import MAX_US, MIN_US, InstantOutOfRange, epoch_us
 
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 MAX_BATCH_ITEMS = 10_000
@@ -165,7 +168,11 @@ def _timestamp(value, path: str, errors: _Errors) -> int | None:
     if moment.tzinfo is None:
         errors.add(path, "invalid_timestamp", "timestamp needs a zone: Z or an offset such as +02:00")
         return None
-    return (moment - _EPOCH) // _US
+    try:
+        return epoch_us(moment)
+    except InstantOutOfRange as err:
+        errors.add(path, "invalid_timestamp", str(err))
+        return None
 
 
 def _size_ok(item: dict, known_bytes: int, strings: tuple) -> bool:
@@ -222,6 +229,8 @@ def _parse_track_batch(body: bytes, received_us: int) -> EventColumns:
         if moment.tzinfo is None or len(raw) > 64:
             raise ValueError("left to the reference validator")
         occurred.append((moment - epoch) // us)
+    if min(occurred) < MIN_US or max(occurred) > MAX_US:  # the lake's range, checked for the batch at once
+        raise ValueError("left to the reference validator")
     props = [b"{}" if item.properties is None else dumps(item.properties) for item in items]
     if max(map(len, props)) > _SURELY_SMALL:  # near the size limit: measured exactly there
         raise ValueError("left to the reference validator")
@@ -238,7 +247,7 @@ def parse_track_checked(body: bytes, received_us: int) -> EventColumns:
     out = EventColumns()
     ids, users, types, occurred, props = out.event_ids, out.user_ids, out.event_types, out.occurred_at, out.properties
     errors = _Errors()
-    allowed, max_id, fromiso, epoch, us, dumps = TRACK_FIELDS, MAX_ID_CHARS, _fromiso, _EPOCH, _US, _dumps
+    allowed, max_id, fromiso, to_us, dumps = TRACK_FIELDS, MAX_ID_CHARS, _fromiso, epoch_us, _dumps
     for index, item in enumerate(items):
         if type(item) is not dict:
             errors.add(f"{prefix}[{index}]" if prefix else "body", "invalid_type", "must be an object")
@@ -268,8 +277,8 @@ def parse_track_checked(body: bytes, received_us: int) -> EventColumns:
                 moment = fromiso(raw_ts)
                 if moment.tzinfo is None:
                     raise TypeError
-                ts = (moment - epoch) // us
-            except (TypeError, ValueError):
+                ts = to_us(moment)
+            except (TypeError, ValueError):  # InstantOutOfRange is a ValueError
                 ok = False
                 _timestamp(raw_ts, (f"{prefix}[{index}]." if prefix else "") + "occurred_at", errors)
         properties = item.get("properties")

@@ -18,10 +18,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+from pydantic_core import PydanticCustomError
 from sqlglot import exp
 
 from compiler import EVENT_DATES, DefinitionError, compile_segment, parse_definition, to_sql
-from compiler.model import Definition, to_utc_naive
+from compiler.model import Definition, parse_timestamp
+from compiler.timestamps import InstantOutOfRange, to_utc_naive
 from engine.query_db import PLACEHOLDER_DB, SegmentQueries, TenantLake, tenant_lake
 from engine.segments import SegmentStore, utc_now
 
@@ -63,13 +65,22 @@ class CompiledSegment:
         return self.query.transform(bind)
 
 
-def normalize_as_of(as_of: datetime | None) -> datetime:
-    """Naive UTC; now when not given."""
-    return utc_now() if as_of is None else to_utc_naive(as_of)
+def normalize_as_of(as_of: datetime | str | None) -> datetime:
+    """Naive UTC; now when not given. A string (a request's ``as_of``) is read like a
+    definition's timestamps; DefinitionError at ``as_of`` if it is invalid or its instant is
+    outside years 1-9999 (``compiler.timestamps``)."""
+    if as_of is None:
+        return utc_now()
+    try:
+        return parse_timestamp(as_of) if isinstance(as_of, str) else to_utc_naive(as_of)
+    except InstantOutOfRange as err:
+        raise DefinitionError.single("as_of", str(err), "invalid_timestamp") from None
+    except PydanticCustomError as err:  # what parse_timestamp raises, with our stable code
+        raise DefinitionError.single("as_of", err.message(), err.type) from None
 
 
 def compile_definition(runtime: Runtime, tenant_id: int, definition: Definition | Any, *,
-                       as_of: datetime | None = None,
+                       as_of: datetime | str | None = None,
                        resolve: Callable[[int], Definition] | None = None,
                        lake: TenantLake | None = None) -> CompiledSegment:
     """Compile for the tenant's current snapshot. Segment references resolve to the current
@@ -148,7 +159,7 @@ def run_preview(runtime: Runtime, compiled: CompiledSegment, limit: int = 10) ->
 
 
 def preview(runtime: Runtime, tenant_id: int, definition: Definition | Any, *, limit: int = 10,
-            as_of: datetime | None = None) -> Preview:
+            as_of: datetime | str | None = None) -> Preview:
     return run_preview(runtime, compile_definition(runtime, tenant_id, definition, as_of=as_of), limit)
 
 
