@@ -75,7 +75,7 @@ def machine() -> dict[str, str]:
             pass
     info = {"cpu": cpu, "cores": str(os.cpu_count()), "ram": ram, "os": platform.platform(),
             "python": sys.version.split()[0], "packages": ", ".join(versions)}
-    from benchmarks.engines.postgres import PG_BIN
+    from benchmarks.engines.pg_server import PG_BIN
 
     try:
         info["postgresql"] = subprocess.run([str(PG_BIN / "postgres"), "--version"], capture_output=True,

@@ -36,6 +36,14 @@ one MIN/MAX aggregate.
 
 Inequalities between joined relations stay in WHERE (inner joins: the same
 result), which every target engine accepts.
+
+The joins of aggregated CTEs need a planner that estimates them sensibly.
+PostgreSQL 15 has no statistics for CTE columns: it estimates a row or two per
+step and nests loops over the CTE scans, quadratic in the events. Its
+rendering replaces each sequence by ``windowed_sequence``: the window pipeline
+over all of the user's events, one sort and k-1 window passes, no joins. The
+final CTE of a sequence that joins CTEs carries what that needs in
+``meta[SEQUENCE]``.
 """
 from __future__ import annotations
 
@@ -48,6 +56,7 @@ STEP_FLAG = "step_{}"
 CHAIN_START = "chain_start_{}"  # window layers
 START, END = "chain_start", "chain_end"  # the earliest chain
 FIRST_AT, LATEST_AT, LAST_AT = "first_at", "latest_at", "last_at"
+SEQUENCE = "sequence"  # meta key of a sequence's final CTE: (steps, within_days), when it joins CTEs
 
 
 def _flag(step: int, table: str | None = None) -> exp.Expression:
@@ -119,15 +128,19 @@ def _earliest_chain(name: str, events: str, steps: int) -> Ctes:
     return [*ctes, (f"{name}_earliest_chain", _join(chain, latest, "l", "f"))]
 
 
-def _undecided_rows(events: str, earliest: str, steps: int, within_days: int) -> exp.Select:
-    """Rows after the earliest chain's start of users whose earliest chain is too long, one per distinct time."""
-    too_long = exp.GT(this=exp.column(END, table="c"), expression=_plus_days(exp.column(START, table="c"), within_days))
+def _per_time(events: str, steps: int) -> exp.Select:
+    """One row per (user, distinct occurred_at) of ``events`` (as ``e``) with the step flags any of its events has."""
     flags = [exp.alias_(exp.Max(this=exp.column(STEP_FLAG.format(i), table="e")), STEP_FLAG.format(i))
              for i in range(1, steps + 1)]
     select = exp.select(_user("e"), exp.alias_(column("occurred_at", "e"), "occurred_at", quoted=True), *flags)
-    return (_join(select.from_(relation(events, "e")), earliest, "c", "e")
-            .where(too_long, exp.GT(this=column("occurred_at", "e"), expression=exp.column(START, table="c")))
-            .group_by(column("user_id", "e"), column("occurred_at", "e")))
+    return select.from_(relation(events, "e")).group_by(column("user_id", "e"), column("occurred_at", "e"))
+
+
+def _undecided_rows(events: str, earliest: str, steps: int, within_days: int) -> exp.Select:
+    """Rows after the earliest chain's start of users whose earliest chain is too long, one per distinct time."""
+    too_long = exp.GT(this=exp.column(END, table="c"), expression=_plus_days(exp.column(START, table="c"), within_days))
+    return (_join(_per_time(events, steps), earliest, "c", "e")
+            .where(too_long, exp.GT(this=column("occurred_at", "e"), expression=exp.column(START, table="c"))))
 
 
 def _latest_before(value: exp.Expression) -> exp.Window:
@@ -186,13 +199,16 @@ def sequence_ctes(
     names them.
     """
     steps = len(step_matches)
-    events = f"{name}_events"
+    events = _events(name)
     flags = [exp.alias_(exp.Case(ifs=[exp.If(this=match, true=exp.Literal.number(1))], default=exp.Literal.number(0)),
                         STEP_FLAG.format(i)) for i, match in enumerate(step_matches, start=1)]
     keys = [renamed(user_id, "user_id"), renamed(occurred_at, "occurred_at")]
     ctes = [(events, scan.select(*keys, *flags, append=False))]
     if not span_limited:
-        return [*ctes, *_any_chain(name, events, steps)]
+        ctes += _any_chain(name, events, steps)
+        if steps > 2:
+            ctes[-1][1].meta[SEQUENCE] = (steps, within_days)
+        return ctes
 
     ctes += _earliest_chain(name, events, steps)
     earliest = ctes[-1][0]
@@ -201,4 +217,18 @@ def sequence_ctes(
     short = (exp.select(column("user_id")).from_(relation(earliest))
              .where(exp.LTE(this=exp.column(END), expression=_plus_days(exp.column(START), within_days))))
     late = exp.select(column("user_id")).from_(relation(ctes[-1][0]))
-    return [*ctes, (name, exp.union(short, late, distinct=False))]  # disjoint: late users' earliest chain is too long
+    found = exp.union(short, late, distinct=False)  # disjoint: late users' earliest chain is too long
+    found.meta[SEQUENCE] = (steps, within_days)
+    return [*ctes, (name, found)]
+
+
+def _events(name: str) -> str:
+    return f"{name}_events"
+
+
+def windowed_sequence(name: str, steps: int, within_days: int) -> Ctes:
+    """CTEs ending in ``name`` that find the same users from ``<name>_events`` with window functions only
+    (no joins; see the module doc)."""
+    rows = f"{name}_times"
+    ctes = [(rows, _per_time(_events(name), steps)), *_window_pipeline(f"{name}_all", rows, steps, within_days)]
+    return [*ctes, (name, exp.select(column("user_id")).from_(relation(ctes[-1][0])))]

@@ -61,6 +61,8 @@ EXAMPLE_DEFINITIONS = {
     "recency": {"type": "recency", "operator": "lte", "window_days": 7},
     "first_seen": {"type": "first_seen", "operator": "gt", "window_days": 30},
     "trait": {"type": "trait", "trait": "country", "operator": "is_not_set"},
+    # code point order: "DE" < "a" (a collation like ICU en-US puts "a" first)
+    "string_order": {"type": "trait", "trait": "country", "operator": "lt", "value": "a"},
     "sequence": {"type": "sequence", "within_days": 20, "window_days": 90,
                  "steps": [{"event_type": "order_placed"}, {"event_type": "page_viewed"},
                            {"event_type": "order_placed",

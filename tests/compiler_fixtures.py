@@ -88,6 +88,24 @@ def lake_schema(events_relation: exp.Expression, profiles_relation: exp.Expressi
     )
 
 
+def table_lake(world: World) -> tuple[LakeSchema, dict[str, pa.Table]]:
+    """The world as the tables ``events`` and ``profiles`` (to load into an engine), and the schema that
+    reads them under those names; the tables hold exactly the columns ``schema.table_columns`` lists."""
+    property_columns = default_columns(world.catalog.properties, "p")
+    trait_columns = default_columns(world.catalog.traits, "t")
+    schema = lake_schema(exp.to_table("events"), exp.to_table("profiles"), world, property_columns, trait_columns)
+    tables = {"events": events_table(world, property_columns), "profiles": profiles_table(world, trait_columns)}
+    columns = schema.table_columns("duckdb")
+    return schema, {name: table.select(list(columns[name])) for name, table in tables.items()}
+
+
+def create_table_sql(name: str, columns: dict[str, str], dialect: str, suffix: str = "") -> str:
+    """``CREATE TABLE name (...)`` with quoted column names and the given types."""
+    body = ", ".join(f"{exp.to_identifier(column, quoted=True).sql(dialect)} {sql_type}"
+                     for column, sql_type in columns.items())
+    return f"CREATE TABLE {name} ({body}){suffix}"
+
+
 def write_lake(world: World, directory: Path, property_columns: dict[str, str] | None = None,
                trait_columns: dict[str, str] | None = None, hive: bool = False) -> LakeSchema:
     """Write the world's events and profiles as Parquet under ``directory``; the schema reads them
@@ -132,26 +150,31 @@ class Case:
     segments: dict[int, dict]
 
 
-class DuckDBChecker:
-    """Runs cases through Parquet + compiler + DuckDB and compares with the reference evaluator.
+class Checker:
+    """Runs cases through an engine (the world loaded, the compiled SQL in the engine's dialect) and
+    compares with the reference evaluator; subclasses say how to load a world and run SQL.
 
     ``problem(case)`` is None when they agree, else a short kind ("mismatch",
     "duplicates" or an exception class name) and a message.
     """
 
-    def __init__(self, con, root: Path, columns: tuple[dict, dict] | None = None, hive: bool = False):
-        self.con, self.root, self.columns, self.hive = con, root, columns or (None, None), hive
-        self._dirs = itertools.count()
+    dialect = "duckdb"
+
+    def load(self, world: World) -> LakeSchema:
+        """Make the world's events and profiles queryable; the schema that describes them."""
+        raise NotImplementedError
+
+    def run(self, sql: str) -> list[str]:
+        raise NotImplementedError
 
     def problem(self, case: Case) -> tuple[str, str] | None:
         world = case.world
-        # a fresh directory per run: no engine can serve stale file metadata
-        schema = write_lake(world, self.root / str(next(self._dirs)), *self.columns, hive=self.hive)
+        schema = self.load(world)
         expected = ReferenceEvaluator(world.events, world.profiles, tenant_id=world.tenant_id, as_of=world.as_of,
                                       segments=case.segments).members(case.definition)
         try:
-            sql = compile_to_sql(case.definition, case.segments, schema, world)
-            got = run_duckdb(self.con, sql)
+            sql = compile_to_sql(case.definition, case.segments, schema, world, self.dialect)
+            got = self.run(sql)
         except DefinitionError as error:  # the generators only make valid definitions
             first = error.errors[0]
             return f"DefinitionError {first.code}: {first.message}", f"DefinitionError: {error}"
@@ -162,6 +185,21 @@ class DuckDBChecker:
         if len(got) != len(set(got)):
             return "duplicates", f"duplicate user_ids: {sorted(got)}\nsql:\n{sql}"
         return None
+
+
+class DuckDBChecker(Checker):
+    """DuckDB on Parquet files written per case."""
+
+    def __init__(self, con, root: Path, columns: tuple[dict, dict] | None = None, hive: bool = False):
+        self.con, self.root, self.columns, self.hive = con, root, columns or (None, None), hive
+        self._dirs = itertools.count()
+
+    def load(self, world: World) -> LakeSchema:
+        # a fresh directory per run: no engine can serve stale file metadata
+        return write_lake(world, self.root / str(next(self._dirs)), *self.columns, hive=self.hive)
+
+    def run(self, sql: str) -> list[str]:
+        return run_duckdb(self.con, sql)
 
 
 def _without_each(items: list) -> list[list]:
@@ -186,8 +224,9 @@ def _simpler_nodes(node: dict) -> list[dict]:
             out += [{**node, "conditions": children[:i] + [simpler] + children[i + 1:]}
                     for simpler in _simpler_nodes(child)]
         return out
+    required = {"recency": {"window_days"}, "first_seen": {"window_days"}}.get(node["type"], {"event_type"})
     for key in ("where", "window_days", "since", "until", "event_type"):
-        if key in node and not (key == "event_type" and node["type"] != "recency"):
+        if key in node and key not in required:  # the simpler node must still be a valid definition
             out.append({k: v for k, v in node.items() if k != key})
     if len(node.get("where", [])) > 1:
         out += [{**node, "where": [item]} for item in node["where"]]
@@ -259,7 +298,7 @@ def describe(case: Case, message: str) -> str:
             f"segments={case.segments!r}\n{message}\nevents:\n{events}\nprofiles:\n{profiles}")
 
 
-def check_all(checker: DuckDBChecker, world: World, definitions: list[dict], segments: dict) -> None:
+def check_all(checker: Checker, world: World, definitions: list[dict], segments: dict) -> None:
     """Fail with a minimized report on the first definition whose SQL disagrees with the reference."""
     for definition in definitions:
         case = Case(world, definition, segments)

@@ -321,6 +321,9 @@ GOLDEN_CASES = {
         {"event_type": "order_placed"}]},
     "segment": {"logic": "AND", "conditions": [
         {"type": "segment", "segment_id": 1, "operator": "in"}, trait("vip", "eq", True)]},
+    "string_order": {"logic": "AND", "conditions": [  # code point order: COLLATE "C" on PostgreSQL
+        trait("plan", "between", ["Z", "c"]),
+        freq("page_viewed", "gte", 1, where=[{"property": "path", "operator": "lt", "value": "/b"}])]},
 }
 
 

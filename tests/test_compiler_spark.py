@@ -11,13 +11,12 @@ import random
 from datetime import timedelta
 
 import pytest
-from sqlglot import exp
 
 from compiler import compile_segment, parse_definition, to_sql
 from tests.compiler_cases import (
     DROP, EXAMPLE_DEFINITIONS, EXAMPLE_SEGMENTS, HOSTILE_CATALOG, SEED_AS_OF, SEED_DEFINITION, SEED_MEMBERS, seed_world,
 )
-from tests.compiler_fixtures import default_columns, events_table, lake_schema, profiles_table
+from tests.compiler_fixtures import table_lake
 from tests.reference_eval import ReferenceEvaluator
 from tests.segment_strategies import DefinitionMaker, World, random_world
 
@@ -54,13 +53,11 @@ class SparkLake:
         import pyarrow.parquet as pq
 
         self.spark, self.world = spark, world
-        properties = default_columns(world.catalog.properties, "p")
-        traits = default_columns(world.catalog.traits, "t")
+        self.schema, tables = table_lake(world)
         directory.mkdir(parents=True, exist_ok=True)
-        for name, table in (("events", events_table(world, properties)), ("profiles", profiles_table(world, traits))):
+        for name, table in tables.items():
             pq.write_table(table, directory / f"{name}.parquet")
             spark.read.parquet(str(directory / f"{name}.parquet")).createOrReplaceTempView(name)
-        self.schema = lake_schema(exp.to_table("events"), exp.to_table("profiles"), world, properties, traits)
 
     def members(self, definition: dict, segments: dict) -> list[str]:
         query = compile_segment(parse_definition(definition), self.schema, tenant_id=self.world.tenant_id,

@@ -1,37 +1,26 @@
 """PostgreSQL 15 (Debian package) on a throwaway cluster, loaded from the lake.
 
-``setup`` runs ``initdb`` in a temp dir (as the ``postgres`` user when we are root:
-PostgreSQL refuses to run as root), starts the server on a free 127.0.0.1 port, exports
-the tenant's events and profiles from the lake with DuckDB to CSV and loads them with
-``COPY``, then builds the indexes an expert would for these queries and runs
-``VACUUM ANALYZE``. The load figures are reported separately from query times; ``close``
-stops the server and deletes the cluster. Queries are the suite's hand-written SQL (the
-PostgreSQL variant where a segment has one).
+``setup`` starts a ``pg_server.PostgresServer``, exports the tenant's events and profiles
+from the lake with DuckDB to CSV and loads them with ``COPY``, then builds the indexes an
+expert would for these queries and runs ``VACUUM ANALYZE``. The load figures are reported
+separately from query times; ``close`` stops the server and deletes the cluster. Queries are
+the suite's hand-written SQL (the PostgreSQL variant where a segment has one).
 
 Settings favour analytics on one machine (large work_mem, parallel workers); durability
 settings are off because the cluster is thrown away after the run.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import duckdb
-import psycopg
 
 from benchmarks.engines.base import EngineUnavailable, HandSqlEngine
 from benchmarks.engines.duckdb_hand import create_lake_views
+from benchmarks.engines.pg_server import PostgresServer
 from benchmarks.suite import SqlContext
 
-PG_BIN = Path(os.environ.get("SEGOPS_BENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
-INSTALL_HINT = "apt-get update && apt-get install -y postgresql-15"
 SERVER_SETTINGS = {
-    "listen_addresses": "127.0.0.1",
     "shared_buffers": "2GB",
     "work_mem": "256MB",
     "maintenance_work_mem": "1GB",
@@ -54,70 +43,33 @@ INDEXES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class PostgresEngine(HandSqlEngine):
     name = "postgres"
     label = "PostgreSQL 15"
 
     @classmethod
     def unavailable(cls) -> str | None:
-        missing = [tool for tool in ("initdb", "pg_ctl", "postgres") if not (PG_BIN / tool).exists()]
-        if missing:
-            return f"PostgreSQL 15 is not installed ({PG_BIN}/{missing[0]} missing); install it with: {INSTALL_HINT}"
-        if os.geteuid() == 0:
-            try:
-                import pwd
-
-                pwd.getpwnam("postgres")
-            except KeyError:
-                return f"running as root but there is no 'postgres' user; install the package: {INSTALL_HINT}"
-        return None
+        return PostgresServer.unavailable()
 
     # -- server lifecycle --------------------------------------------------------------
-    def _run(self, *args: str) -> None:
-        """Run a PostgreSQL tool, as the postgres user when we are root."""
-        as_postgres = {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
-        done = subprocess.run(args, cwd=self.directory, capture_output=True, text=True, **as_postgres)
-        if done.returncode != 0:
-            raise RuntimeError(f"{Path(args[0]).name} failed ({done.returncode}): {done.stderr or done.stdout}")
-
     def _start(self) -> None:
         reason = self.unavailable()
         if reason:
             raise EngineUnavailable(reason)
-        self.directory = Path(tempfile.mkdtemp(prefix="segops-bench-pg-"))
-        self.directory.chmod(0o755)
-        if os.geteuid() == 0:
-            shutil.chown(self.directory, "postgres", "postgres")
-        self.cluster = self.directory / "cluster"
-        self._run(str(PG_BIN / "initdb"), "-D", str(self.cluster), "-A", "trust", "-U", "postgres",
-                  "-E", "UTF8", "--locale=C")
-        self.port = _free_port()
-        options = " ".join([f"-p {self.port}", f"-k {self.directory}",
-                            *(f"-c {key}={value}" for key, value in SERVER_SETTINGS.items())])
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.cluster), "-o", options,
-                  "-l", str(self.directory / "server.log"), "-w", "start")
-        self.started = True
-        self.con = psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
-                                   autocommit=True)
+        self.server = PostgresServer(SERVER_SETTINGS, prefix="segops-bench-pg-")
+        self.server.start()
+        self.directory = self.server.directory
+        self.con = self.server.connect(autocommit=True)
 
     def close(self) -> None:
         con = getattr(self, "con", None)
         if con is not None:
             con.close()
             self.con = None
-        if getattr(self, "started", False):
-            self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.cluster), "-m", "fast", "-w", "stop")
-            self.started = False
-        directory = getattr(self, "directory", None)
-        if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)
-            self.directory = None
+        server = getattr(self, "server", None)
+        if server is not None:
+            server.stop()
+            self.server = None
 
     # -- loading -------------------------------------------------------------------------
     def setup(self) -> dict[str, float]:

@@ -5,8 +5,8 @@ WITH event_stats AS (
   FROM events
   WHERE
     "tenant_id" = 1
-    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS TIMESTAMP)
-    AND "occurred_at" > CAST('2026-01-30 12:00:00' AS TIMESTAMP)
+    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS TIMESTAMP(6))
+    AND "occurred_at" > CAST('2026-01-30 12:00:00' AS TIMESTAMP(6))
     AND "event_date" BETWEEN CAST('2026-01-30' AS DATE) AND CAST('2026-03-01' AS DATE)
     AND "event_type" = 'order_placed'
     AND STRPOS("coupon ""code""; --", '50%_off') > 0

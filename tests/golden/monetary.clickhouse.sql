@@ -5,11 +5,11 @@ WITH event_stats AS (
   FROM events
   WHERE
     "tenant_id" = 1
-    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS DateTime64(6))
-    AND "occurred_at" >= CAST('2026-01-01 00:00:00' AS DateTime64(6))
+    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS DateTime64(6, 'UTC'))
+    AND "occurred_at" >= CAST('2026-01-01 00:00:00' AS DateTime64(6, 'UTC'))
     AND "event_date" BETWEEN CAST('2026-01-01' AS Nullable(DATE)) AND CAST('2026-03-01' AS Nullable(DATE))
     AND "event_type" = 'order_placed'
-    AND "occurred_at" <= CAST('2026-01-31 23:00:00' AS DateTime64(6))
+    AND "occurred_at" <= CAST('2026-01-31 23:00:00' AS DateTime64(6, 'UTC'))
   GROUP BY
     "user_id"
 )

@@ -3,11 +3,11 @@ WITH event_stats AS (
     "user_id",
     COUNT(*) FILTER(WHERE
       "event_type" = 'page_viewed'
-      AND "occurred_at" >= CAST('2026-02-22 12:00:00' AS TIMESTAMP)) AS recency_1
+      AND "occurred_at" >= CAST('2026-02-22 12:00:00' AS TIMESTAMP(6))) AS recency_1
   FROM events
   WHERE
     "tenant_id" = 1
-    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS TIMESTAMP)
+    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS TIMESTAMP(6))
     AND "event_date" <= CAST('2026-03-01' AS DATE)
   GROUP BY
     "user_id"

@@ -5,18 +5,18 @@ WITH event_stats AS (
       "event_type" = 'order_placed') AS monetary_1,
     COUNT(*) FILTER(WHERE
       "event_type" = 'page_viewed'
-      AND "occurred_at" >= CAST('2026-01-30 12:00:00' AS TIMESTAMP)) AS recency_2
+      AND "occurred_at" >= CAST('2026-01-30 12:00:00' AS TIMESTAMP(6))) AS recency_2
   FROM events
   WHERE
     "tenant_id" = 1
-    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS TIMESTAMP)
+    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS TIMESTAMP(6))
     AND "event_date" <= CAST('2026-03-01' AS DATE)
     AND "event_type" IN ('order_placed', 'page_viewed')
     AND (
       "event_type" = 'order_placed'
       OR (
         "event_type" = 'page_viewed'
-        AND "occurred_at" >= CAST('2026-01-30 12:00:00' AS TIMESTAMP)
+        AND "occurred_at" >= CAST('2026-01-30 12:00:00' AS TIMESTAMP(6))
       )
     )
   GROUP BY

@@ -5,21 +5,21 @@ WITH event_stats AS (
     COUNT(
       CASE
         WHEN "event_type" = 'page_viewed'
-        AND "occurred_at" >= CAST('2026-01-30 12:00:00' AS DateTime64(6))
+        AND "occurred_at" >= CAST('2026-01-30 12:00:00' AS DateTime64(6, 'UTC'))
         THEN 1
       END
     ) AS recency_2
   FROM events
   WHERE
     "tenant_id" = 1
-    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS DateTime64(6))
+    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS DateTime64(6, 'UTC'))
     AND "event_date" <= CAST('2026-03-01' AS Nullable(DATE))
     AND "event_type" IN ('order_placed', 'page_viewed')
     AND (
       "event_type" = 'order_placed'
       OR (
         "event_type" = 'page_viewed'
-        AND "occurred_at" >= CAST('2026-01-30 12:00:00' AS DateTime64(6))
+        AND "occurred_at" >= CAST('2026-01-30 12:00:00' AS DateTime64(6, 'UTC'))
       )
     )
   GROUP BY

@@ -8,8 +8,8 @@ WITH sequence_1_events AS (
   FROM events
   WHERE
     "tenant_id" = 1
-    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS DateTime64(6))
-    AND "occurred_at" > CAST('2025-12-01 12:00:00' AS DateTime64(6))
+    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS DateTime64(6, 'UTC'))
+    AND "occurred_at" > CAST('2025-12-01 12:00:00' AS DateTime64(6, 'UTC'))
     AND "event_date" BETWEEN CAST('2025-12-01' AS Nullable(DATE)) AND CAST('2026-03-01' AS Nullable(DATE))
     AND "event_type" IN ('page_viewed', 'checkout_started', 'order_placed')
 ), sequence_1_first_1 AS (
@@ -84,7 +84,7 @@ WITH sequence_1_events AS (
   JOIN sequence_1_earliest_chain AS c
     ON e."user_id" = c."user_id"
   WHERE
-    c.chain_end > c.chain_start + INTERVAL '2' DAY
+    c.chain_end > c.chain_start + INTERVAL '172800' SECOND
     AND e."occurred_at" > c.chain_start
   GROUP BY
     e."user_id",
@@ -119,13 +119,13 @@ WITH sequence_1_events AS (
     "user_id"
   FROM sequence_1_step_3
   WHERE
-    step_3 = 1 AND "occurred_at" <= chain_start_3 + INTERVAL '2' DAY
+    step_3 = 1 AND "occurred_at" <= chain_start_3 + INTERVAL '172800' SECOND
 ), sequence_1 AS (
   SELECT
     "user_id"
   FROM sequence_1_earliest_chain
   WHERE
-    chain_end <= chain_start + INTERVAL '2' DAY
+    chain_end <= chain_start + INTERVAL '172800' SECOND
   UNION ALL
   SELECT
     "user_id"

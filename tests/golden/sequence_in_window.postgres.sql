@@ -12,33 +12,52 @@ WITH sequence_1_events AS (
     AND "occurred_at" > CAST('2026-02-22 12:00:00' AS TIMESTAMP)
     AND "event_date" BETWEEN CAST('2026-02-22' AS DATE) AND CAST('2026-03-01' AS DATE)
     AND "event_type" IN ('page_viewed', 'checkout_started', 'order_placed')
-), sequence_1_ends AS (
-  SELECT
-    "user_id",
-    MIN(CASE WHEN step_1 = 1 THEN "occurred_at" END) AS first_at,
-    MAX(CASE WHEN step_3 = 1 THEN "occurred_at" END) AS last_at
-  FROM sequence_1_events
-  GROUP BY
-    "user_id"
-), sequence_1_first_2 AS (
+), sequence_1_times AS (
   SELECT
     e."user_id" AS "user_id",
-    MIN(e."occurred_at") AS first_at
+    e."occurred_at" AS "occurred_at",
+    MAX(e.step_1) AS step_1,
+    MAX(e.step_2) AS step_2,
+    MAX(e.step_3) AS step_3
   FROM sequence_1_events AS e
-  JOIN sequence_1_ends AS p
-    ON e."user_id" = p."user_id"
-  WHERE
-    e.step_2 = 1 AND e."occurred_at" > p.first_at
   GROUP BY
-    e."user_id"
+    e."user_id",
+    e."occurred_at"
+), sequence_1_all_step_2 AS (
+  SELECT
+    "user_id",
+    "occurred_at",
+    step_2,
+    step_3,
+    MAX(CASE WHEN step_1 = 1 THEN "occurred_at" END) OVER (
+      PARTITION BY "user_id"
+      ORDER BY "occurred_at"
+      ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+    ) AS chain_start_2
+  FROM sequence_1_times
+), sequence_1_all_step_3 AS (
+  SELECT
+    "user_id",
+    "occurred_at",
+    step_3,
+    MAX(CASE WHEN step_2 = 1 THEN chain_start_2 END) OVER (
+      PARTITION BY "user_id"
+      ORDER BY "occurred_at"
+      ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+    ) AS chain_start_3
+  FROM sequence_1_all_step_2
+  WHERE
+    step_2 = 1 OR step_3 = 1
+), sequence_1_all_late AS (
+  SELECT DISTINCT
+    "user_id"
+  FROM sequence_1_all_step_3
+  WHERE
+    step_3 = 1 AND "occurred_at" <= chain_start_3 + INTERVAL '7 DAY'
 ), sequence_1 AS (
   SELECT
-    r."user_id" AS "user_id"
-  FROM sequence_1_first_2 AS r
-  JOIN sequence_1_ends AS l
-    ON r."user_id" = l."user_id"
-  WHERE
-    r.first_at < l.last_at
+    "user_id"
+  FROM sequence_1_all_late
 )
 SELECT
   sequence_1."user_id"

@@ -8,8 +8,8 @@ WITH sequence_1_events AS (
   FROM events
   WHERE
     "tenant_id" = 1
-    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS TIMESTAMP)
-    AND "occurred_at" > CAST('2026-02-22 12:00:00' AS TIMESTAMP)
+    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS TIMESTAMP(6))
+    AND "occurred_at" > CAST('2026-02-22 12:00:00' AS TIMESTAMP(6))
     AND "event_date" BETWEEN CAST('2026-02-22' AS DATE) AND CAST('2026-03-01' AS DATE)
     AND "event_type" IN ('page_viewed', 'checkout_started', 'order_placed')
 ), sequence_1_ends AS (

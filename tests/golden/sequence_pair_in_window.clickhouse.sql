@@ -7,8 +7,8 @@ WITH sequence_1_events AS (
   FROM events
   WHERE
     "tenant_id" = 1
-    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS DateTime64(6))
-    AND "occurred_at" >= CAST('2026-02-01 00:00:00' AS DateTime64(6))
+    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS DateTime64(6, 'UTC'))
+    AND "occurred_at" >= CAST('2026-02-01 00:00:00' AS DateTime64(6, 'UTC'))
     AND "event_date" BETWEEN CAST('2026-02-01' AS Nullable(DATE)) AND CAST('2026-03-01' AS Nullable(DATE))
     AND "event_type" IN ('page_viewed', 'order_placed')
     AND (

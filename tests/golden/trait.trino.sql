@@ -4,7 +4,7 @@ WITH event_stats AS (
   FROM events
   WHERE
     "tenant_id" = 1
-    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS TIMESTAMP)
+    AND "occurred_at" <= CAST('2026-03-01 12:00:00' AS TIMESTAMP(6))
     AND "event_date" <= CAST('2026-03-01' AS DATE)
   GROUP BY
     "user_id"
