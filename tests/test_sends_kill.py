@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sends_fixtures import make_template, outbox_headers, profiles
+from tests.sends_fixtures import make_template, outbox_by_message_id, outbox_headers, profiles
 
 pytest_plugins = ["tests.api_fixtures", "tests.sends_fixtures"]
 
@@ -63,6 +63,13 @@ def _run_with_kills(runtime, data_dir: Path, tmp_path: Path, kill_points: list[i
         proc.wait(timeout=30)
 
 
+def _assert_recorded_as_delivered(runtime, data_dir: Path) -> None:
+    """Every send, the recovered ones too, records the recipient and subject that went out (so a
+    bounce naming its Message-ID finds the address)."""
+    rows = runtime.meta.query("SELECT message_id, to_address, subject FROM email_sends")
+    assert {r["message_id"]: (r["to_address"], r["subject"]) for r in rows} == outbox_by_message_id(data_dir)
+
+
 def _pending(runtime) -> int:
     return runtime.meta.query_one("SELECT count(*) FROM email_sends WHERE status IN ('queued', 'handing_off')")[0]
 
@@ -88,6 +95,7 @@ def test_broadcast_survives_kill_9_without_duplicates_or_misses(client, tenants,
     assert max(delivered.values()) == 1                              # nobody twice
     states = dict(runtime.meta.query("SELECT status, count(*) FROM email_sends GROUP BY status"))
     assert states == {"sent": 2000}
+    _assert_recorded_as_delivered(runtime, data_dir)
     progress = client.get(f"/api/broadcasts/{r.json()['id']}/", headers=a.headers).json()
     assert progress["status"] == "sent" and progress["progress"]["sentCount"] == 2000
 
@@ -120,3 +128,4 @@ def test_journeys_survive_kill_9_without_duplicates_or_misses(client, tenants, r
     assert delivered == expected
     assert runtime.meta.query_one("SELECT count(*) FROM journey_runs WHERE status = 'completed'")[0] == 400
     assert runtime.meta.query_one("SELECT count(*) FROM journey_run_steps")[0] == 400 * 3
+    _assert_recorded_as_delivered(runtime, data_dir)
