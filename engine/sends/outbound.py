@@ -308,7 +308,10 @@ class Outbound:
                             (db_time(utc_now()), source, source_id)).rowcount
 
     def record_engagement(self, send_id: int, kind: str) -> None:
-        """Count an open ("open") or a click ("click"); the first one's time is kept."""
+        """Count a click ("click"), or an open ("open") once per message: its one pixel is fetched
+        again on every view, mail-proxy prefetch and replay, so repeats say nothing (each fetch is
+        still an ``email_opened`` event, engine/sends/engagement.py). The first one's time is kept."""
         at, count = {"open": ("opened_at", "open_count"), "click": ("clicked_at", "click_count")}[kind]
-        self.meta.execute(f"UPDATE email_sends SET {at} = coalesce({at}, ?), {count} = {count} + 1 WHERE id = ?",
+        counted = "1" if kind == "open" else f"{count} + 1"
+        self.meta.execute(f"UPDATE email_sends SET {at} = coalesce({at}, ?), {count} = {counted} WHERE id = ?",
                           (db_time(utc_now()), send_id))
