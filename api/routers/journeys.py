@@ -21,7 +21,7 @@ import engine.sends.worker  # noqa: F401  (connects journeys to event and segmen
 from api.deps import Principal, get_runtime, require
 from api.errors import _loc_to_path
 from api.pagination import OffsetPage, offset_params, offset_response
-from api.routers._sends_common import CamelModel, SendsRoute, check_id, errors, idempotent, json_response
+from api.routers._sends_common import CamelModel, HeaderText, SendsRoute, check_id, errors, idempotent, json_response
 from engine.runtime import Runtime
 from engine.sends.common import SendsError
 from engine.sends.journey_model import Condition, JourneyDefinition, Reentry, Step, Trigger
@@ -49,7 +49,7 @@ class JourneyUpdate(CamelModel):
 
 class TriggerRequest(CamelModel):
     user_id: str = Field(min_length=1, max_length=256)
-    email: str | None = Field(None, max_length=320)
+    email: HeaderText | None = Field(None, max_length=320)
     data_variables: dict[str, Any] = Field(default_factory=dict)
 
 
