@@ -29,8 +29,9 @@ def _one_line(value: str) -> str:
     return value
 
 
-# A field that ends up in an email header (subject, sender and reply-to names and addresses): a CR
-# or LF is refused (400 naming the field) rather than encoded into something the author did not mean.
+# A field that ends up in an email header (subject, sender and reply-to names and addresses, the
+# recipient): a CR or LF is refused (400 naming the field) rather than encoded into something the
+# author did not mean.
 HeaderText = Annotated[str, AfterValidator(_one_line)]
 
 
@@ -125,5 +126,5 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorEnvelope, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
-__all__ = ["CamelModel", "HeaderText", "SendsRoute", "any_scope", "api_error", "check_id", "errors", "idempotent", "json_response",
-           "INT64_MAX"]
+__all__ = ["CamelModel", "HeaderText", "SendsRoute", "any_scope", "api_error", "check_id", "errors", "idempotent",
+           "json_response", "INT64_MAX"]
