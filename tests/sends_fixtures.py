@@ -125,12 +125,17 @@ def make_journey(client, headers, **fields) -> dict:
 
 def outbox_headers(data_dir: Path) -> list[tuple[str, str]]:
     """(To, Subject) of every outbox message, headers only (fast for thousands of files)."""
+    return list(outbox_by_message_id(data_dir).values())
+
+
+def outbox_by_message_id(data_dir: Path) -> dict[str, tuple[str, str]]:
+    """Message-ID (without angle brackets) -> (To, Subject) of every outbox message, headers only."""
     from email.parser import BytesHeaderParser
 
     parser = BytesHeaderParser(policy=policy.compat32)
-    out = []
+    out = {}
     for path in (Path(data_dir) / "outbox").glob("*.eml"):
         with open(path, "rb") as fh:
             headers = parser.parse(fh)
-        out.append((headers["To"], headers["Subject"]))
+        out[headers["Message-ID"].strip("<>")] = (headers["To"], headers["Subject"])
     return out

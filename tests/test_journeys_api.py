@@ -259,3 +259,58 @@ def test_segment_entry_triggers_runs_for_entered_recipients_only(client, setup, 
     drain(runtime)
     assert [to for to, _ in subjects(data_dir)] == ["u1@example.com", "u2@example.com", "u3@example.com"]
     assert client.get(f"/api/journeys/{j['id']}/", headers=a.headers).json()["stats"]["runs"] == 3
+
+
+def test_a_key_without_allow_sends_drafts_but_cannot_make_a_journey_send(client, setup, runtime, data_dir):
+    """allowSends=false (an agent's key): drafting, editing drafts, pausing and archiving are fine;
+    anything that would make a journey send is 403 ``sends_not_allowed`` and changes nothing."""
+    a, welcome, pro, free = setup
+    agent = a.key_headers("journeys:read", "journeys:write")
+    steps = _steps(welcome, pro, free)
+
+    def refused(r):
+        assert r.status_code == 403 and r.json()["code"] == "sends_not_allowed" and "allow_sends" in r.json(), r.text
+
+    refused(client.post("/api/journeys/", json={"name": "x", "status": "active", "trigger": {"type": "api"},
+                                                "steps": steps}, headers=agent))
+    assert client.get("/api/journeys/", headers=a.headers).json()["count"] == 0
+    draft = make_journey(client, agent, trigger={"type": "api"}, steps=steps)
+    edited = client.patch(f"/api/journeys/{draft['id']}/", json={"steps": steps[:1]}, headers=agent)
+    assert edited.status_code == 200 and edited.json()["version"] == 2
+    refused(client.patch(f"/api/journeys/{draft['id']}/", json={"status": "active"}, headers=agent))
+    assert client.get(f"/api/journeys/{draft['id']}/", headers=a.headers).json()["status"] == "draft"
+
+    # A human (or a send-enabled key) activates; the agent may pause and rename, not resume or re-route.
+    client.patch(f"/api/journeys/{draft['id']}/", json={"status": "active", "steps": steps}, headers=a.headers)
+    refused(client.post(f"/api/journeys/{draft['id']}/trigger/", json={"userId": "u1"}, headers=agent))
+    refused(client.patch(f"/api/journeys/{draft['id']}/", json={"steps": steps[3:]}, headers=agent))
+    renamed = client.patch(f"/api/journeys/{draft['id']}/", json={"name": "renamed"}, headers=agent).json()
+    assert renamed["status"] == "active" and renamed["version"] == 3
+    assert client.patch(f"/api/journeys/{draft['id']}/", json={"status": "paused"}, headers=agent).status_code == 200
+    refused(client.patch(f"/api/journeys/{draft['id']}/", json={"status": "active"}, headers=agent))
+    assert client.get(f"/api/journeys/{draft['id']}/", headers=a.headers).json()["status"] == "paused"
+    drain(runtime)
+    assert outbox(data_dir) == [] and runtime.meta.query_one("SELECT count(*) FROM journey_runs")[0] == 0
+
+    # A journey whose steps cannot send is the agent's to run.
+    quiet = make_journey(client, agent, status="active", trigger={"type": "api"},
+                         steps=[{"id": "w", "type": "wait", "duration": {"minutes": 5}}, {"id": "e", "type": "exit"}])
+    assert client.post(f"/api/journeys/{quiet['id']}/trigger/", json={"userId": "u1"}, headers=agent).status_code == 202
+    assert client.delete(f"/api/journeys/{draft['id']}/", headers=agent).json()["status"] == "archived"
+
+    # The control: the same trigger with allow_sends sends.
+    sender = make_journey(client, a.headers, status="active", trigger={"type": "api"}, steps=steps[:1])
+    assert client.post(f"/api/journeys/{sender['id']}/trigger/", json={"userId": "u1"},
+                       headers=a.headers).status_code == 202
+    drain(runtime)
+    assert subjects(data_dir) == [("u1@example.com", "Welcome Ann")]
+
+
+def test_every_step_type_says_whether_it_sends():
+    """The allow_sends gate asks the step types; a step type that does not say cannot be defined."""
+    from engine.sends.journey_model import STEP_TYPES, StepModel
+
+    assert {name for name, cls in STEP_TYPES.items() if cls.sends} == {"send_email"}
+    with pytest.raises(TypeError, match="sends"):
+        class Webhook(StepModel):  # noqa: F841
+            type: str = "webhook"

@@ -182,3 +182,24 @@ def test_brand_kit_sender_and_colors_reach_the_message(client, tenants, runtime,
     html = msg.get_body(("html",)).get_content()
     assert "color:#aa0000" in html and "Unsubscribe</a>" not in html  # template shows its own link
     assert msg.get_body(("plain",)) is None or msg.get_content_type() == "text/html"
+
+
+def test_an_open_counts_once_per_message_and_every_fetch_stays_an_event(client, tenants, runtime, data_dir):
+    """The pixel of one message is fetched on every view, proxy prefetch or replay: openCount
+    counts the message opened once; the lake keeps every fetch as an ``email_opened`` event."""
+    a = tenants.a
+    profiles(runtime, a.tenant_id, USERS)
+    t = make_template(client, a.headers)
+    sent = client.post("/api/emails/", json={"templateId": t["id"], "userId": "u1"}, headers=a.headers).json()
+    [msg] = outbox(data_dir)
+    html = msg.get_body(("html",)).get_content()
+    pixel = _path(re.search(r'src="(http://127\.0\.0\.1:8000/api/recipients/open/[^"]+)"', html).group(1))
+    for _ in range(3):
+        assert client.get(pixel).status_code == 200
+    first = client.get(f"/api/emails/{sent['id']}/", headers=a.headers).json()
+    assert first["openCount"] == 1 and first["openedAt"]
+    runtime.ingest.flush_now()
+    files = runtime.lake.snapshot(a.tenant_id).files
+    opens = duckdb.connect().execute("SELECT count(*) FROM read_parquet(?) WHERE event_type = 'email_opened'",
+                                     [list(files)]).fetchone()[0]
+    assert opens == 3

@@ -119,18 +119,51 @@ def test_recovery_settles_a_dead_workers_outbox_hand_offs_exactly(runtime, tenan
     # A worker claims all four, hands off the first two, and dies before settling anything.
     rows = sends.outbound.claim("dead-worker", timedelta(seconds=-1), 10)
     assert sorted(r["id"] for r in rows) == sorted(ids)
-    for row in rows[:2]:
-        *_, outgoing = sends.dispatcher._render(a.tenant_id, row, sends.dispatcher._content(row["content_id"]), {},
-                                                row["to_address"], utc_now())
-        sends.transport.send(outgoing)
+    dead = sends.dispatcher
+    dead.owner = "dead-worker"
+    dead.hand_off([dead._render(a.tenant_id, row, dead._content(row["content_id"]), {}, row["to_address"], utc_now())
+                   for row in rows[:2]])
     assert len(outbox(data_dir)) == 2
     assert sends.dispatcher.recover() == 4
-    states = dict(runtime.meta.query("SELECT id, status FROM email_sends"))
-    assert [states[r["id"]] for r in rows] == ["sent", "sent", "queued", "queued"]
+    states = {r["id"]: (r["status"], r["to_address"], r["subject"])
+              for r in runtime.meta.query("SELECT id, status, to_address, subject FROM email_sends")}
+    assert [states[r["id"]] for r in rows] == [("sent", rows[0]["to_address"], "Hello"),
+                                               ("sent", rows[1]["to_address"], "Hello"),
+                                               ("queued", rows[2]["to_address"], None),
+                                               ("queued", rows[3]["to_address"], None)]
     while sends.dispatcher.run_once():
         pass
     assert sorted(m["To"] for m in outbox(data_dir)) == [f"r{i}@example.com" for i in range(4)]
     assert {s for s in dict(runtime.meta.query("SELECT id, status FROM email_sends")).values()} == {"sent"}
+
+
+def test_a_recovered_smtp_hand_off_keeps_its_recipient_so_a_bounce_suppresses_it(smtp_runtime, smtp_server, tenants):
+    """A worker dies after the SMTP server took a message addressed by profile (no ``to`` on the
+    row, like every broadcast and journey send): recovery cannot tell whether it went out, marks
+    it ``unknown``, and still records the recipient and subject the hand-off used, so the bounce
+    that comes back for its Message-ID suppresses the address."""
+    a = tenants.a
+    profiles(smtp_runtime, a.tenant_id, {"u1": {"email": "u1@example.com", "first_name": "Ann"}})
+    sends = smtp_runtime.sends
+    with TestClient(create_app(smtp_runtime.settings, runtime=smtp_runtime)) as client:
+        t = make_template(client, a.headers, purpose="transactional")
+        content_id, _, _ = snapshot_template(sends, a.tenant_id, t["id"])
+        [send_id] = sends.outbound.enqueue([NewSend(a.tenant_id, "broadcast", "b1:u1", content_id, user_id="u1",
+                                                    template_id=t["id"])])
+        dispatcher = sends.dispatcher
+        [row] = sends.outbound.claim(dispatcher.owner, timedelta(seconds=-1), 10)
+        assert row["to_address"] is None
+        dispatcher.hand_off([dispatcher._render(a.tenant_id, row, dispatcher._content(content_id),
+                                                {"email": "u1@example.com", "first_name": "Ann"}, "u1@example.com",
+                                                utc_now())])  # ... and the worker dies here
+        assert smtp_server.recipients() == ["u1@example.com"]
+        assert dispatcher.recover() == 1
+        sent = client.get(f"/api/emails/{send_id}/", headers=a.headers).json()
+        assert (sent["status"], sent["to"], sent["subject"]) == ("unknown", "u1@example.com", "Hello Ann")
+        bounce = client.post("/api/recipients/feedback/", json={"type": "hard_bounce", "messageId": sent["messageId"]},
+                             headers=a.headers)
+        assert bounce.status_code == 202 and bounce.json() == {"email": "u1@example.com", "type": "hard_bounce",
+                                                               "suppressed": True}
 
 
 def test_recovery_never_retries_an_smtp_hand_off_blindly(smtp_runtime, smtp_server, tenants, client):

@@ -6,11 +6,12 @@ Not a router itself (api.app includes only the names in its ROUTERS list).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
+from pydantic import AfterValidator
 from starlette.responses import Response
 
 from api.deps import Principal, authenticated, tenant_scoped_404
@@ -20,6 +21,18 @@ from engine.sends.common import MAX_ID as INT64_MAX
 from engine.sends.common import CamelModel, NotFound, SendsError
 from engine.sends.idempotency import fingerprint
 
+
+
+def _one_line(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError("goes into an email header: a line break (CR or LF) is not allowed")
+    return value
+
+
+# A field that ends up in an email header (subject, sender and reply-to names and addresses, the
+# recipient): a CR or LF is refused (400 naming the field) rather than encoded into something the
+# author did not mean.
+HeaderText = Annotated[str, AfterValidator(_one_line)]
 
 
 def api_error(err: Exception) -> ApiError:
@@ -113,5 +126,5 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorEnvelope, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
-__all__ = ["CamelModel", "SendsRoute", "any_scope", "api_error", "check_id", "errors", "idempotent", "json_response",
-           "INT64_MAX"]
+__all__ = ["CamelModel", "HeaderText", "SendsRoute", "any_scope", "api_error", "check_id", "errors", "idempotent",
+           "json_response", "INT64_MAX"]

@@ -6,7 +6,16 @@ from pydantic import Field
 
 from api.deps import Principal, get_runtime, require
 from api.pagination import OffsetPage, offset_params, offset_response
-from api.routers._sends_common import INT64_MAX, CamelModel, SendsRoute, check_id, errors, idempotent, json_response
+from api.routers._sends_common import (
+    INT64_MAX,
+    CamelModel,
+    HeaderText,
+    SendsRoute,
+    check_id,
+    errors,
+    idempotent,
+    json_response,
+)
 from engine.runtime import Runtime
 from engine.sends.recipients import normalize_address
 
@@ -16,9 +25,9 @@ WRITE = require("brand_kits:write")
 
 
 class Sender(CamelModel):
-    from_name: str | None = Field(None, max_length=200)
-    from_email: str | None = Field(None, max_length=320)
-    reply_to: str | None = Field(None, max_length=320)
+    from_name: HeaderText | None = Field(None, max_length=200)
+    from_email: HeaderText | None = Field(None, max_length=320)
+    reply_to: HeaderText | None = Field(None, max_length=320)
 
 
 class BrandKitFields(CamelModel):

@@ -16,6 +16,7 @@ from api.pagination import OffsetPage, offset_params, offset_response
 from api.routers._sends_common import (
     INT64_MAX,
     CamelModel,
+    HeaderText,
     SendsRoute,
     any_scope,
     check_id,
@@ -35,7 +36,7 @@ STATUSES = Literal["queued", "handing_off", "sent", "failed", "skipped_unsubscri
 
 class EmailRequest(CamelModel):
     template_id: int = Field(ge=1, le=INT64_MAX)
-    to: str | None = Field(None, max_length=320)
+    to: HeaderText | None = Field(None, max_length=320)
     user_id: str | None = Field(None, min_length=1, max_length=256)
     data_variables: dict[str, Any] | None = None
 

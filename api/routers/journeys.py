@@ -5,6 +5,10 @@ The journey document is described in engine/sends/journey_model.py. ``PATCH`` ma
 ``name``, ``status`` and any part of the definition (the rest is kept); a changed definition is
 a new version that only new runs use. ``DELETE`` archives (active runs exit). The trigger and
 create POSTs accept ``Idempotency-Key``.
+
+A key without ``allowSends`` answers 403 ``sends_not_allowed`` when it would make a journey send:
+activating one that can send (create active, PATCH into active), changing an active one into one
+that can send, or triggering one (engine/sends/journeys.py).
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import engine.sends.worker  # noqa: F401  (connects journeys to event and segmen
 from api.deps import Principal, get_runtime, require
 from api.errors import _loc_to_path
 from api.pagination import OffsetPage, offset_params, offset_response
-from api.routers._sends_common import CamelModel, SendsRoute, check_id, errors, idempotent, json_response
+from api.routers._sends_common import CamelModel, HeaderText, SendsRoute, check_id, errors, idempotent, json_response
 from engine.runtime import Runtime
 from engine.sends.common import SendsError
 from engine.sends.journey_model import Condition, JourneyDefinition, Reentry, Step, Trigger
@@ -45,7 +49,7 @@ class JourneyUpdate(CamelModel):
 
 class TriggerRequest(CamelModel):
     user_id: str = Field(min_length=1, max_length=256)
-    email: str | None = Field(None, max_length=320)
+    email: HeaderText | None = Field(None, max_length=320)
     data_variables: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -65,7 +69,7 @@ def list_journeys(request: Request, page: OffsetPage = Depends(offset_params),
 def create_journey(body: JourneyCreate, request: Request, principal: Principal = Depends(WRITE),
                    runtime: Runtime = Depends(get_runtime)):
     return idempotent(request, principal, runtime, body.doc(), lambda: (201, runtime.sends.journeys.create(
-        principal.tenant_id, body.name, body, body.status)))
+        principal.tenant_id, body.name, body, body.status, may_send=principal.allow_sends)))
 
 
 @router.get("/api/journeys/{journey_id:int}/")
@@ -90,13 +94,14 @@ def update_journey(body: JourneyUpdate, journey_id: int = Depends(journey_id_par
             first = err.errors()[0]
             raise SendsError(_loc_to_path(tuple(first["loc"])), first["msg"], "validation_error") from None
     return json_response(journeys.update(principal.tenant_id, journey_id, name=changes.get("name"), model=model,
-                                         status=changes.get("status")))
+                                         status=changes.get("status"), may_send=principal.allow_sends))
 
 
 @router.delete("/api/journeys/{journey_id:int}/", responses=errors(409))
 def archive_journey(journey_id: int = Depends(journey_id_param), principal: Principal = Depends(WRITE),
                     runtime: Runtime = Depends(get_runtime)):
-    return json_response(runtime.sends.journeys.update(principal.tenant_id, journey_id, status="archived"))
+    return json_response(runtime.sends.journeys.update(principal.tenant_id, journey_id, status="archived",
+                                                       may_send=principal.allow_sends))
 
 
 @router.post("/api/journeys/{journey_id:int}/trigger/", status_code=202, responses=errors(409))
@@ -107,7 +112,7 @@ def trigger_journey(body: TriggerRequest, request: Request, journey_id: int = De
     if body.email is not None:
         email = normalize_address(body.email)
     return idempotent(request, principal, runtime, body.doc(), lambda: (202, runtime.sends.journeys.trigger(
-        principal.tenant_id, journey_id, body.user_id, email, body.data_variables)))
+        principal.tenant_id, journey_id, body.user_id, email, body.data_variables, may_send=principal.allow_sends)))
 
 
 @router.get("/api/journeys/{journey_id:int}/runs/")

@@ -14,7 +14,16 @@ from pydantic import Field
 from api.deps import Principal, get_runtime, require
 from api.errors import ApiError
 from api.pagination import OffsetPage, offset_params, offset_response
-from api.routers._sends_common import INT64_MAX, CamelModel, SendsRoute, check_id, errors, idempotent, json_response
+from api.routers._sends_common import (
+    INT64_MAX,
+    CamelModel,
+    HeaderText,
+    SendsRoute,
+    check_id,
+    errors,
+    idempotent,
+    json_response,
+)
 from engine.runtime import Runtime
 from engine.sends.recipients import normalize_address
 from engine.sends.templates import CompiledContent, Content, merge_context
@@ -28,21 +37,21 @@ class TemplateFields(CamelModel):
     """Omit a field to keep it. Only ``brandKitId`` and the sender fields take null (use the brand kit's)."""
 
     name: str = Field(None, min_length=1, max_length=200)
-    subject: str = Field(None, max_length=998)
+    subject: HeaderText = Field(None, max_length=998)
     html: str = Field(None, max_length=1_000_000)
     text: str = Field(None, max_length=1_000_000)
     purpose: Literal["marketing", "transactional"] = None
     topic: str = Field(None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
     data_variables: list[str] = Field(None, max_length=200)
     brand_kit_id: int | None = Field(None, ge=1, le=INT64_MAX)
-    from_name: str | None = Field(None, max_length=200)
-    from_email: str | None = Field(None, max_length=320)
-    reply_to: str | None = Field(None, max_length=320)
+    from_name: HeaderText | None = Field(None, max_length=200)
+    from_email: HeaderText | None = Field(None, max_length=320)
+    reply_to: HeaderText | None = Field(None, max_length=320)
 
 
 class TemplateCreate(TemplateFields):
     name: str = Field(min_length=1, max_length=200)
-    subject: str = Field(max_length=998)
+    subject: HeaderText = Field(max_length=998)
 
 
 class DuplicateRequest(CamelModel):

@@ -19,7 +19,7 @@ from html import unescape
 
 from engine.sends import mime
 from engine.sends.common import loads, utc_now
-from engine.sends.outbound import MAX_ATTEMPTS, Outbound, Outcome, worker_identity
+from engine.sends.outbound import MAX_ATTEMPTS, Outbound, Outcome, recovered, worker_identity
 from engine.sends.profiles import ProfileDirectory
 from engine.sends.recipients import Recipients, Signer, valid_address
 from engine.sends.templates import CompiledContent, merge_context
@@ -99,14 +99,19 @@ class Dispatcher:
 
     def recover(self) -> int:
         """Settle hand-offs whose worker died (lease expired); returns how many were settled."""
-        settled = 0
+        by_owner: dict[str, list[Outcome]] = defaultdict(list)
         for row in self.outbound.expired_hand_offs():
             delivered = self.transport.was_delivered(row["message_id"])
-            if self.outbound.resolve_expired(row["id"], row["lease_owner"], delivered):
-                settled += 1
-                log.warning("recovered hand-off of send %s (%s): %s", row["id"], row["message_id"],
-                            {True: "sent", False: "re-queued", None: "unknown"}[delivered])
-        return settled
+            by_owner[row["lease_owner"]].append(recovered(row, delivered))
+            log.warning("recovered hand-off of send %s (%s): %s", row["id"], row["message_id"],
+                        {True: "sent", False: "re-queued", None: "unknown"}[delivered])
+        return sum(self.outbound.settle(owner, outcomes) for owner, outcomes in by_owner.items())
+
+    def hand_off(self, items: list[tuple]) -> list[BaseException | None]:
+        """Record the recipients and subjects of these rendered messages (row, subject, address,
+        Outgoing), then give them to the transport; per message None or the transport's error."""
+        self.outbound.record_intent(self.owner, [(row["id"], address, subject) for row, subject, address, _ in items])
+        return self.transport.send_many([item[3] for item in items])
 
     # -- processing --------------------------------------------------------------------
     def _content(self, content_id: int) -> CompiledContent:
@@ -122,7 +127,7 @@ class Dispatcher:
         settle every row in one transaction. The lease is renewed while waiting on a slow
         transport."""
         outcomes: list[Outcome] = []
-        hand_off = _HandOff(self._lane, self.transport)
+        hand_off = _HandOff(self._lane, self.hand_off)
         date = utc_now()
         by_tenant: dict[int, list] = defaultdict(list)
         for row in rows:
@@ -217,12 +222,12 @@ def _before_body_end(html: str, snippet: str) -> str:
 
 
 class _HandOff:
-    """A chunk's rendered messages, handed to the transport slice by slice on the lane thread
-    (in order) as soon as each slice is full, so rendering and writing overlap."""
+    """A chunk's rendered messages, handed off (``Dispatcher.hand_off``) slice by slice on the lane
+    thread (in order) as soon as each slice is full, so rendering and writing overlap."""
 
-    def __init__(self, lane: ThreadPoolExecutor, transport: Transport):
+    def __init__(self, lane: ThreadPoolExecutor, hand_off: Callable[[list[tuple]], list[BaseException | None]]):
         self.lane = lane
-        self.transport = transport
+        self.hand_off = hand_off
         self.items: list[tuple] = []  # (row, subject, address, Outgoing)
         self.slices: list[tuple[list[tuple], Future]] = []
         self.submitted = 0
@@ -235,7 +240,7 @@ class _HandOff:
     def _submit(self) -> None:
         batch = self.items[self.submitted:]
         self.submitted = len(self.items)
-        self.slices.append((batch, self.lane.submit(self.transport.send_many, [item[3] for item in batch])))
+        self.slices.append((batch, self.lane.submit(self.hand_off, batch)))
 
     def results(self, every: float, still_waiting: Callable[[], None]) -> Iterator[tuple[tuple, BaseException | None]]:
         """(item, transport answer) in order; calls ``still_waiting`` every ``every`` seconds of waiting."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, model_validator
@@ -98,14 +98,29 @@ class Duration(CamelModel):
         return self
 
 
-class SendEmailStep(CamelModel):
+class StepModel(CamelModel):
+    """A step type. ``sends`` says whether running it can send email: the one fact the
+    ``allow_sends`` gate (``can_send``) asks, so every step type must state it (a new sending
+    step is gated without a list to update)."""
+
+    sends: ClassVar[bool]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "sends" not in cls.__dict__:
+            raise TypeError(f"{cls.__name__} must say whether it sends (sends = True/False)")
+
+
+class SendEmailStep(StepModel):
+    sends = True
     id: str = Field(pattern=STEP_ID)
     type: Literal["send_email"]
     template_id: int = Field(ge=1, le=MAX_ID)
     next: str | None = None
 
 
-class WaitStep(CamelModel):
+class WaitStep(StepModel):
+    sends = False
     id: str = Field(pattern=STEP_ID)
     type: Literal["wait"]
     duration: Duration | None = None
@@ -119,7 +134,8 @@ class WaitStep(CamelModel):
         return self
 
 
-class BranchStep(CamelModel):
+class BranchStep(StepModel):
+    sends = False
     id: str = Field(pattern=STEP_ID)
     type: Literal["branch"]
     condition: Condition
@@ -127,12 +143,16 @@ class BranchStep(CamelModel):
     else_: str | None = Field(None, alias="else")
 
 
-class ExitStep(CamelModel):
+class ExitStep(StepModel):
+    sends = False
     id: str = Field(pattern=STEP_ID)
     type: Literal["exit"]
 
 
 Step = Annotated[SendEmailStep | WaitStep | BranchStep | ExitStep, Field(discriminator="type")]
+# "send_email" -> SendEmailStep, ...: stored definitions name their steps' types.
+STEP_TYPES: dict[str, type[StepModel]] = {get_args(cls.model_fields["type"].annotation)[0]: cls
+                                          for cls in get_args(get_args(Step)[0])}
 
 
 class Reentry(CamelModel):
@@ -188,6 +208,11 @@ def normalize(definition: JourneyDefinition) -> dict[str, Any]:
             "exitCondition": (definition.exit_condition.model_dump(mode="json", by_alias=True)
                               if definition.exit_condition else None),
             "reentry": reentry.model_dump(mode="json", by_alias=True, exclude_none=True)}
+
+
+def can_send(definition: dict[str, Any]) -> bool:
+    """Whether a run of this stored definition can send email (some step's type sends)."""
+    return any(STEP_TYPES[step["type"]].sends for step in definition["steps"])
 
 
 def successors(step: dict[str, Any]) -> list[str]:

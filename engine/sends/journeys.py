@@ -7,6 +7,13 @@ the step's durable effect (an EmailSend row, unique per run + step). So a (journ
 happens at most once whatever restarts or concurrent workers do; a worker that dies between
 steps leaves a lease that runs out, and the next worker continues from the recorded step.
 
+A credential that may not send (``allow_sends`` false: ``may_send=False`` here) can draft,
+edit, pause and archive journeys, but cannot make one send: it cannot activate a journey that
+can send (create it active, resume it), change an active one's definition into one that can
+send, or trigger one (``sends_not_allowed``). Whether a journey can send is a property of its
+step types (``journey_model.can_send``). Entries by events and segment computations are not
+gated: whoever activated the journey decided that those send.
+
 Runs pin the journey version they started on: editing an active journey changes new runs only.
 Pausing a journey holds its runs where they are; archiving exits them. Recipients who are
 unsubscribed or suppressed are skipped by the send itself and counted
@@ -27,6 +34,7 @@ from engine.sends.common import NotFound, SendsError, api_time, db_time, dumps, 
 from engine.sends.emails import snapshot_template
 from engine.sends.journey_model import (
     JourneyDefinition,
+    can_send,
     compare,
     filters_match,
     next_time_of_day,
@@ -125,6 +133,12 @@ class _Lost(Exception):
     """The run moved under us (another worker took it over): stop touching it."""
 
 
+def _check_may_send(definition: dict[str, Any], may_send: bool, doing: str) -> None:
+    if not may_send and can_send(definition):
+        raise SendsError("allow_sends", f"this credential may not send (allow_sends is false), so it cannot {doing} "
+                                        "that sends email", "sends_not_allowed", status=403)
+
+
 class Journeys:
     def __init__(self, runtime: "Runtime", sends: "Sends"):
         self.runtime = runtime
@@ -210,10 +224,13 @@ class Journeys:
         trigger = definition["trigger"]
         return trigger["type"], trigger.get("eventType"), trigger.get("segmentId")
 
-    def create(self, tenant_id: int, name: str, model: JourneyDefinition, status: str = "draft") -> dict[str, Any]:
+    def create(self, tenant_id: int, name: str, model: JourneyDefinition, status: str = "draft", *,
+               may_send: bool) -> dict[str, Any]:
         definition = normalize(model)
         if status not in ("draft", "active"):
             raise SendsError("status", "a new journey is draft or active", "invalid_status")
+        if status == "active":
+            _check_may_send(definition, may_send, "activate a journey")
         self._check_references(tenant_id, definition, status == "active")
         now = db_time(utc_now())
         with self.meta.transaction() as conn:
@@ -227,19 +244,25 @@ class Journeys:
         return self.get(tenant_id, cur.lastrowid)
 
     def update(self, tenant_id: int, journey_id: int, *, name: str | None = None,
-               model: JourneyDefinition | None = None, status: str | None = None) -> dict[str, Any]:
+               model: JourneyDefinition | None = None, status: str | None = None,
+               may_send: bool) -> dict[str, Any]:
         row = self.row(tenant_id, journey_id)
         if row["status"] == "archived":
             raise SendsError("status", "an archived journey cannot change", "journey_archived", status=409)
         if status is not None and status != row["status"] and status not in TRANSITIONS[row["status"]]:
             raise SendsError("status", f"cannot go from {row['status']} to {status}", "invalid_transition", status=409)
         new_status = status or row["status"]
-        definition = normalize(model) if model is not None else self.definition(journey_id, row["version"])
+        current = self.definition(journey_id, row["version"])
+        definition = normalize(model) if model is not None else current
+        changed = definition != current
+        if new_status == "active" and (row["status"] != "active" or changed):
+            doing = "activate a journey" if row["status"] != "active" else "change an active journey into one"
+            _check_may_send(definition, may_send, doing)
         self._check_references(tenant_id, definition, new_status == "active")
         now = db_time(utc_now())
         with self.meta.transaction() as conn:
             version = row["version"]
-            if model is not None and definition != self.definition(journey_id, row["version"]):
+            if changed:
                 version += 1
                 conn.execute("INSERT INTO journey_versions (journey_id, version, definition, created_at) "
                              "VALUES (?,?,?,?)", (journey_id, version, dumps(definition), now))
@@ -286,7 +309,7 @@ class Journeys:
         return started
 
     def trigger(self, tenant_id: int, journey_id: int, user_id: str, email: str | None,
-                data: dict[str, Any]) -> dict[str, Any]:
+                data: dict[str, Any], *, may_send: bool) -> dict[str, Any]:
         """The API entry: one recipient -> a run id."""
         row = self.row(tenant_id, journey_id)
         if row["trigger_type"] != "api":
@@ -294,6 +317,7 @@ class Journeys:
                              "not_api_triggered", status=409)
         if row["status"] != "active":
             raise SendsError("status", f"the journey is {row['status']}", "journey_not_active", status=409)
+        _check_may_send(self.definition(journey_id, row["version"]), may_send, "trigger a journey")
         if email is None:
             profile = self.sends.profiles.one(tenant_id, user_id) or {}
             if valid_address(profile.get("email")) is None:

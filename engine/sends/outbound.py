@@ -8,10 +8,13 @@ An EmailSend row is created ``queued`` with its Message-ID already minted, and m
 
 ``handing_off`` is the durable intent: a worker claims rows (compare-and-set inside one
 ``BEGIN IMMEDIATE`` transaction, with a lease) *before* it gives them to the transport, and
-settles them afterwards. A row whose lease ran out while ``handing_off`` belonged to a worker
-that died mid-hand-off; recovery asks the transport whether that Message-ID went out
-(``was_delivered``): yes -> sent, no -> queued again, cannot tell (SMTP) -> ``unknown``, left
-for an operator instead of risking a duplicate. ``UNIQUE (source, source_key)`` makes creating
+settles them afterwards. Just before giving a message to the transport it records the message's
+recipient and subject on the row (``record_intent``). A row whose lease ran out while
+``handing_off`` belonged to a worker that died mid-hand-off; recovery asks the transport whether
+that Message-ID went out (``was_delivered``): yes -> sent, no -> queued again, cannot tell
+(SMTP) -> ``unknown``, left for an operator instead of risking a duplicate. Both settle through
+``settle`` with the recorded recipient and subject, so a recovered send is recorded like any
+other (a bounce for it finds its address). ``UNIQUE (source, source_key)`` makes creating
 the row itself at most once per journey step or broadcast recipient.
 """
 from __future__ import annotations
@@ -131,6 +134,20 @@ class Outcome:
     subject: str | None = None
     to_address: str | None = None
     retry_after: float = 0.0
+
+
+UNKNOWN_AFTER_CRASH = ("the worker stopped during the SMTP hand-off; whether the server accepted the message is "
+                       "unknown, so it is not retried (review and resend by hand)")
+
+
+def recovered(row, delivered: bool | None) -> Outcome:
+    """A dead worker's hand-off (``row``, with the intent it recorded), settled by what the
+    transport knows (see the module doc)."""
+    if delivered is None:
+        return Outcome(row["id"], "unknown", UNKNOWN_AFTER_CRASH, row["subject"], row["to_address"])
+    if delivered:
+        return Outcome(row["id"], "sent", None, row["subject"], row["to_address"])
+    return Outcome(row["id"], "queued", to_address=row["to_address"])
 
 
 class Outbound:
@@ -273,26 +290,17 @@ class Outbound:
                 settled += cur.rowcount
         return settled
 
-    def expired_hand_offs(self, limit: int = 1000) -> list:
-        return self.meta.query(
-            "SELECT id, message_id, lease_owner FROM email_sends WHERE status = 'handing_off' AND lease_until < ? "
-            "ORDER BY lease_until LIMIT ?", (db_time(utc_now()), limit))
+    def record_intent(self, owner: str, items: Sequence[tuple[int, str, str]]) -> None:
+        """Just before a hand-off: (send id, recipient, subject) of each message, so that whoever
+        settles the send (this worker, or recovery after it died) records what went out."""
+        with self.meta.transaction() as conn:
+            conn.executemany("UPDATE email_sends SET to_address = ?, subject = ? "
+                             "WHERE id = ? AND status = 'handing_off' AND lease_owner = ?",
+                             [(address, subject, send_id, owner) for send_id, address, subject in items])
 
-    def resolve_expired(self, send_id: int, lease_owner: str, delivered: bool | None) -> bool:
-        """Settle a dead worker's hand-off by what the transport knows (see the module doc)."""
-        now = db_time(utc_now())
-        if delivered is True:
-            sql, params = ("UPDATE email_sends SET status = 'sent', sent_at = ?, lease_owner = NULL, lease_until = NULL "
-                           "WHERE id = ? AND status = 'handing_off' AND lease_owner = ?", (now, send_id, lease_owner))
-        elif delivered is False:
-            sql, params = ("UPDATE email_sends SET status = 'queued', lease_owner = NULL, lease_until = NULL "
-                           "WHERE id = ? AND status = 'handing_off' AND lease_owner = ?", (send_id, lease_owner))
-        else:
-            sql, params = ("UPDATE email_sends SET status = 'unknown', failed_at = ?, lease_owner = NULL, "
-                           "lease_until = NULL, error = 'the worker stopped during the SMTP hand-off; whether the "
-                           "server accepted the message is unknown, so it is not retried (review and resend by hand)' "
-                           "WHERE id = ? AND status = 'handing_off' AND lease_owner = ?", (now, send_id, lease_owner))
-        return self.meta.execute(sql, params).rowcount > 0
+    def expired_hand_offs(self, limit: int = 1000) -> list:
+        return self.meta.query("SELECT * FROM email_sends WHERE status = 'handing_off' AND lease_until < ? "
+                               "ORDER BY lease_until LIMIT ?", (db_time(utc_now()), limit))
 
     def cancel_queued(self, conn, source: str, source_id: int) -> int:
         return conn.execute("UPDATE email_sends SET status = 'cancelled', cancelled_at = ? "
@@ -300,7 +308,10 @@ class Outbound:
                             (db_time(utc_now()), source, source_id)).rowcount
 
     def record_engagement(self, send_id: int, kind: str) -> None:
-        """Count an open ("open") or a click ("click"); the first one's time is kept."""
+        """Count a click ("click"), or an open ("open") once per message: its one pixel is fetched
+        again on every view, mail-proxy prefetch and replay, so repeats say nothing (each fetch is
+        still an ``email_opened`` event, engine/sends/engagement.py). The first one's time is kept."""
         at, count = {"open": ("opened_at", "open_count"), "click": ("clicked_at", "click_count")}[kind]
-        self.meta.execute(f"UPDATE email_sends SET {at} = coalesce({at}, ?), {count} = {count} + 1 WHERE id = ?",
+        counted = "1" if kind == "open" else f"{count} + 1"
+        self.meta.execute(f"UPDATE email_sends SET {at} = coalesce({at}, ?), {count} = {counted} WHERE id = ?",
                           (db_time(utc_now()), send_id))
