@@ -6,6 +6,7 @@ with its API key saved in ``<data>/demo-credentials.json``).
 """
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -45,12 +46,15 @@ def _progress() -> Progress:
 def demo_data(
     users: int = typer.Option(2000, min=1, help="Number of users (profiles)"),
     events: int = typer.Option(200_000, min=0, help="Number of events"),
-    seed: int = typer.Option(7, help="Same seed and sizes -> identical data"),
+    seed: int = typer.Option(7, help="Same seed, sizes and --end -> identical data"),
+    end: datetime | None = typer.Option(None, "--end", formats=["%Y-%m-%d"],
+                                        help="The data ends at 00:00 UTC of this day (default: today)"),
     tenant: int | None = typer.Option(None, "--tenant", help="Tenant id (default: the demo tenant)"),
     if_missing: bool = typer.Option(False, "--if-missing", help="Do nothing if the tenant already has events"),
     batch_rows: int = typer.Option(1_000_000, min=1000, help="Events per lake commit"),
 ) -> None:
-    """Write a deterministic demo dataset (shop events over ~6 months, user profiles)."""
+    """Write a deterministic demo dataset (shop events over the ~6 months before --end, user profiles).
+    Running it again writes no event twice (event ids are deduplicated like any bulk load)."""
     from engine import demo
 
     runtime = _runtime()
@@ -66,9 +70,11 @@ def demo_data(
             elapsed = progress.tasks[0].elapsed or 1e-9
             progress.update(task, advance=rows, rate=f"{done / elapsed:,.0f} ev/s")
 
-        result = demo.generate(runtime, tenant_id, users, events, seed, batch_rows=batch_rows, progress=advance)
-    console.print(f"wrote {result.events:,} events and {result.users:,} profiles for tenant {tenant_id} "
-                  f"(seed {seed}, ending {demo.end_time(seed):%Y-%m-%d})")
+        result = demo.generate(runtime, tenant_id, users, events, seed, end=end, batch_rows=batch_rows,
+                               progress=advance)
+    skipped = f", {result.duplicates:,} already there" if result.duplicates else ""
+    console.print(f"wrote {result.events:,} events{skipped} and {result.users:,} profiles for tenant {tenant_id} "
+                  f"(seed {seed}, ending {result.end:%Y-%m-%d})")
 
 
 def ingest(
