@@ -13,14 +13,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from engine.cli_common import open_runtime
 from engine.runtime import Runtime
-from engine.settings import Settings
 
 console = Console(stderr=True)
-
-
-def _runtime() -> Runtime:
-    return Runtime(Settings.from_env(run_workers=False))
 
 
 def _tenant(runtime: Runtime, tenant: int | None) -> int:
@@ -57,7 +53,7 @@ def demo_data(
     Running it again writes no event twice (event ids are deduplicated like any bulk load)."""
     from engine import demo
 
-    runtime = _runtime()
+    runtime = open_runtime(create=True)
     tenant_id = _tenant(runtime, tenant)
     if if_missing and runtime.lake.snapshot(tenant_id).entries:
         console.print(f"tenant {tenant_id} already has events; skipping (--if-missing)")
@@ -86,7 +82,7 @@ def ingest(
     """Bulk-load an events file into the lake (validated all-or-nothing, deduplicated by event_id)."""
     from engine.bulk_ingest import BulkIngestError, ingest_file
 
-    runtime = _runtime()
+    runtime = open_runtime()
     tenant_id = _tenant(runtime, tenant)
     try:
         with _progress() as progress:
