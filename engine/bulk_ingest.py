@@ -199,6 +199,7 @@ def _connection(lake: "EventLake") -> Iterator:
     con = duck.connect(lake.store)  # a database of our own: its settings are ours to change
     try:
         con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")  # the command shows its own
         scratch = lake.store.scratch_dir() / "duckdb-tmp"
         scratch.mkdir(parents=True, exist_ok=True)
         con.execute(f"SET temp_directory = {duck.sql_literal(str(scratch))}")

@@ -1,8 +1,9 @@
 """Segments: CRUD, version history, preview, JSON Schema of definitions, compute jobs.
 
 Handlers are plain ``def``: FastAPI runs them in its threadpool, so DuckDB queries and
-SQLite writes never block the event loop (compute is ``async``, its waits hold no thread). Ids are ``{...:int}`` path converters, so the
-fixed paths (``preview/``, ``schema/``, ``jobs/``) never collide with a segment id.
+SQLite writes never block the event loop (compute is ``async``: its ``?wait`` holds no thread).
+Ids are ``{...:int}`` path converters, so the fixed paths (``preview/``, ``schema/``,
+``jobs/``) never collide with a segment id.
 """
 from __future__ import annotations
 
