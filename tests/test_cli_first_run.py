@@ -41,6 +41,7 @@ def segops(monkeypatch, tmp_path):
     return run
 
 
+@pytest.mark.timeout(120)  # a `worker` that did start would run until interrupted
 @pytest.mark.parametrize("command", [
     ["ingest", str(REPO / "data" / "fixtures" / "events.ndjson")],
     ["export", "1", "-o", "members.parquet"],
