@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -217,7 +218,8 @@ def _write_files(events: int, directory: Path) -> dict[str, Path]:
     from engine import demo
 
     con = duckdb.connect()
-    table = pa.concat_tables(demo.event_batches(max(1000, events // 50), events, 99))
+    # (the end is the generator's former fixed end for seed 99, so the files stay as they were)
+    table = pa.concat_tables(demo.event_batches(max(1000, events // 50), events, 99, end=datetime(2026, 11, 16)))
     con.register("demo_events", table)
     paths = {"ndjson": directory / "events.ndjson", "parquet": directory / "events.parquet"}
     con.execute(f"COPY (SELECT event_id, user_id, event_type, strftime(occurred_at, '%Y-%m-%dT%H:%M:%S.%fZ') "
@@ -327,7 +329,8 @@ def bench_demo(events: int) -> list[dict]:
     from engine import demo
 
     started = time.perf_counter()
-    produced = sum(t.num_rows for t in demo.event_batches(max(1000, events // 50), events, 7))
+    produced = sum(t.num_rows for t in demo.event_batches(max(1000, events // 50), events, 7,
+                                                          end=datetime(2026, 11, 8)))
     seconds = time.perf_counter() - started
     return [{"benchmark": "demo_generate", "metric": "frames only", "value": round(produced / seconds),
              "unit": "events/s", "notes": f"{produced:,} events in {seconds:.1f} s (no lake writes)"}]

@@ -2,9 +2,9 @@
 
 ``ensure_dataset("10m")`` returns the cached dataset in ``data/bench/10m/`` (a segops data
 dir: the lake is ``<data_dir>/lake``), generating it first (``engine.demo.generate``) if it
-is missing or was built with other parameters. Generation is deterministic (fixed seed), so
-every machine measures the same rows, and ``as_of`` is the generator's fixed end of the data,
-so segment results do not depend on when the benchmark runs.
+is missing or was built with other parameters. Generation is deterministic (fixed seed and
+a fixed end of the data, ``END``), so every machine measures the same rows, and ``as_of`` is
+that end, so segment results do not depend on when the benchmark runs.
 """
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ from storage.objectstore import LocalObjectStore
 
 TENANT_ID = 1
 SEED = 20261122
+# The end of every dataset's data and the suite's as_of: the demo generator's former fixed end
+# for SEED (it now ends today unless told), so figures stay comparable with earlier runs.
+END = datetime(2026, 11, 15)
 SIZES = {"small": 1_000_000, "10m": 10_000_000, "100m": 100_000_000}
 EVENTS_PER_USER = 50
 BATCH_ROWS = 1_000_000
@@ -122,17 +125,17 @@ def _dataset(name: str, data_dir: Path, stored: dict) -> Dataset:
 
 
 def _generate(data_dir: Path, *, events: int, users: int, seed: int, batch_rows: int, quiet: bool) -> datetime:
-    """Write the demo generator's profiles and events through the lake, compact each day to
-    one file. Returns the generator's fixed end of the data, the suite's ``as_of``."""
-    from engine.demo import end_time, generate
+    """Write the demo generator's profiles and events (ending at ``END``) through the lake,
+    compact each day to one file. Returns ``END``, the suite's ``as_of``."""
+    from engine.demo import generate
 
     lake = EventLake(LocalObjectStore(data_dir / "lake"), grace_seconds=0)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, disable=quiet, transient=True) as progress:
         task = progress.add_task(f"generating {events:,} events for {users:,} users", total=events)
-        generate(lake, TENANT_ID, users, events, seed, batch_rows=batch_rows,
+        generate(lake, TENANT_ID, users, events, seed, end=END, batch_rows=batch_rows,
                  progress=lambda rows: progress.advance(task, rows))
         progress.update(task, description="compacting")
         lake.compact(TENANT_ID)
         lake.collect_garbage(TENANT_ID)
-    return end_time(seed)
+    return END

@@ -14,7 +14,8 @@ this: a timestamp without a zone is read as UTC, and non-string ids (numbers) ar
 converted to text. Timestamps follow the API's range rule (``compiler.timestamps``:
 written with a year 1-9999, and within years 1-9999 once in UTC), checked here in SQL
 over the whole file. ``received_at`` is the load time. Rows without ``event_id`` get a
-UUIDv7 and are never duplicates.
+UUIDv7 and are never duplicates. ``ingest_tables`` loads Arrow tables that already hold the
+lake's values (the demo generator's) through the same deduplication and commits.
 
 A running server learns about ids loaded here at its next flush of that tenant; the
 lake never holds an id twice either way (both writers exclude ids of files the
@@ -23,7 +24,8 @@ other committed), but until then the API may answer "accepted" for such an id.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -179,20 +181,71 @@ def ingest_file(lake: "EventLake", tenant_id: int, path: str | Path, fmt: str | 
         raise BulkIngestError(f"{path}: no such file")
     fmt = detect_format(path, fmt)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    since = now - timedelta(days=window_days)
-    watch = LakeWatch(lake)
-    watch.baseline(tenant_id)
+    with _connection(lake) as con:
+        total = _stage(con, path, fmt, now)
+        received = f"CAST({duck.sql_literal(now.isoformat(sep=' '))} AS TIMESTAMP)"
+        written, lake_seconds = _write_staged(con, lake, tenant_id, received, chunk_rows, window_days, progress)
+    return BulkResult(total, total - written, written, time.perf_counter() - started, lake_seconds)
+
+
+def ingest_tables(lake: "EventLake", tenant_id: int, tables: Iterable[pa.Table], *, chunk_rows: int = CHUNK_ROWS,
+                  window_days: int = 8, progress: Callable[[int], None] | None = None) -> BulkResult:
+    """Load tables that already hold the lake's values (event_id, user_id, event_type,
+    occurred_at and received_at as naive UTC timestamps, properties as JSON object text;
+    e.g. ``engine.demo``'s), one table at a time, deduplicated exactly as a file is.
+    ``progress(rows)`` gets the rows of each table once it is written."""
+    started = time.perf_counter()
+    rows = written = 0
+    lake_seconds = 0.0
+    with _connection(lake) as con:
+        for table in tables:
+            con.register("incoming", table)
+            con.execute("CREATE OR REPLACE TEMP TABLE staged AS SELECT event_id, user_id, event_type, occurred_at, "
+                        "received_at, properties FROM incoming")
+            con.unregister("incoming")
+            done, seconds = _write_staged(con, lake, tenant_id, "received_at", chunk_rows, window_days, None)
+            rows, written, lake_seconds = rows + table.num_rows, written + done, lake_seconds + seconds
+            if progress:
+                progress(table.num_rows)
+    return BulkResult(rows, rows - written, written, time.perf_counter() - started, lake_seconds)
+
+
+@contextmanager
+def _connection(lake: "EventLake") -> Iterator:
     con = duck.connect(lake.store)  # a database of our own: its settings are ours to change
     try:
         con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")  # the command shows its own
         scratch = lake.store.scratch_dir() / "duckdb-tmp"
         scratch.mkdir(parents=True, exist_ok=True)
         con.execute(f"SET temp_directory = {duck.sql_literal(str(scratch))}")
-        total = _stage(con, path, fmt, now)
-        unique = total - _drop_duplicates(con, lake, tenant_id, since)
+        yield con
+    finally:
+        con.close()
+
+
+def _write_staged(con, lake: "EventLake", tenant_id: int, received: str, chunk_rows: int, window_days: int,
+                  progress: Callable[[int, int], None] | None) -> tuple[int, float]:
+    """Deduplicate the rows of ``staged`` (``received``: the SQL of their received_at) and
+    append them to the lake in chunks; returns (rows written, seconds in the lake's appends).
+
+    The dedup window reaches ``window_days`` back from the oldest row's received_at: for a
+    file that is now, like the API's; rows that carry an older received_at (the demo's)
+    are compared with what the lake received around then, so loading them twice writes
+    them once."""
+    oldest = con.execute(f"SELECT min({received}) FROM staged").fetchone()[0]
+    if oldest is None:
+        if progress:
+            progress(0, 0)
+        return 0, 0.0
+    since = oldest - timedelta(days=window_days)
+    watch = LakeWatch(lake)
+    watch.baseline(tenant_id)
+    try:
+        unique = con.execute("SELECT count(*) FROM staged").fetchone()[0] - _drop_duplicates(
+            con, lake, tenant_id, since)
         if progress:
             progress(0, unique)
-        received = f"CAST({duck.sql_literal(now.isoformat(sep=' '))} AS TIMESTAMP)"
         written = done = 0
         lake_seconds = 0.0
         for where, rows in _chunks(con, chunk_rows):
@@ -210,9 +263,8 @@ def ingest_file(lake: "EventLake", tenant_id: int, path: str | Path, fmt: str | 
             if progress:
                 progress(done, unique)
     finally:
-        con.close()
         watch.close()
-    return BulkResult(total, total - written, written, time.perf_counter() - started, lake_seconds)
+    return written, lake_seconds
 
 
 def _stage(con, path: Path, fmt: str, now: datetime) -> int:

@@ -14,35 +14,49 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="segops: anal
 
 
 @app.callback()
-def _root(data: Path = typer.Option(Path("data"), "--data", envvar="SEGOPS_DATA_DIR", help="Data directory")) -> None:
-    os.environ["SEGOPS_DATA_DIR"] = str(data)
+def _root(data: Path | None = typer.Option(None, "--data", envvar="SEGOPS_DATA_DIR",
+                                           help="Data directory (default: data)")) -> None:
+    if data is not None:  # else SEGOPS_DATA_DIR from a .env file, or the default
+        os.environ["SEGOPS_DATA_DIR"] = str(data)
 
 
 @app.command()
 def serve(
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: str | None = typer.Option(None, help="Address to bind (default: SEGOPS_HOST, else 127.0.0.1)"),
+    port: int | None = typer.Option(None, help="Port to bind (default: SEGOPS_PORT, else 8000)"),
     workers: bool = typer.Option(True, help="Run background workers (flush, schedule, journeys) in-process"),
 ) -> None:
     """Serve the HTTP API."""
     import uvicorn
 
+    from engine.cli_common import check_data_dir, fail, load_settings
+    from storage.wal import in_use
+
+    # Through the environment, so the app factory (in this process) sees the same host and
+    # port: the links in emails (Settings.base_url) point at this server.
+    os.environ.update({name: str(value) for name, value in (("SEGOPS_HOST", host), ("SEGOPS_PORT", port))
+                       if value is not None})
     os.environ["SEGOPS_RUN_WORKERS"] = "1" if workers else "0"
     os.environ["SEGOPS_SERVE_PROCESS"] = "1"
-    _print_demo_credentials(host, port)
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info",
+    settings = load_settings()
+    check_data_dir(settings, create=True)
+    if settings.run_workers and not settings.read_only and in_use(settings.wal_dir):
+        fail(f"another segops process already serves {settings.data_dir} (its write-ahead log is locked); "
+             "stop it, or serve another --data directory")
+    _print_demo_credentials(settings)
+    uvicorn.run("api.app:create_app", factory=True, host=settings.host, port=settings.port, log_level="info",
                 loop="uvloop", http="httptools", access_log=False)
 
 
-def _print_demo_credentials(host: str, port: int) -> None:
+def _print_demo_credentials(settings) -> None:
     """`make serve` promises a demo API key on every start; it lives in <data>/demo-credentials.json."""
     import orjson
 
-    path = Path(os.environ.get("SEGOPS_DATA_DIR", "data")) / "demo-credentials.json"
+    path = settings.data_dir / "demo-credentials.json"
     if not path.exists():
         return
     creds = orjson.loads(path.read_bytes())
-    base = f"http://{host}:{port}"
+    base = settings.base_url
     typer.echo(
         f"\n  segops demo tenant {creds['tenant_id']}\n"
         f"  API key : {creds['api_key']}\n"
@@ -56,7 +70,8 @@ def _register() -> None:
     # Command groups owned by feature modules; each exposes `register(app)`.
     import importlib
 
-    for name in ("engine.cli_data", "engine.cli_admin", "engine.cli_segments", "engine.cli_sends"):
+    for name in ("engine.cli_data", "engine.cli_admin", "engine.cli_segments", "engine.cli_sends",
+                 "engine.cli_settings"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:  # a feature not built yet

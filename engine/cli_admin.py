@@ -6,21 +6,15 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.accounts import PLANS, ROLES, SCOPES, AccountError
-from engine.runtime import Runtime
-from engine.settings import Settings
+from engine.cli_common import fail, open_runtime
 
 admin_app = typer.Typer(no_args_is_help=True, help="Tenants and users.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (the key is printed once, at creation).")
 console = Console()
 
 
-def _runtime() -> Runtime:
-    return Runtime(Settings.from_env(run_workers=False))
-
-
 def _fail(err: AccountError) -> None:
-    typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(2)
+    fail(str(err))
 
 
 @admin_app.command("create-tenant")
@@ -31,7 +25,7 @@ def create_tenant(
 ) -> None:
     """Create a tenant (organization); prints its id."""
     try:
-        tenant_id = _runtime().accounts.create_tenant(name, plan, rate_limit)
+        tenant_id = open_runtime(create=True).accounts.create_tenant(name, plan, rate_limit)
     except AccountError as err:
         _fail(err)
     typer.echo(tenant_id)
@@ -45,7 +39,7 @@ def set_plan(
 ) -> None:
     """Change a tenant's plan and rate limit."""
     try:
-        _runtime().accounts.set_plan(tenant, plan, rate_limit)
+        open_runtime(create=True).accounts.set_plan(tenant, plan, rate_limit)
     except AccountError as err:
         _fail(err)
 
@@ -59,7 +53,7 @@ def create_user(
 ) -> None:
     """Create a user who logs in with email and password; prints its id."""
     try:
-        user_id = _runtime().accounts.create_user(tenant, email, password, role)
+        user_id = open_runtime(create=True).accounts.create_user(tenant, email, password, role)
     except AccountError as err:
         _fail(err)
     typer.echo(user_id)
@@ -75,7 +69,7 @@ def create_key(
     """Mint an API key and print it once; only its hash is stored."""
     scopes = list(SCOPES) if "all" in scope else scope
     try:
-        listing, key = _runtime().accounts.create_api_key(tenant, name, scopes, allow_sends)
+        listing, key = open_runtime().accounts.create_api_key(tenant, name, scopes, allow_sends)
     except AccountError as err:
         _fail(err)
     typer.echo(f"id: {listing['id']}", err=True)
@@ -86,7 +80,7 @@ def create_key(
 @keys_app.command("list")
 def list_keys(tenant: int = typer.Option(..., "--tenant", help="Tenant id")) -> None:
     """List a tenant's keys (prefix only, never the key)."""
-    _, keys = _runtime().accounts.list_api_keys(tenant, limit=1_000_000)
+    _, keys = open_runtime().accounts.list_api_keys(tenant, limit=1_000_000)
     table = Table("id", "name", "prefix", "scopes", "allow_sends", "created_at", "revoked_at")
     for k in keys:
         table.add_row(str(k["id"]), k["name"], k["prefix"] + "…", " ".join(k["scopes"]),
@@ -100,7 +94,7 @@ def revoke_key(
     tenant: int = typer.Option(..., "--tenant", help="Tenant id"),
 ) -> None:
     """Revoke a key; API processes drop it from their caches within 30 s (at once in this process)."""
-    if not _runtime().accounts.revoke_api_key(tenant, key_id):
+    if not open_runtime().accounts.revoke_api_key(tenant, key_id):
         typer.echo(f"error: tenant {tenant} has no key {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")

@@ -7,20 +7,17 @@ with its API key saved in ``<data>/demo-credentials.json``).
 """
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from engine.cli_common import open_runtime
 from engine.runtime import Runtime
-from engine.settings import Settings
 
 console = Console(stderr=True)
-
-
-def _runtime() -> Runtime:
-    return Runtime(Settings.from_env(run_workers=False))
 
 
 def _tenant(runtime: Runtime, tenant: int | None) -> int:
@@ -46,15 +43,18 @@ def _progress() -> Progress:
 def demo_data(
     users: int = typer.Option(2000, min=1, help="Number of users (profiles)"),
     events: int = typer.Option(200_000, min=0, help="Number of events"),
-    seed: int = typer.Option(7, help="Same seed and sizes -> identical data"),
+    seed: int = typer.Option(7, help="Same seed, sizes and --end -> identical data"),
+    end: datetime | None = typer.Option(None, "--end", formats=["%Y-%m-%d"],
+                                        help="The data ends at 00:00 UTC of this day (default: today)"),
     tenant: int | None = typer.Option(None, "--tenant", help="Tenant id (default: the demo tenant)"),
     if_missing: bool = typer.Option(False, "--if-missing", help="Do nothing if the tenant already has events"),
     batch_rows: int = typer.Option(1_000_000, min=1000, help="Events per lake commit"),
 ) -> None:
-    """Write a deterministic demo dataset (shop events over ~6 months, user profiles)."""
+    """Write a deterministic demo dataset (shop events over the ~6 months before --end, user profiles).
+    Running it again writes no event twice (event ids are deduplicated like any bulk load)."""
     from engine import demo
 
-    runtime = _runtime()
+    runtime = open_runtime(create=True)
     tenant_id = _tenant(runtime, tenant)
     if if_missing and runtime.lake.snapshot(tenant_id).entries:
         console.print(f"tenant {tenant_id} already has events; skipping (--if-missing)")
@@ -67,9 +67,11 @@ def demo_data(
             elapsed = progress.tasks[0].elapsed or 1e-9
             progress.update(task, advance=rows, rate=f"{done / elapsed:,.0f} ev/s")
 
-        result = demo.generate(runtime, tenant_id, users, events, seed, batch_rows=batch_rows, progress=advance)
-    console.print(f"wrote {result.events:,} events and {result.users:,} profiles for tenant {tenant_id} "
-                  f"(seed {seed}, ending {demo.end_time(seed):%Y-%m-%d})")
+        result = demo.generate(runtime, tenant_id, users, events, seed, end=end, batch_rows=batch_rows,
+                               progress=advance)
+    skipped = f", {result.duplicates:,} already there" if result.duplicates else ""
+    console.print(f"wrote {result.events:,} events{skipped} and {result.users:,} profiles for tenant {tenant_id} "
+                  f"(seed {seed}, ending {result.end:%Y-%m-%d})")
 
 
 def ingest(
@@ -81,7 +83,7 @@ def ingest(
     """Bulk-load an events file into the lake (validated all-or-nothing, deduplicated by event_id)."""
     from engine.bulk_ingest import BulkIngestError, ingest_file
 
-    runtime = _runtime()
+    runtime = open_runtime()
     tenant_id = _tenant(runtime, tenant)
     try:
         with _progress() as progress:

@@ -4,6 +4,7 @@ Both run in this process against the data directory, like the API's worker would
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -11,20 +12,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from engine.cli_common import fail as _fail
+from engine.cli_common import open_runtime
 from engine.runtime import Runtime
-from engine.settings import Settings
 
 console = Console(stderr=True)
 _CHUNK = 1 << 20
-
-
-def _runtime() -> Runtime:
-    return Runtime(Settings.from_env(run_workers=False))
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
 
 
 def _tenant(runtime: Runtime, tenant: int | None) -> int:
@@ -51,7 +44,8 @@ def export(
     from engine.exports import ExportError, SegmentNotComputed
     from engine.segments import SegmentNotFound
 
-    runtime = _runtime()
+    _check_destination(output)
+    runtime = open_runtime()
     tenant_id = _tenant(runtime, tenant)
     try:
         created = runtime.exports.create(tenant_id, segment, fmt, trait, trigger="cli")
@@ -70,6 +64,15 @@ def export(
     _download(runtime, runtime.exports.file(tenant_id, done["export_id"]).key, done["bytes"], output)
     console.print(f"{done['row_count']:,} members -> {output} ({done['bytes']:,} bytes, {fmt})")
     runtime.stop()
+
+
+def _check_destination(output: Path) -> None:
+    """Before any work: the file must be creatable where it is asked for."""
+    folder = output.parent
+    if not folder.is_dir():
+        _fail(f"cannot write {output}: no directory {folder}")
+    if not os.access(folder, os.W_OK):
+        _fail(f"cannot write {output}: directory {folder} is not writable")
 
 
 def _download(runtime: Runtime, key: str, size: int, output: Path) -> None:
@@ -93,7 +96,7 @@ def compute(
     from engine import compute as compute_jobs
     from engine.segments import SegmentNotFound
 
-    runtime = _runtime()
+    runtime = open_runtime()
     tenant_id = _tenant(runtime, tenant)
     try:
         job_id = compute_jobs.enqueue(runtime, tenant_id, segment, "cli")

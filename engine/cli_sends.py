@@ -13,11 +13,10 @@ def register(app: typer.Typer) -> None:
         """Advance journeys and hand off queued emails until interrupted (SIGINT/SIGTERM)."""
         from rich.console import Console
 
-        from engine.runtime import Runtime
+        from engine.cli_common import open_runtime
         from engine.sends.worker import SendWorker
-        from engine.settings import Settings
 
-        runtime = Runtime(Settings.from_env())
+        runtime = open_runtime(workers=True)
         send_worker = SendWorker(runtime, poll=poll)
         stopping = threading.Event()
 

@@ -1,9 +1,11 @@
 """Deterministic, realistic demo data: an online shop's users, profiles and events.
 
-Same ``(users, events, seed)`` -> the same rows, byte for byte, whatever ``batch_rows``:
+Same ``(users, events, seed, end)`` -> the same rows, byte for byte, whatever ``batch_rows``:
 each day of the ~6-month span is generated from its own generator seeded with
-``(seed, day)``, then the days are cut into batches. The span ends at a fixed date
-derived from the seed (``end_time``), never at "now".
+``(seed, day)``, then the days are cut into batches. The span ends at ``end``
+(``end_time``: midnight UTC starting today unless given), so windowed queries over the
+demo ("ordered in the last 30 days") keep matching as time passes; benchmarks pass a
+fixed ``end`` so their figures stay comparable.
 
 Shape of the data (all vectorized with numpy + polars; 10M events in seconds):
 
@@ -28,14 +30,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from functools import cached_property
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-
-from engine.ingest import append_retrying
 
 SPAN_DAYS = 182
 DAY_US = 86_400_000_000
@@ -75,9 +75,13 @@ _MAX_QUANTITY = 5
 EVENT_COLUMNS = ("event_id", "user_id", "event_type", "occurred_at", "received_at", "properties")
 
 
-def end_time(seed: int) -> datetime:
-    """The fixed end of the span (naive UTC): 2026-11-01 plus seed % 28 days."""
-    return datetime(2026, 11, 1) + timedelta(days=seed % 28)
+def end_time(end: date | datetime | None = None) -> datetime:
+    """The end of the span (naive UTC): ``end`` (a date: its midnight), by default today's midnight (UTC)."""
+    if end is None:
+        end = datetime.now(timezone.utc).date()
+    if isinstance(end, datetime):
+        return end.astimezone(timezone.utc).replace(tzinfo=None) if end.tzinfo else end
+    return datetime.combine(end, time())
 
 
 def _zipf_cdf(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
@@ -93,10 +97,11 @@ class _World:
 
     users: int
     seed: int
+    end: datetime  # naive UTC
 
     @cached_property
     def end_us(self) -> int:
-        return int((end_time(self.seed) - datetime(1970, 1, 1)) / timedelta(microseconds=1))
+        return int((self.end - datetime(1970, 1, 1)) / timedelta(microseconds=1))
 
     @cached_property
     def start_us(self) -> int:
@@ -321,12 +326,13 @@ def _to_table(world: _World, rows: dict[str, np.ndarray], first_row: int) -> pa.
 _EVENT_TYPE_ARRAY = pa.array(EVENT_TYPES, pa.string())
 
 
-def event_batches(users: int, events: int, seed: int, batch_rows: int = 1_000_000) -> Iterator[pa.Table]:
+def event_batches(users: int, events: int, seed: int, batch_rows: int = 1_000_000,
+                  end: date | datetime | None = None) -> Iterator[pa.Table]:
     """The demo events as tables of ``batch_rows`` rows (the last may be shorter), in day
     order; columns event_id, user_id, event_type, occurred_at, received_at, properties."""
     if users < 1 or events < 0 or batch_rows < 1:
         raise ValueError("users must be >= 1, events >= 0, batch_rows >= 1")
-    world = _World(users, seed)
+    world = _World(users, seed, end_time(end))
     pending: list[dict[str, np.ndarray]] = []
     pending_rows = first_row = 0
     counts = world.day_counts(events)
@@ -344,9 +350,9 @@ def event_batches(users: int, events: int, seed: int, batch_rows: int = 1_000_00
             pending = [{k: v[take:] for k, v in rows.items()}] if pending_rows else []
 
 
-def profile_table(users: int, seed: int) -> pa.Table:
+def profile_table(users: int, seed: int, end: date | datetime | None = None) -> pa.Table:
     """One row per user: user_id, traits (JSON object text), updated_at (signup time)."""
-    world = _World(users, seed)
+    world = _World(users, seed, end_time(end))
     arrays = world.user_arrays
     country = arrays["country"]
     timezone = np.where(country == 0, np.array(_US_TIMEZONES)[arrays["us_tz"]], np.array(_TIMEZONES)[country])
@@ -373,20 +379,20 @@ def _lookup(values: tuple[str, ...], column: str) -> pl.Expr:
 class DemoResult:
     tenant_id: int
     users: int
-    events: int
+    events: int      # written
+    duplicates: int  # skipped: already in the lake (a second run writes none)
+    end: datetime
 
 
-def generate(target, tenant_id: int, users: int, events: int, seed: int, *,
+def generate(target, tenant_id: int, users: int, events: int, seed: int, *, end: date | datetime | None = None,
              batch_rows: int = 1_000_000, progress: Callable[[int], None] | None = None) -> DemoResult:
-    """Write the demo dataset through the lake: profiles, then events in batches.
-    ``target`` is a Runtime (its lake) or an EventLake; ``progress`` gets rows written."""
+    """Write the demo dataset through the lake: profiles, then events in batches, deduplicated
+    like any bulk load (``engine.bulk_ingest.ingest_tables``), so running it twice writes no
+    event twice. ``target`` is a Runtime (its lake) or an EventLake; ``progress`` gets rows done."""
+    from engine.bulk_ingest import ingest_tables
+
     lake = getattr(target, "lake", target)
-    lake.upsert_profiles(tenant_id, profile_table(users, seed))
-    written = 0
-    for table in event_batches(users, events, seed, batch_rows):
-        table = table.add_column(1, "tenant_id", pa.repeat(pa.scalar(tenant_id, pa.int64()), table.num_rows))
-        append_retrying(lake, tenant_id, table)
-        written += table.num_rows
-        if progress is not None:
-            progress(table.num_rows)
-    return DemoResult(tenant_id, users, written)
+    end = end_time(end)
+    lake.upsert_profiles(tenant_id, profile_table(users, seed, end))
+    result = ingest_tables(lake, tenant_id, event_batches(users, events, seed, batch_rows, end), progress=progress)
+    return DemoResult(tenant_id, users, result.written, result.duplicates, end)

@@ -29,26 +29,28 @@ class Settings(BaseSettings):
                                       extra="ignore", frozen=True, populate_by_name=True)
 
     data_dir: Path = Field(Path("data"), description="Data directory: lake, WAL, metadata DB, outbox, secrets.")
-    lake_url: str | None = Field(None, description="s3://bucket/prefix puts the lake on S3 (default: <data_dir>/lake).")
-    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000.")
+    lake_url: str | None = Field(
+        None, description="`s3://bucket/prefix` puts the lake on S3 (default: `<data_dir>/lake`).")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. `http://127.0.0.1:9000`.")
     s3_access_key_id: str | None = Field(
         None, validation_alias=_env("SEGOPS_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID", "s3_access_key_id"),
-        description="S3 access key id (falls back to AWS_ACCESS_KEY_ID).")
+        description="S3 access key id (falls back to `AWS_ACCESS_KEY_ID`).")
     s3_secret_access_key: SecretStr | None = Field(
         None, validation_alias=_env("SEGOPS_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY", "s3_secret_access_key"),
-        description="S3 secret key (falls back to AWS_SECRET_ACCESS_KEY).")
+        description="S3 secret key (falls back to `AWS_SECRET_ACCESS_KEY`).")
     s3_region: str = Field("us-east-1", description="S3 region.")
-    host: str = Field("127.0.0.1", description="Address `segops serve` binds.")
-    port: int = Field(8000, ge=1, le=65535, description="Port `segops serve` binds.")
+    host: str = Field("127.0.0.1", description="Address `segops serve` binds (`--host`).")
+    port: int = Field(8000, ge=1, le=65535, description="Port `segops serve` binds (`--port`).")
     public_base_url: str | None = Field(
-        None, description="Base URL in email links and asset URLs (default: http://<host>:<port>).")
+        None, description="Base URL in email links and asset URLs (default: `http://<host>:<port>`).")
     run_workers: bool = Field(True, description="Run background workers (flusher, scheduler, sends) in the API process.")
     read_only: bool = Field(False, description="Serve lookups from the lake without owning it (no writes).")
     serve_process: bool = Field(False, description="Set by `segops serve`: tune the garbage collector for serving.")
-    smtp_url: str | None = Field(None, description="smtp://host:port sends mail through SMTP (default: .eml files in outbox/).")
+    smtp_url: str | None = Field(
+        None, description="`smtp://host:port` sends mail through SMTP (default: `.eml` files in `<data_dir>/outbox/`).")
     signing_secret: SecretStr | None = Field(
         None, validation_alias=_env("SEGOPS_SECRET_KEY", "signing_secret"),
-        description="Secret signing JWTs and email links (default: generated once into <data_dir>/secret.key).")
+        description="Secret signing JWTs and email links (default: generated once into `<data_dir>/secret.key`).")
     flush_interval: float = Field(1.0, gt=0, description="Seconds between WAL-to-Parquet flushes.")
     wal_max_bytes: int = Field(2 << 30, gt=0, description="WAL size at which ingest answers 503 until the flusher catches up.")
     send_lease_seconds: float = Field(60.0, gt=0, description="How long a worker's claim on a send or journey run lasts.")

@@ -45,6 +45,22 @@ class WalLockedError(RuntimeError):
     """Another process owns this write-ahead log."""
 
 
+def in_use(directory: str | Path) -> bool:
+    """Whether another process owns the log in ``directory`` now (takes its lock and lets go),
+    so a second server can say so before it starts rather than fail while starting."""
+    try:
+        fd = os.open(Path(directory) / "LOCK", os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 class WriteAheadLog:
     """Segmented, CRC-framed, fsync'd append log with an atomic checkpoint.
 

@@ -75,7 +75,7 @@ def test_dataset_is_cached_and_deterministic(dataset, tmp_path):
     again = ensure_dataset("tiny", events=30_000, users=600, directory=dataset.data_dir, quiet=True)
     assert again == dataset
     assert dataset.snapshot.rows == 30_000 and dataset.profiles.rows == 600
-    assert dataset.as_of == datetime(2026, 11, 15)  # engine.demo.end_time(seed): fixed, not "now"
+    assert dataset.as_of == datetime(2026, 11, 15)  # benchmarks.datasets.END: fixed, not "now"
     assert max(entry.max_occurred_at for entry in dataset.snapshot.entries) <= dataset.as_of
 
 

@@ -47,21 +47,20 @@ def runtime(data_dir):
 
 
 def cohort(tenant_id: int, users: int, events: int, seed: int, *, ends_at: datetime, prefix: str):
-    """Demo data shifted so its span ends at ``ends_at``, user ids renamed ``user-N`` -> ``<prefix>N``.
+    """Demo data whose span ends at ``ends_at``, user ids renamed ``user-N`` -> ``<prefix>N``.
     Returns (events, profiles) as the reference evaluator's raw dicts, plus ``occurred_at``
     of each profile's identify."""
-    shift = ends_at - demo.end_time(seed)
 
     def rename(user_id: str) -> str:
         return prefix + user_id.removeprefix("user-")
 
     out_events = [{"tenant_id": tenant_id, "event_id": f"{prefix}{row['event_id']}", "user_id": rename(row["user_id"]),
-                   "event_type": row["event_type"], "occurred_at": row["occurred_at"] + shift,
+                   "event_type": row["event_type"], "occurred_at": row["occurred_at"],
                    "properties": orjson.loads(row["properties"])}
-                  for table in demo.event_batches(users, events, seed) for row in table.to_pylist()]
+                  for table in demo.event_batches(users, events, seed, end=ends_at) for row in table.to_pylist()]
     out_profiles = [{"tenant_id": tenant_id, "user_id": rename(row["user_id"]), "traits": orjson.loads(row["traits"]),
-                     "occurred_at": row["updated_at"] + shift}
-                    for row in demo.profile_table(users, seed).to_pylist()]
+                     "occurred_at": row["updated_at"]}
+                    for row in demo.profile_table(users, seed, ends_at).to_pylist()]
     return out_events, out_profiles
 
 

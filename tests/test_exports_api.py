@@ -137,6 +137,23 @@ def test_worker_thread_runs_queued_exports(runtime, tenants, segment):
         time.sleep(0.05)
 
 
+def test_export_can_wait_until_it_is_done(client, runtime, tenants, segment):
+    from engine.exports import start_export_worker
+
+    a = tenants.a
+    url = f"/api/segments/{segment}/export/"
+    still = client.post(url, params={"wait": "0.2"}, json={"format": "csv"}, headers=a.headers)  # no worker yet
+    assert still.status_code == 202 and still.json()["status"] == "queued", still.text
+    start_export_worker(runtime)  # stopped by runtime.stop() at teardown
+    done = client.post(url, params={"wait": "20"}, json={"format": "jsonl"}, headers=a.headers)
+    assert done.status_code == 200 and done.json()["status"] == "done", done.text
+    rows = read_back("jsonl", client.get(done.json()["download_url"], headers=a.headers).content)
+    assert [row["user_id"] for row in rows] == BUYERS
+    for bad in ("61", "-1", "soon"):
+        r = client.post(url, params={"wait": bad}, json={"format": "csv"}, headers=a.headers)
+        assert r.status_code == 400 and "wait" in r.json(), (bad, r.text)
+
+
 def test_export_of_a_removed_snapshot_fails_cleanly(client, runtime, tenants, segment):
     a = tenants.a
     queued = client.post(f"/api/segments/{segment}/export/", json={}, headers=a.headers).json()

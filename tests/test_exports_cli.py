@@ -59,6 +59,18 @@ def test_compute_then_export_to_a_file(runtime, tenants, segops, tmp_path):
     assert bad.exit_code == 2 and "format" in bad.output
 
 
+def test_export_checks_the_destination_before_any_work(runtime, tenants, segops, tmp_path):
+    a = tenants.a.tenant_id
+    add_events(runtime, a, [("c1", "buy", {})])
+    segment = create_segment(runtime, a, frequency("buy"))
+    assert segops("compute", str(segment), "--tenant", str(a)).exit_code == 0
+    missing = tmp_path / "missing" / "dir" / "members.parquet"
+    r = segops("export", str(segment), "--tenant", str(a), "-o", str(missing))
+    assert r.exit_code == 2, r.output
+    assert r.output.strip().splitlines() == [f"error: cannot write {missing}: no directory {missing.parent}"]
+    assert runtime.exports.get(a, 1) is None  # no export was started
+
+
 def test_segops_has_the_commands():
     r = subprocess.run([sys.executable, "-c", "from engine.cli import main; main()", "export", "--help"],
                        capture_output=True, text=True, timeout=120, cwd=REPO)

@@ -183,6 +183,26 @@ def test_background_worker_runs_queued_jobs(client, tenant_a, runtime, live_worl
     assert (job["status"], job["member_count"]) == ("done", 5), job
 
 
+def test_compute_can_wait_for_the_job(client, tenant_a, runtime, live_world):
+    segment = create_segment(client, tenant_a.headers, BIG_SPENDERS)
+    url = f"/api/segments/{segment['id']}/compute/"
+    started = time.monotonic()
+    still = client.post(url, params={"wait": "0.3"}, headers=tenant_a.headers)  # no worker yet: the wait ends
+    assert time.monotonic() - started >= 0.3
+    assert still.status_code == 202 and still.json()["status"] == "queued", still.text
+    compute.start_compute_worker(runtime)  # stopped by runtime.stop() at teardown
+    done = client.post(url, params={"wait": "20"}, headers=tenant_a.headers)
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert (body["status"], body["member_count"]) == ("done", 5)
+    assert client.get(f"/api/segments/jobs/{body['job_id']}/", headers=tenant_a.headers).json() == body
+    members = client.get(f"/api/segments/{segment['id']}/members/", headers=tenant_a.headers)
+    assert members.status_code == 200 and [m["user_id"] for m in members.json()["results"]] == BIG_SPENDERS_MEMBERS
+    for bad in ("61", "-1", "abc", "nan", "inf"):
+        r = client.post(url, params={"wait": bad}, headers=tenant_a.headers)
+        assert r.status_code == 400 and "wait" in r.json(), (bad, r.text)
+
+
 def test_a_job_whose_worker_died_is_taken_over(client, tenant_a, runtime, live_world):
     segment = create_segment(client, tenant_a.headers, BIG_SPENDERS)
     job_id = start_job(client, tenant_a.headers, segment["id"])

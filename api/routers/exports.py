@@ -3,6 +3,7 @@
 ``POST /api/segments/<id>/export/`` ``{"format": "parquet"|"csv"|"jsonl", "traits": [names]}``
 pins the segment's current computation and queues the export (409 ``segment_not_computed``
 before the first computation; 400 ``unknown_trait`` naming ``traits[i]``).
+``?wait=SECONDS`` (at most 60) answers once it has finished (200) instead.
 ``GET /api/segments/<id>/export/?export_id=`` polls it. ``GET /api/segments/exports/<id>/download/``
 streams the file, or redirects (302) to a presigned URL when the lake is on S3 (``curl -L``).
 """
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import Principal, get_runtime, require, tenant_scoped_404
 from api.errors import ApiError, ErrorEnvelope
+from api.waiting import WAIT_RESPONSES, finished_or_current, wait_seconds
 from engine.exports import CONTENT_TYPES, MAX_TRAITS, ExportError, SegmentNotComputed
 from engine.runtime import Runtime
 from engine.segments import SegmentNotFound
@@ -50,13 +53,17 @@ def _with_url(request: Request, export: dict) -> dict:
     return {**export, "download_url": url}
 
 
-@router.post("/api/segments/{segment_id:int}/export/", status_code=202, responses=_NOT_COMPUTED)
-def start_export(request: Request, segment_id: int, body: ExportRequest, principal: Principal = Depends(READ),
-                 runtime: Runtime = Depends(get_runtime)) -> dict:
+@router.post("/api/segments/{segment_id:int}/export/", status_code=202, responses={**_NOT_COMPUTED, **WAIT_RESPONSES})
+async def start_export(request: Request, response: Response, segment_id: int, body: ExportRequest,
+                       wait: float = Depends(wait_seconds), principal: Principal = Depends(READ),
+                       runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Queue the export; with ``?wait=SECONDS``, answer once it has finished (200) or when the
+    wait is over (202)."""
     if not _in_range(segment_id):
         raise tenant_scoped_404("segment", segment_id)
     try:
-        export = runtime.exports.create(principal.tenant_id, segment_id, body.format, body.traits)
+        export = await run_in_threadpool(runtime.exports.create, principal.tenant_id, segment_id, body.format,
+                                         body.traits)
     except SegmentNotFound:
         raise tenant_scoped_404("segment", segment_id) from None
     except SegmentNotComputed:
@@ -64,6 +71,9 @@ def start_export(request: Request, segment_id: int, body: ExportRequest, princip
                             f"POST /api/segments/{segment_id}/compute/ first.", "segment_not_computed") from None
     except ExportError as err:
         raise ApiError.field(err.field, err.message, err.code) from None
+    if wait:
+        export = await finished_or_current(
+            lambda: runtime.exports.get(principal.tenant_id, export["export_id"]), wait, response)
     return _with_url(request, export)
 
 

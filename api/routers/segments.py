@@ -1,8 +1,9 @@
 """Segments: CRUD, version history, preview, JSON Schema of definitions, compute jobs.
 
 Handlers are plain ``def``: FastAPI runs them in its threadpool, so DuckDB queries and
-SQLite writes never block the event loop. Ids are ``{...:int}`` path converters, so the
-fixed paths (``preview/``, ``schema/``, ``jobs/``) never collide with a segment id.
+SQLite writes never block the event loop (compute is ``async``: its ``?wait`` holds no thread).
+Ids are ``{...:int}`` path converters, so the fixed paths (``preview/``, ``schema/``,
+``jobs/``) never collide with a segment id.
 """
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import Principal, check_body_tenant, get_runtime, require, tenant_scoped_404
 from api.errors import ApiError, ErrorEnvelope
 from api.pagination import OffsetPage, offset_params, offset_response
+from api.waiting import WAIT_RESPONSES, finished_or_current, wait_seconds
 from compiler import DefinitionError, definition_json_schema
 from engine import compute, segment_query
 from engine.runtime import Runtime
@@ -262,19 +265,24 @@ def preview_version(version: int, body: StoredPreviewRequest | None = Body(None)
 
 
 # -- compute jobs -------------------------------------------------------------------------
-@router.post("/api/segments/{segment_id:int}/compute/", status_code=202)
-def compute_segment(response: Response, segment_id: int = Depends(segment_id_param),
-                    principal: Principal = Depends(WRITE), runtime: Runtime = Depends(get_runtime)) -> dict:
-    """Queue a membership computation (a job already queued for the segment is reused)."""
+@router.post("/api/segments/{segment_id:int}/compute/", status_code=202, responses=WAIT_RESPONSES)
+async def compute_segment(response: Response, segment_id: int = Depends(segment_id_param),
+                          wait: float = Depends(wait_seconds), principal: Principal = Depends(WRITE),
+                          runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Queue a membership computation (a job already queued for the segment is reused):
+    ``{status: "queued", job_id}``. With ``?wait=SECONDS``, the job itself, once it has
+    finished (200) or as it is when the wait is over (202)."""
     try:
-        job_id = compute.enqueue(runtime, principal.tenant_id, segment_id, "api")
+        job_id = await run_in_threadpool(compute.enqueue, runtime, principal.tenant_id, segment_id, "api")
     except SegmentNotFound:
         raise tenant_scoped_404("segment", segment_id) from None
     except compute.SegmentHasNoDefinition:
         raise ApiError.field("definition", "set a definition (PATCH) before computing",
                              "segment_has_no_definition") from None
     response.headers["Location"] = f"/api/segments/jobs/{job_id}/"
-    return {"status": "queued", "job_id": job_id}
+    if not wait:
+        return {"status": "queued", "job_id": job_id}
+    return await finished_or_current(lambda: compute.get_job(runtime, principal.tenant_id, job_id), wait, response)
 
 
 @router.get("/api/segments/{segment_id:int}/jobs/")
