@@ -1,5 +1,7 @@
 """Email templates: list, read, create, update, duplicate, archive, unarchive, preview.
 
+Saving refuses a template that exceeds the sandbox's limits whatever the data (400
+``template_too_expensive`` naming the part); a preview that exceeds them answers 422 with that code.
 Saving reports merge fields the template reads that are neither a known profile trait nor a
 declared ``dataVariables`` name as ``unknownMergeFields`` (saved anyway). Creating POSTs
 accept ``Idempotency-Key``.
@@ -26,6 +28,7 @@ from api.routers._sends_common import (
 )
 from engine.runtime import Runtime
 from engine.sends.recipients import normalize_address
+from engine.sends.sandbox import RenderLimit
 from engine.sends.templates import CompiledContent, Content, merge_context
 
 router = APIRouter(tags=["templates"], route_class=SendsRoute)
@@ -144,6 +147,8 @@ def preview_template(body: PreviewRequest, template_id: int = Depends(template_i
                             unsubscribe_url=f"{sends.base_url}/api/recipients/unsubscribe/preview/", brand=kit)
     try:
         subject, html, text = compiled.render(context)
+    except RenderLimit as err:
+        raise ApiError.field(err.part, err.reason, "template_too_expensive", status=422) from None
     except Exception as err:
         raise ApiError(422, f"template error: {type(err).__name__}: {err}", "template_render_error") from None
     return json_response({"subject": subject, "html": html, "text": text,

@@ -18,7 +18,7 @@ from datetime import timedelta
 from html import unescape
 
 from engine.sends import mime
-from engine.sends.common import loads, utc_now
+from engine.sends.common import SendsError, loads, utc_now
 from engine.sends.outbound import MAX_ATTEMPTS, Outbound, Outcome, recovered, worker_identity
 from engine.sends.profiles import ProfileDirectory
 from engine.sends.recipients import Recipients, Signer, valid_address
@@ -136,9 +136,13 @@ class Dispatcher:
             traits = self.profiles.traits(tenant_id, [r["user_id"] for r in tenant_rows if r["user_id"]])
             plans = []
             for row in tenant_rows:
-                compiled = self._content(row["content_id"])
                 profile = traits.get(row["user_id"], {}) if row["user_id"] else {}
                 address = row["to_address"] or valid_address(profile.get("email"))
+                try:
+                    compiled = self._content(row["content_id"])
+                except SendsError as err:  # content that does not compile fails its sends, not the worker
+                    outcomes.append(Outcome(row["id"], "failed", f"template error: {err}", to_address=address))
+                    continue
                 topic = compiled.content.topic if compiled.content.purpose == "marketing" else None
                 plans.append((row, compiled, profile, address, topic))
             blocked = self.recipients.blocked(tenant_id, [(a, t) for _, _, _, a, t in plans if a])

@@ -1,8 +1,10 @@
 """Email templates: subject, HTML and text bodies with Jinja2 merge fields, rendered sandboxed.
 
-Templates run in Jinja2's ``SandboxedEnvironment``: template authors are tenants, and a
-template must never reach Python internals. The HTML body autoescapes merge values; subject
-and text do not (they are not HTML).
+Templates run in a Jinja2 sandbox (engine/sends/sandbox.py): template authors are tenants, and a
+template must never reach Python internals, nor make one render cost more than the sandbox's
+limits (time, steps, sizes). The HTML body autoescapes merge values; subject and text do not
+(they are not HTML). At save time each part is compiled and rendered once without data, so a
+template that is too expensive whatever the data is refused then (``template_too_expensive``).
 
 Merge fields: a template sees the recipient's profile traits as top-level names (and as
 ``profile``), the send's ``dataVariables`` as top-level names (and as ``data``), plus the
@@ -15,13 +17,15 @@ broadcast.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import ChainableUndefined, TemplateSyntaxError, meta
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, meta
 
 from engine.sends.common import NotFound, SendsError, api_time, db_time, dumps, loads, utc_now
+from engine.sends.sandbox import BoundedEnvironment, RenderLimit, bounded_join, render_limits
 from storage.metadata import MetadataStore
 
 PURPOSES = ("marketing", "transactional")
@@ -53,22 +57,51 @@ CREATE TABLE IF NOT EXISTS templates (
 CREATE INDEX IF NOT EXISTS templates_tenant ON templates (tenant_id, id);
 """
 
-_html_env = SandboxedEnvironment(autoescape=True, undefined=ChainableUndefined)
-_text_env = SandboxedEnvironment(autoescape=False, undefined=ChainableUndefined)
+_html_env = BoundedEnvironment(autoescape=True, undefined=ChainableUndefined)
+_text_env = BoundedEnvironment(autoescape=False, undefined=ChainableUndefined)
 
 
-def _env(part: str) -> SandboxedEnvironment:
+def _env(part: str) -> BoundedEnvironment:
     return _html_env if part == "html" else _text_env
+
+
+@contextmanager
+def _syntax_errors(field: str) -> Iterator[None]:
+    """Source Jinja2 cannot parse or compile -> SendsError (``template_syntax_error``) naming the field."""
+    try:
+        yield
+    except TemplateSyntaxError as err:  # also the compiler's TemplateAssertionError
+        raise SendsError(field, f"template syntax error on line {err.lineno}: {err.message}",
+                         "template_syntax_error") from None
+    except RecursionError:
+        raise SendsError(field, "template syntax error: nested too deeply", "template_syntax_error") from None
+    except ValueError as err:  # a number literal beyond Python's digit limit
+        raise SendsError(field, f"template syntax error: {err}", "template_syntax_error") from None
 
 
 def parse_part(part: str, source: str, field: str | None = None) -> set[str]:
     """Top-level names ``source`` reads; SendsError (400 ``template_syntax_error``) if it does not parse."""
+    with _syntax_errors(field or part):
+        return meta.find_undeclared_variables(_env(part).parse(source))  # runs the code generator too
+
+
+def compile_part(part: str, source: str) -> Template:
+    """SendsError (``template_syntax_error``) for source that parses but does not compile."""
+    with _syntax_errors(part):
+        return _env(part).from_string(source)
+
+
+def check_cost(part: str, source: str) -> None:
+    """Compile ``source`` and render it once without data: what exceeds a limit whatever the data
+    (``{{ 10**(4*10**6) }}``) is refused at save, as SendsError ``template_too_expensive``."""
+    template = compile_part(part, source)
     try:
-        ast = _env(part).parse(source)
-    except TemplateSyntaxError as err:
-        raise SendsError(field or part, f"template syntax error on line {err.lineno}: {err.message}",
-                         "template_syntax_error") from None
-    return meta.find_undeclared_variables(ast)
+        with render_limits():
+            _run(template, dict(template.globals), part)
+    except RenderLimit as err:
+        raise SendsError(part, err.reason, "template_too_expensive") from None
+    except Exception:  # an error that depends on the data is for preview and send time
+        pass
 
 
 @dataclass(frozen=True)
@@ -104,24 +137,30 @@ class CompiledContent:
         self.brand = loads(content.brand)
         self.uses_unsubscribe_url = any("unsubscribe_url" in parse_part(part, getattr(content, part))
                                         for part in PARTS)
-        self._subject = _text_env.from_string(content.subject)
-        self._html = _html_env.from_string(content.html) if content.html else None
-        self._text = _text_env.from_string(content.text) if content.text else None
+        self._subject = compile_part("subject", content.subject)
+        self._html = compile_part("html", content.html) if content.html else None
+        self._text = compile_part("text", content.text) if content.text else None
 
     def render(self, context: dict[str, Any]) -> tuple[str, str, str]:
-        """(subject, html, text); subject on one line. Raises on a template runtime error.
+        """(subject, html, text); subject on one line. Raises on a template runtime error, and
+        RenderLimit (naming the part) for a render over the sandbox's limits.
 
         What ``Template.render`` does, with the globals merged into the variables once for the
-        three parts instead of once per part (a broadcast renders millions of parts)."""
+        three parts instead of once per part (a broadcast renders millions of parts), and the
+        three parts under one budget."""
         variables = {**_text_env.globals, **context}
-        subject = " ".join(_run(self._subject, variables).split())
-        html = _run(self._html, variables) if self._html else ""
-        text = _run(self._text, variables) if self._text else ""
+        with render_limits():
+            subject = " ".join(_run(self._subject, variables, "subject").split())
+            html = _run(self._html, variables, "html") if self._html else ""
+            text = _run(self._text, variables, "text") if self._text else ""
         return subject, html, text
 
 
-def _run(template, variables: dict[str, Any]) -> str:
-    return "".join(template.root_render_func(template.new_context(variables, shared=True)))
+def _run(template: Template, variables: dict[str, Any], part: str) -> str:
+    try:
+        return bounded_join(template.root_render_func(template.new_context(variables, shared=True)))
+    except RenderLimit as err:
+        raise RenderLimit(err.reason, part) from None
 
 
 def merge_context(traits: dict[str, Any], data: dict[str, Any], **builtins: Any) -> dict[str, Any]:
@@ -214,6 +253,8 @@ class TemplateStore:
         used: set[str] = set()
         for part in PARTS:
             used |= parse_part(part, doc[part])
+            if doc[part]:
+                check_cost(part, doc[part])
         allowed = set(self._known_traits(tenant_id)) | set(declared) | BUILTIN_FIELDS
         return sorted(used - allowed)
 
