@@ -360,15 +360,15 @@ def wrk(base: str, path: str, audience: Audience, connections: int, seconds: flo
             "requests": requests, "errors": errors}
 
 
-def warm(base: str, path: str, audience: Audience, connections: int, ids_file: Path) -> list[float]:
+def warm(base: str, path: str, audience: Audience, connections: int, ids_file: Path) -> tuple[list[float], bool]:
     """Load the server as the next measurement will until its p50 settles (module docstring, step 4);
-    returns the p50 of each round."""
+    returns the p50 of each round and whether it settled."""
     p50s: list[float] = []
     while len(p50s) < WARMUP_MAX_ROUNDS:
         p50s.append(wrk(base, path, audience, connections, WARMUP_ROUND_S, ids_file)["p50_ms"])
         if len(p50s) >= 2 and abs(p50s[-1] - p50s[-2]) <= WARMUP_TOLERANCE * p50s[-2]:
-            break
-    return p50s
+            return p50s, True
+    return p50s, False
 
 
 def http_figures(audience: Audience, seconds: float) -> dict:
@@ -385,10 +385,9 @@ def http_figures(audience: Audience, seconds: float) -> dict:
         with serve(audience) as base:
             for name, path in (("hot", HOT_PATH), ("fastapi", FASTAPI_PATH)):
                 for connections in (1, 16):
-                    p50s = warm(base, path, audience, connections, Path(ids.name))
-                    settled = "" if len(p50s) < WARMUP_MAX_ROUNDS else f" (not settled after {len(p50s)} rounds)"
+                    p50s, settled = warm(base, path, audience, connections, Path(ids.name))
                     print(f"warm-up {name} at {connections} connections, p50 per {WARMUP_ROUND_S:g} s round: "
-                          + ", ".join(f"{p50:.3f}" for p50 in p50s) + f" ms{settled}")
+                          + ", ".join(f"{p50:.3f}" for p50 in p50s) + " ms" + ("" if settled else " (not settled)"))
                     figures[f"{name}_c{connections}"] = wrk(base, path, audience, connections, seconds, Path(ids.name))
     finally:
         os.unlink(ids.name)
