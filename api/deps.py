@@ -34,20 +34,25 @@ Rate limits are per tenant (whatever the credential), per plan: free 60, starter
 per minute, enterprise unlimited unless the tenant has its own ``rate_limit_per_minute``. Every
 authenticated response (errors included) of a limited tenant carries ``X-RateLimit-Limit``,
 ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` (seconds until the full allowance is back);
-over the limit the request answers 429 ``rate_limited`` with ``Retry-After`` (seconds).
+over the limit the request answers 429 ``rate_limited`` with ``Retry-After`` (seconds). Invalid
+credentials are limited per client address (``invalid_credential_limit_per_address``): beyond it the
+address gets 429 for any credential until ``Retry-After``. The limits hold across every API process on
+the data dir (engine.ratelimit).
 """
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 
 from fastapi import Depends, Request
 
 from api.errors import ApiError
 from engine.accounts import ALL_SCOPES, AuthError, Principal
+from engine.ratelimit import Decision
 from engine.runtime import Runtime
 
 __all__ = ["Principal", "get_runtime", "runtime_of", "authenticated", "authenticate_request", "require",
-           "tenant_scoped_404", "check_body_tenant", "RATE_LIMIT_STATE_KEY"]
+           "tenant_scoped_404", "check_body_tenant", "RATE_LIMIT_STATE_KEY", "client_address", "check_limits",
+           "refuse_blocked_address", "count_invalid_credential"]
 
 # Where the rate-limit headers of this request wait for the middleware (api.app) to add them.
 RATE_LIMIT_STATE_KEY = "segops_rate_limit_headers"
@@ -84,27 +89,67 @@ def _credential(request: Request) -> tuple[str, str] | None:
     return None
 
 
+def client_address(request: Request) -> str:
+    """The caller's address as the server sees it (uvicorn applies X-Forwarded-For from trusted proxies)."""
+    client = request.scope.get("client")
+    return client[0] if client else "unknown"
+
+
+def rate_limited(decision: Decision, what: str) -> ApiError:
+    return ApiError(429, f"{what}; retry in {decision.retry_after} s.", "rate_limited", headers=decision.headers())
+
+
+def check_limits(request: Request, limits: Iterable[tuple[Hashable, int]], what: str) -> None:
+    """Take a token from each ``(key, limit per minute)`` in turn; 429 at the first that is spent.
+    A refused request takes nothing from the limits after it (list the narrowest first)."""
+    limiter = runtime_of(request).rate_limiter
+    for key, limit in limits:
+        decision = limiter.hit(key, limit)
+        if not decision.allowed:
+            raise rate_limited(decision, what)
+
+
+def _invalid_credential_key(request: Request) -> tuple[str, str]:
+    return ("invalid-credential", client_address(request))
+
+
+def refuse_blocked_address(request: Request, runtime: Runtime | None = None) -> None:
+    """429 if this address has used up its invalid credentials. Checked before any credential, valid
+    ones too (until ``Retry-After``): otherwise guessing would go on at full speed, merely answered 429.
+    A dict lookup in this process (engine.ratelimit ``blocked``), cheap enough for the hot path."""
+    refused = (runtime or runtime_of(request)).rate_limiter.blocked(_invalid_credential_key(request))
+    if refused is not None:
+        raise rate_limited(refused, "Too many invalid credentials")
+
+
+def count_invalid_credential(request: Request) -> None:
+    """Charge a rejected credential to the caller's address (429 once the address has used up
+    ``invalid_credential_limit_per_address``)."""
+    limit = runtime_of(request).settings.invalid_credential_limit_per_address
+    check_limits(request, [(_invalid_credential_key(request), limit)], "Too many invalid credentials")
+
+
 def authenticate_request(request: Request) -> Principal:
     """Authenticate and rate-limit one request; raises ApiError 401/429."""
     credential = _credential(request)
     if credential is None:
         raise _unauthorized("Authentication credentials were not provided.")
+    runtime = runtime_of(request)
+    refuse_blocked_address(request, runtime)
     scheme, token = credential
-    accounts = runtime_of(request).accounts
     try:
         if scheme == "bearer":
-            principal, limit = accounts.authenticate_access_token(token)
+            principal, limit = runtime.accounts.authenticate_access_token(token)
         else:
-            principal, limit = accounts.authenticate_api_key(token)
+            principal, limit = runtime.accounts.authenticate_api_key(token)
     except AuthError as err:
+        count_invalid_credential(request)
         raise _unauthorized(str(err), err.code, "Bearer" if scheme == "bearer" else "ApiKey") from None
     if limit is not None:
-        decision = runtime_of(request).rate_limiter.hit(principal.tenant_id, limit)
-        headers = decision.headers()
+        decision = runtime.rate_limiter.hit(("tenant", principal.tenant_id), limit)
         if not decision.allowed:
-            raise ApiError(429, f"Rate limit of {limit} requests per minute exceeded; retry in "
-                                f"{decision.retry_after} s.", "rate_limited", headers=headers)
-        request.scope.setdefault("state", {})[RATE_LIMIT_STATE_KEY] = headers
+            raise rate_limited(decision, f"Rate limit of {limit} requests per minute exceeded")
+        request.scope.setdefault("state", {})[RATE_LIMIT_STATE_KEY] = decision.headers()
     return principal
 
 

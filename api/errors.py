@@ -9,10 +9,12 @@ Example::
 """
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -69,8 +71,11 @@ class ApiError(Exception):
 
 
 def error_response(err: ApiError) -> Response:
-    return Response(orjson.dumps(err.body()), status_code=err.status,
-                    media_type="application/json", headers=err.headers)
+    try:
+        content = orjson.dumps(err.body())
+    except orjson.JSONEncodeError:  # an unpaired surrogate quoted from the input: escape it, as json does
+        content = json.dumps(err.body()).encode()
+    return Response(content, status_code=err.status, media_type="application/json", headers=err.headers)
 
 
 def _loc_to_path(loc: tuple) -> str:
@@ -85,7 +90,57 @@ def _loc_to_path(loc: tuple) -> str:
     return out or "body"
 
 
+# Only a body holding a \uD800-\uDFFF escape, or the raw bytes of one (json.loads decodes bytes with
+# surrogatepass), can decode to a string with an unpaired surrogate; only such a body is walked.
+_SURROGATE_IN_JSON = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads joins a valid pair into one character
+
+
+def unpaired_surrogate_path(value: Any) -> str | None:
+    """The field path of the first string or key in decoded JSON that holds an unpaired UTF-16
+    surrogate, else None. Iterative: any depth json.loads accepted is fine."""
+    stack: list[tuple[tuple, Any]] = [((), value)]
+    while stack:
+        loc, item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return _loc_to_path(loc)
+        elif isinstance(item, dict):
+            for key in item:
+                if _SURROGATE.search(key):
+                    return _loc_to_path((*loc, key))
+            stack.extend(((*loc, key), sub) for key, sub in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend(((*loc, i), sub) for i, sub in reversed(list(enumerate(item))))
+    return None
+
+
+async def refuse_unpaired_surrogates(request: Request) -> None:
+    """Dependency of every route: 400 ``invalid_unicode`` naming the field if the JSON body that FastAPI
+    decoded holds an unpaired surrogate (``"\\ud800"``). json.loads accepts one, but no UTF-8 encoder does
+    (SQLite, orjson, DuckDB), so it would surface as a 500 wherever the string went. Routes that read
+    their body themselves (ingest, asset uploads) have no body field and parse it with orjson, which
+    refuses such strings."""
+    if getattr(request.scope.get("route"), "body_field", None) is None:
+        return
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if not (media.startswith("application/") and (media.endswith("/json") or media.endswith("+json"))):
+        return
+    if not _SURROGATE_IN_JSON.search(await request.body()):  # FastAPI has read it: cached
+        return
+    try:
+        path = unpaired_surrogate_path(await request.json())  # cached too
+    except ValueError:  # not JSON at all: FastAPI has answered that already
+        return
+    if path is not None:
+        raise ApiError.field(path, "contains an unpaired UTF-16 surrogate (not valid Unicode)", "invalid_unicode")
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    """The envelope for every error, and the body check every route shares (added to the app's own
+    dependencies, so call this before including routers)."""
+    app.router.dependencies.append(Depends(refuse_unpaired_surrogates))
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> Response:
         return error_response(exc)

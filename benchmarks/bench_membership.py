@@ -20,9 +20,15 @@ Steps:
      for the hot path and, for comparison, the same lookup written as an idiomatic FastAPI
      route (Depends + Query + dict response).
   4. HTTP: ``segops serve``'s uvicorn settings in a subprocess; wrk with a Lua script drawing
-     user ids at random (10% unknown), on both routes.
+     user ids at random (10% unknown), on both routes. Each figure is measured after a warm-up at
+     the same number of connections, in 2-second rounds until two rounds in a row agree on the p50
+     within 10% (at most 15 rounds, printed): right after a start, or after building the audience,
+     whose files the kernel is still writing back, the first seconds are slower (two runs minutes
+     apart once measured 1.12 ms and 0.22 ms at p50 with one connection, after a single warm-up).
 
-wrk: ``apt-get install -y wrk`` (Debian/Ubuntu) or ``brew install wrk``.
+wrk (C) and not a Python client: a Python load generator would need most of a core for 5,000 req/s
+and take it from the server on a 2-core machine. ``make bench`` installs it when missing (as root,
+with apt-get); otherwise ``apt-get install -y wrk`` (Debian/Ubuntu) or ``brew install wrk``.
 """
 from __future__ import annotations
 
@@ -49,6 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 AUDIENCE_VERSION = 2
 TARGET_P50_1_MS, TARGET_P99_1_MS = 0.5, 1.0
 TARGET_RPS_16, TARGET_P99_16_MS = 5000.0, 6.0
+WARMUP_ROUND_S, WARMUP_MAX_ROUNDS, WARMUP_TOLERANCE = 2.0, 15, 0.10
 HOT_PATH = "/api/segments/membership/?user_id="
 FASTAPI_PATH = "/bench/membership-fastapi/?user_id="
 WRK_SCRIPT = """
@@ -306,14 +313,15 @@ SERVER_PEAK_MB: dict[str, float | None] = {}  # resident high-water mark of the 
 
 @contextmanager
 def serve(audience: Audience):
-    """uvicorn as `segops serve` runs it (one worker, uvloop, httptools, no access log)."""
+    """uvicorn as `segops serve` runs it (one worker, uvloop, httptools, no access log, its GC tuning)."""
     import httpx
 
     port = _free_port()
     code = ("import uvicorn; uvicorn.run('benchmarks.bench_membership:bench_app', factory=True, "
             f"host='127.0.0.1', port={port}, loop='uvloop', http='httptools', access_log=False, "
             "log_level='warning')")
-    env = dict(os.environ, SEGOPS_DATA_DIR=str(audience.data_dir), SEGOPS_RUN_WORKERS="0", SEGOPS_READ_ONLY="1")
+    env = dict(os.environ, SEGOPS_DATA_DIR=str(audience.data_dir), SEGOPS_RUN_WORKERS="0", SEGOPS_READ_ONLY="1",
+               SEGOPS_SERVE_PROCESS="1")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -352,9 +360,22 @@ def wrk(base: str, path: str, audience: Audience, connections: int, seconds: flo
             "requests": requests, "errors": errors}
 
 
+def warm(base: str, path: str, audience: Audience, connections: int, ids_file: Path) -> tuple[list[float], bool]:
+    """Load the server as the next measurement will until its p50 settles (module docstring, step 4);
+    returns the p50 of each round and whether it settled."""
+    p50s: list[float] = []
+    while len(p50s) < WARMUP_MAX_ROUNDS:
+        p50s.append(wrk(base, path, audience, connections, WARMUP_ROUND_S, ids_file)["p50_ms"])
+        if len(p50s) >= 2 and abs(p50s[-1] - p50s[-2]) <= WARMUP_TOLERANCE * p50s[-2]:
+            return p50s, True
+    return p50s, False
+
+
 def http_figures(audience: Audience, seconds: float) -> dict:
     if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install -y wrk (Debian/Ubuntu) or brew install wrk")
+        raise SystemExit("wrk is not installed: `make bench` installs it (as root), or apt-get install -y wrk "
+                         "(Debian/Ubuntu), or brew install wrk")
+    os.sync()  # a freshly built audience is still being written back: not while measuring
     rng = random.Random(3)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as ids:
         for i in range(20_000):
@@ -363,8 +384,10 @@ def http_figures(audience: Audience, seconds: float) -> dict:
     try:
         with serve(audience) as base:
             for name, path in (("hot", HOT_PATH), ("fastapi", FASTAPI_PATH)):
-                wrk(base, path, audience, 16, 2, Path(ids.name))  # warm-up
                 for connections in (1, 16):
+                    p50s, settled = warm(base, path, audience, connections, Path(ids.name))
+                    print(f"warm-up {name} at {connections} connections, p50 per {WARMUP_ROUND_S:g} s round: "
+                          + ", ".join(f"{p50:.3f}" for p50 in p50s) + " ms" + ("" if settled else " (not settled)"))
                     figures[f"{name}_c{connections}"] = wrk(base, path, audience, connections, seconds, Path(ids.name))
     finally:
         os.unlink(ids.name)

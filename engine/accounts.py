@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -50,6 +51,10 @@ PLANS = tuple(PLAN_LIMITS)
 
 ACCESS_TTL = timedelta(minutes=60)
 REFRESH_TTL = timedelta(days=14)
+TOKEN_TTLS = {"access": ACCESS_TTL, "refresh": REFRESH_TTL}
+MAX_ID = 2**63 - 1  # SQLite's INTEGER
+_USER_ID = re.compile(r"[1-9][0-9]{0,18}")  # a token's sub, as _encode writes it
+_JTI = re.compile(r"[A-Za-z0-9_-]{1,64}")  # secrets.token_urlsafe
 CACHE_TTL = 30.0  # seconds a cached credential may outlive a change made by another process
 KEY_PREFIX = "sk_live_"
 KEY_DISPLAY_CHARS = len(KEY_PREFIX) + 6  # non-secret prefix kept for listing
@@ -360,6 +365,9 @@ class Accounts:
         return token
 
     def _decode(self, token: str, typ: str) -> dict:
+        """The claims of a token we issued, or AuthError. The signature is not the only check: a token signed
+        with our secret but shaped unlike ours (a ``sub`` that is no user id, an ``exp`` beyond its type's
+        lifetime, a ``jti`` that is not a string, a claim PyJWT cannot convert) is invalid, never a 500."""
         try:
             claims = jwt.decode(token, self.secret, algorithms=["HS256"],
                                 options={"require": ["exp", "iat", "nbf", "sub", "typ", "jti"]})
@@ -367,14 +375,16 @@ class Accounts:
             raise AuthError("Token has expired.", "token_expired") from None
         except jwt.ImmatureSignatureError:
             raise AuthError("Token is not yet valid.", "token_not_yet_valid") from None
-        except jwt.InvalidTokenError:
+        except (jwt.InvalidTokenError, TypeError, ValueError, OverflowError):  # e.g. "nbf": [] or "exp": 1e999
             raise AuthError("Token is invalid.", "invalid_token") from None
         if claims.get("typ") != typ:
             raise AuthError(f"Token is not an {typ} token.", "wrong_token_type")
-        try:
-            claims["user_id"] = int(claims["sub"])
-        except (TypeError, ValueError):
-            raise AuthError("Token is invalid.", "invalid_token") from None
+        sub, jti = claims["sub"], claims["jti"]
+        user_id = int(sub) if isinstance(sub, str) and _USER_ID.fullmatch(sub) else 0
+        if (not 1 <= user_id <= MAX_ID or not (isinstance(jti, str) and _JTI.fullmatch(jti))
+                or int(claims["exp"]) - int(claims["iat"]) > TOKEN_TTLS[typ].total_seconds() + 1):
+            raise AuthError("Token is invalid.", "invalid_token")
+        claims["user_id"] = user_id
         return claims
 
     def refresh(self, refresh_token: str) -> dict[str, str]:

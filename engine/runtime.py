@@ -33,10 +33,11 @@ class Runtime:
 
     @cached_property
     def rate_limiter(self):
-        """Per-tenant request limits (engine.ratelimit)."""
+        """Request limits per tenant, login and client address, shared by the processes on this data dir
+        (engine.ratelimit)."""
         from engine.ratelimit import RateLimiter
 
-        return RateLimiter()
+        return RateLimiter(self.settings.data_dir / "ratelimit.sqlite")
 
     @cached_property
     def lake(self):

@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     send_lease_seconds: float = Field(60.0, gt=0, description="How long a worker's claim on a send or journey run lasts.")
     send_chunk: int = Field(1000, gt=0, description="Sends claimed and settled per transaction.")
     default_from: str | None = Field(None, description="From address when neither template nor brand kit sets one.")
+    login_limit_per_address: int = Field(
+        30, ge=1, description="Login attempts per minute from one client address, all API processes together.")
+    login_limit_per_email: int = Field(20, ge=1, description="Login attempts per minute for one email address.")
+    login_limit_global: int = Field(
+        300, ge=1, description="Login attempts per minute in all: bounds the CPU that password hashing may take.")
+    invalid_credential_limit_per_address: int = Field(
+        60, ge=1, description="Invalid API keys or tokens per minute from one client address; then 429.")
 
     @property
     def base_url(self) -> str:

@@ -15,8 +15,12 @@ from pathlib import Path
 
 
 class MetadataStore:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, synchronous: str = "FULL"):
+        """``synchronous="OFF"`` for a database whose loss in a power cut costs nothing (rate-limit counters)."""
+        if synchronous not in ("OFF", "NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be OFF, NORMAL or FULL, not {synchronous!r}")
         self.path = Path(path)
+        self._synchronous = synchronous
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._schemas: set[str] = set()
@@ -29,7 +33,7 @@ class MetadataStore:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn

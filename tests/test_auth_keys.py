@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 from fastapi import Depends
@@ -106,9 +107,14 @@ def test_a_key_cannot_mint_a_stronger_key(client, tenant_a):
     ({"name": "", "scopes": ["segments:read"]}, "name", "validation_error"),
     ({"scopes": ["segments:read"]}, "name", "validation_error"),
     ({"name": "x", "scopes": ["segments:read"], "colour": "red"}, "colour", "validation_error"),
+    # unpaired UTF-16 surrogates: valid JSON escapes, but not Unicode (refused for every JSON body)
+    ({"name": "a\ud800", "scopes": ["segments:read"]}, "name", "invalid_unicode"),
+    ({"name": "x", "scopes": ["segments:read", "\udfff"]}, "scopes[1]", "invalid_unicode"),
+    ({"name": "x", "scopes": ["segments:read"], "\ud800": 1}, "\ud800", "invalid_unicode"),
 ])
 def test_bad_key_requests_are_400_naming_the_field(client, tenant_a, body, field, code):
-    r = client.post("/api/keys/", headers=tenant_a.headers, json=body)
+    r = client.post("/api/keys/", headers={**tenant_a.headers, "Content-Type": "application/json"},
+                    content=json.dumps(body))
     assert r.status_code == 400, r.text
     assert r.json()["code"] == code and field in r.json()
 

@@ -122,10 +122,24 @@ BAD_TOKENS = {
     "unknown_user": lambda s, u: jwt.encode(_claims(987654), s, "HS256"),
     "garbage": lambda s, u: "not.a.jwt",
 }
+# Signed with the right secret but shaped unlike any token we issue: claim values of odd types and sizes.
+ODD_CLAIMS = {
+    "sub_2**70": {"sub": str(2**70)}, "sub_int": {"sub": 5}, "sub_float": {"sub": "1.0"}, "sub_negative": {"sub": "-1"},
+    "sub_zero": {"sub": "0"}, "sub_4300_digits": {"sub": "9" * 4300}, "sub_unicode_digits": {"sub": "\u0661"},
+    "sub_surrogate": {"sub": "\ud800"}, "sub_list": {"sub": [1]},
+    "exp_huge": {"exp": 2**70}, "exp_years_ahead": {"exp": timedelta(days=3650)}, "exp_infinite": {"exp": float("inf")},
+    "exp_nan": {"exp": float("nan")}, "nbf_list": {"nbf": []}, "iat_far_future": {"iat": timedelta(days=3650)},
+    "iat_huge": {"iat": 2**70}, "jti_list": {"jti": ["j"]}, "jti_int": {"jti": 2**70},
+    "jti_surrogate": {"jti": "\ud800"}, "jti_long": {"jti": "j" * 5000}, "typ_dict": {"typ": {"a": 1}},
+}
+for _name, _delta in ODD_CLAIMS.items():
+    BAD_TOKENS[_name] = lambda s, u, delta=_delta: jwt.encode(_claims(u, **{"typ": "access", **delta}), s, "HS256")
 
 
 SPECIFIC_CODES = {"expired": "token_expired", "not_yet_valid": "token_not_yet_valid",
-                  "refresh_typ_as_access": "wrong_token_type", "unknown_user": "user_inactive"}
+                  "refresh_typ_as_access": "wrong_token_type", "unknown_user": "user_inactive",
+                  "iat_far_future": "token_not_yet_valid", "iat_huge": "token_not_yet_valid",
+                  "typ_dict": "wrong_token_type"}
 
 
 def _tamper(token: str, new_sub: str) -> str:
@@ -139,6 +153,25 @@ def _tamper(token: str, new_sub: str) -> str:
 def test_bad_access_tokens_are_401(client, runtime, tenant_a, case):
     token = BAD_TOKENS[case](runtime.settings.secret_key, tenant_a.user_id)
     assert_401(me(client, token), SPECIFIC_CODES.get(case, "invalid_token"))
+
+
+@pytest.mark.parametrize("case", sorted(ODD_CLAIMS))
+def test_refresh_tokens_with_odd_claims_are_401(client, runtime, tenant_a, case):
+    claims = _claims(tenant_a.user_id, **{"typ": "refresh", **ODD_CLAIMS[case]})
+    token = jwt.encode(claims, runtime.settings.secret_key, "HS256")
+    r = client.post("/api/auth/token/refresh/", json={"refresh": token})
+    assert_401(r)
+
+
+@pytest.mark.parametrize("path,body,field", [
+    ("/api/auth/token/", {"email": "\ud800@a.test", "password": "correct-horse-battery"}, "email"),
+    ("/api/auth/token/", {"email": "admin@a.test", "password": "x\udfffy"}, "password"),
+    ("/api/auth/token/refresh/", {"refresh": "\ud800"}, "refresh"),
+])
+def test_unpaired_surrogates_in_auth_bodies_are_400_naming_the_field(client, path, body, field):
+    r = client.post(path, content=json.dumps(body), headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "invalid_unicode" and field in r.json()
 
 
 def test_well_formed_token_built_like_the_bad_ones_is_accepted(client, runtime, tenant_a):

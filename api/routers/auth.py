@@ -4,14 +4,20 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
-from api.deps import Principal, authenticated, runtime_of
+from api.deps import (
+    Principal,
+    authenticated,
+    check_limits,
+    client_address,
+    count_invalid_credential,
+    refuse_blocked_address,
+    runtime_of,
+)
 from api.errors import ApiError
 from engine.accounts import AuthError
 
 router = APIRouter(tags=["auth"])
-
-# Password guesses allowed per email per minute (argon2 already makes each guess cost ~0.1 s).
-LOGIN_ATTEMPTS_PER_MINUTE = 20
+MAX_EMAIL = 254  # longer is no valid address; the limiter's key stays small whatever is sent
 
 
 class TokenRequest(BaseModel):
@@ -34,23 +40,29 @@ def _unauthorized(err: AuthError) -> ApiError:
 
 @router.post("/api/auth/token/", response_model=TokenPair)
 def obtain_token(body: TokenRequest, request: Request) -> dict[str, str]:
-    """Sync on purpose: argon2 verification runs in the threadpool, not on the event loop."""
-    runtime = runtime_of(request)
-    decision = runtime.rate_limiter.hit(("login", body.email.strip().lower()), LOGIN_ATTEMPTS_PER_MINUTE)
-    if not decision.allowed:
-        raise ApiError(429, f"Too many login attempts; retry in {decision.retry_after} s.", "rate_limited",
-                       headers=decision.headers())
+    """Sync on purpose: argon2 verification runs in the threadpool, not on the event loop.
+
+    Attempts are limited per client address, per email and in all (settings ``login_limit_*``), checked
+    in that order, before any password is hashed: one address cannot spray emails, many addresses cannot
+    wear one account down, and no crowd can make argon2 take the whole CPU."""
+    settings = runtime_of(request).settings
+    check_limits(request, [(("login-address", client_address(request)), settings.login_limit_per_address),
+                           (("login-email", body.email.strip().lower()[:MAX_EMAIL]), settings.login_limit_per_email),
+                           (("login",), settings.login_limit_global)], "Too many login attempts")
     try:
-        return runtime.accounts.login(body.email, body.password)
+        return runtime_of(request).accounts.login(body.email, body.password)
     except AuthError as err:
         raise _unauthorized(err) from None
 
 
 @router.post("/api/auth/token/refresh/", response_model=TokenPair)
 def refresh_token(body: RefreshRequest, request: Request) -> dict[str, str]:
+    """A refresh token is a credential: rejected ones count against the address like bad API keys."""
+    refuse_blocked_address(request)
     try:
         return runtime_of(request).accounts.refresh(body.refresh)
     except AuthError as err:
+        count_invalid_credential(request)
         raise _unauthorized(err) from None
 
 
