@@ -113,7 +113,7 @@ def dead_letters(
     """Print the records the flusher moved to <data>/dead-letter/ (one JSON object a line) and a count."""
     import orjson
 
-    count, letters = _runtime().dead_letters.list(tenant, limit, offset)
+    count, letters = open_runtime().dead_letters.list(tenant, limit, offset)
     for letter in letters:
         typer.echo(orjson.dumps(letter).decode())
     scope = f"tenant {tenant}" if tenant is not None else "all tenants"
