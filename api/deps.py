@@ -47,10 +47,12 @@ from engine.accounts import ALL_SCOPES, AuthError, Principal
 from engine.runtime import Runtime
 
 __all__ = ["Principal", "get_runtime", "runtime_of", "authenticated", "authenticate_request", "require",
-           "tenant_scoped_404", "check_body_tenant", "RATE_LIMIT_STATE_KEY"]
+           "tenant_scoped_404", "check_body_tenant", "RATE_LIMIT_STATE_KEY", "TENANT_STATE_KEY"]
 
 # Where the rate-limit headers of this request wait for the middleware (api.app) to add them.
 RATE_LIMIT_STATE_KEY = "segops_rate_limit_headers"
+# The authenticated tenant of this request, for the access log (api.observe).
+TENANT_STATE_KEY = "segops_tenant_id"
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -98,6 +100,7 @@ def authenticate_request(request: Request) -> Principal:
             principal, limit = accounts.authenticate_api_key(token)
     except AuthError as err:
         raise _unauthorized(str(err), err.code, "Bearer" if scheme == "bearer" else "ApiKey") from None
+    request.scope.setdefault("state", {})[TENANT_STATE_KEY] = principal.tenant_id
     if limit is not None:
         decision = runtime_of(request).rate_limiter.hit(principal.tenant_id, limit)
         headers = decision.headers()

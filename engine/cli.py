@@ -23,15 +23,29 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: bool = typer.Option(True, help="Run background workers (flush, schedule, journeys) in-process"),
+    log_format: str | None = typer.Option(None, "--log-format", help="text or json (default: SEGOPS_LOG_FORMAT, "
+                                                                     "text); SEGOPS_ACCESS_LOG=0 drops access lines"),
 ) -> None:
     """Serve the HTTP API."""
     import uvicorn
 
+    from engine.logs import configure_logging
+    from engine.settings import Settings, SettingsError
+
     os.environ["SEGOPS_RUN_WORKERS"] = "1" if workers else "0"
     os.environ["SEGOPS_SERVE_PROCESS"] = "1"
+    if log_format is not None:
+        os.environ["SEGOPS_LOG_FORMAT"] = log_format
+    try:
+        settings = Settings.from_env()
+    except SettingsError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(settings.log_format, settings.access_log)
     _print_demo_credentials(host, port)
+    # log_config=None: uvicorn's lines go through configure_logging's handler; the access log is ours (api.observe)
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info",
-                loop="uvloop", http="httptools", access_log=False)
+                loop="uvloop", http="httptools", access_log=False, log_config=None)
 
 
 def _print_demo_credentials(host: str, port: int) -> None:
