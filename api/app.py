@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from api.deps import RateLimitHeadersMiddleware
 from api.errors import COMMON_ERROR_RESPONSES, install_error_handlers
+from api.observe import ObserveRequests
 from engine.runtime import Runtime, tune_gc_for_serving
 from engine.settings import Settings
 
@@ -16,7 +17,7 @@ ROUTERS = (
     # membership/exports before segments: their fixed paths (/api/segments/membership/) must win
     # over /api/segments/{segment_id:int}/.
     "auth", "keys", "events", "membership", "exports", "segments", "profiles",
-    "templates", "brand_kits", "assets", "emails", "journeys", "broadcasts", "recipients",
+    "templates", "brand_kits", "assets", "emails", "journeys", "broadcasts", "recipients", "ops",
 )
 
 
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.runtime = rt
     install_error_handlers(app)
     app.add_middleware(RateLimitHeadersMiddleware)
+    body_limits: dict[str, int] = {}
     for name in ROUTERS:
         try:
             module = importlib.import_module(f"api.routers.{name}")
@@ -49,4 +51,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.include_router(module.router, responses=COMMON_ERROR_RESPONSES)
         if hasattr(module, "fast_path"):  # a pure ASGI answer for a hot path (api/routers/membership.py)
             app.add_middleware(module.fast_path)
+        body_limits.update(getattr(module, "BODY_LIMITS", {}))  # route template -> bytes (0: the route's own)
+    # outermost, so that it sees every request, fast paths included
+    app.add_middleware(ObserveRequests, metrics=rt.metrics, max_body_bytes=settings.max_body_bytes,
+                       body_limits=body_limits)
     return app

@@ -51,11 +51,13 @@ from engine.ratelimit import Decision
 from engine.runtime import Runtime
 
 __all__ = ["Principal", "get_runtime", "runtime_of", "authenticated", "authenticate_request", "require",
-           "tenant_scoped_404", "check_body_tenant", "RATE_LIMIT_STATE_KEY", "client_address", "check_limits",
-           "refuse_blocked_address", "count_invalid_credential"]
+           "tenant_scoped_404", "check_body_tenant", "RATE_LIMIT_STATE_KEY", "TENANT_STATE_KEY", "client_address",
+           "check_limits", "refuse_blocked_address", "count_invalid_credential"]
 
 # Where the rate-limit headers of this request wait for the middleware (api.app) to add them.
 RATE_LIMIT_STATE_KEY = "segops_rate_limit_headers"
+# The authenticated tenant of this request, for the access log (api.observe).
+TENANT_STATE_KEY = "segops_tenant_id"
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -145,6 +147,7 @@ def authenticate_request(request: Request) -> Principal:
     except AuthError as err:
         count_invalid_credential(request)
         raise _unauthorized(str(err), err.code, "Bearer" if scheme == "bearer" else "ApiKey") from None
+    request.scope.setdefault("state", {})[TENANT_STATE_KEY] = principal.tenant_id
     if limit is not None:
         decision = runtime.rate_limiter.hit(("tenant", principal.tenant_id), limit)
         if not decision.allowed:

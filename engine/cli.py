@@ -25,16 +25,20 @@ def serve(
     host: str | None = typer.Option(None, help="Address to bind (default: SEGOPS_HOST, else 127.0.0.1)"),
     port: int | None = typer.Option(None, help="Port to bind (default: SEGOPS_PORT, else 8000)"),
     workers: bool = typer.Option(True, help="Run background workers (flush, schedule, journeys) in-process"),
+    log_format: str | None = typer.Option(None, "--log-format", help="text or json (default: SEGOPS_LOG_FORMAT, "
+                                                                     "text); SEGOPS_ACCESS_LOG=0 drops access lines"),
 ) -> None:
     """Serve the HTTP API."""
     import uvicorn
 
     from engine.cli_common import check_data_dir, fail, load_settings
+    from engine.logs import configure_logging
     from storage.wal import in_use
 
-    # Through the environment, so the app factory (in this process) sees the same host and
-    # port: the links in emails (Settings.base_url) point at this server.
-    os.environ.update({name: str(value) for name, value in (("SEGOPS_HOST", host), ("SEGOPS_PORT", port))
+    # Through the environment, so the app factory (in this process) sees the same host, port and
+    # log format: the links in emails (Settings.base_url) point at this server.
+    os.environ.update({name: str(value) for name, value in (("SEGOPS_HOST", host), ("SEGOPS_PORT", port),
+                                                            ("SEGOPS_LOG_FORMAT", log_format))
                        if value is not None})
     os.environ["SEGOPS_RUN_WORKERS"] = "1" if workers else "0"
     os.environ["SEGOPS_SERVE_PROCESS"] = "1"
@@ -43,9 +47,11 @@ def serve(
     if settings.run_workers and not settings.read_only and in_use(settings.wal_dir):
         fail(f"another segops process already serves {settings.data_dir} (its write-ahead log is locked); "
              "stop it, or serve another --data directory")
+    configure_logging(settings.log_format, settings.access_log)
     _print_demo_credentials(settings)
+    # log_config=None: uvicorn's lines go through configure_logging's handler; the access log is ours (api.observe)
     uvicorn.run("api.app:create_app", factory=True, host=settings.host, port=settings.port, log_level="info",
-                loop="uvloop", http="httptools", access_log=False)
+                loop="uvloop", http="httptools", access_log=False, log_config=None)
 
 
 def _print_demo_credentials(settings) -> None:

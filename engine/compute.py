@@ -49,7 +49,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -196,6 +196,7 @@ class _Claim:
     tenant_id: int
     segment_id: int
     attempt: int
+    started: float = field(default_factory=time.perf_counter)
 
 
 def _claim_next(runtime: Runtime) -> _Claim | None:
@@ -270,6 +271,7 @@ def _fail(runtime: Runtime, claim: _Claim, error: str, written: list[str]) -> No
         (db_time(utc_now()), error[:2000], claim.job_id, claim.attempt)).rowcount
     if failed:
         _delete(runtime, written)
+    runtime.metrics.job_finished("failed", time.perf_counter() - claim.started)
 
 
 def _run_job(runtime: Runtime, claim: _Claim) -> None:
@@ -286,7 +288,9 @@ def _run_job(runtime: Runtime, claim: _Claim) -> None:
         log.exception("computation %s of segment %s failed", claim.job_id, claim.segment_id)
         _fail(runtime, claim, f"{type(err).__name__}: {err}", written)
         return
-    if result is None:  # lost the lease to another worker; it owns the job now
+    # "lost": the lease lapsed and another worker owns the job now
+    runtime.metrics.job_finished("lost" if result is None else "done", time.perf_counter() - claim.started)
+    if result is None:
         return
     for hook in list(COMPUTED_HOOKS):
         try:
@@ -483,6 +487,7 @@ def start_compute_worker(runtime: Runtime) -> None:
         thread.join(timeout=30)
 
     thread.start()
+    runtime.add_worker(thread)
     runtime.on_stop(stop_worker)
 
 

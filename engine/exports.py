@@ -312,6 +312,7 @@ def start_export_worker(runtime: Runtime) -> None:
         thread.join(timeout=30)
 
     thread.start()
+    runtime.add_worker(thread)
     runtime.on_stop(stop_worker)
 
 

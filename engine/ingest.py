@@ -451,6 +451,11 @@ class IngestService:
         self._flusher = threading.Thread(target=self._flush_loop, name="segops-flusher", daemon=True)
         self._flusher.start()
 
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The committer and (once started) the flusher."""
+        return [self._committer, *([self._flusher] if self._flusher is not None else [])]
+
     def _flush_loop(self) -> None:
         lower_thread_priority()
         delay = self.flush_interval
@@ -575,6 +580,8 @@ def start_flusher(runtime: "Runtime") -> None:
     if runtime.settings.read_only:
         return
     runtime.ingest.start_flusher()
+    for thread in runtime.ingest.threads:
+        runtime.add_worker(thread)
 
 
 if start_flusher not in WORKERS:

@@ -43,6 +43,7 @@ def start_lake_maintenance(runtime: Runtime) -> None:
 
     thread = threading.Thread(target=loop, name="segops-lake-maintenance", daemon=True)
     thread.start()
+    runtime.add_worker(thread)
 
     def stop_worker() -> None:
         stop.set()

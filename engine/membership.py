@@ -211,6 +211,11 @@ class MembershipIndex:
             out.append(Membership(user_id, list(ids), not view.pending))
         return out
 
+    def stats(self) -> tuple[int, list[int]]:
+        """(user rows held, computation ids materialized) over every tenant, for /metrics."""
+        views = list(self._views.values())
+        return sum(view.size for view in views), [c for view in views for c in view.computation_of.values()]
+
     def computation_of(self, tenant_id: int, segment_id: int) -> int | None:
         """The computation id materialized for the segment (None if none)."""
         view = self._views.get(tenant_id)

@@ -23,6 +23,7 @@ class Runtime:
         self.meta = MetadataStore(settings.metadata_path)
         self._stoppers: list[Callable[[], None]] = []
         self._lock = threading.Lock()
+        self.workers: list[threading.Thread] = []  # background threads readiness expects alive
 
     @cached_property
     def accounts(self):
@@ -30,6 +31,13 @@ class Runtime:
         from engine.accounts import Accounts
 
         return Accounts(self.meta, secret_loader=lambda: self.settings.secret_key)
+
+    @cached_property
+    def metrics(self):
+        """Prometheus metrics of this runtime, in its own registry (engine.metrics)."""
+        from engine.metrics import Metrics
+
+        return Metrics(self)
 
     @cached_property
     def rate_limiter(self):
@@ -102,9 +110,14 @@ class Runtime:
     def on_stop(self, fn: Callable[[], None]) -> None:
         self._stoppers.append(fn)
 
+    def add_worker(self, thread: threading.Thread) -> None:
+        """A background thread that must stay alive while the runtime runs (readiness checks it)."""
+        self.workers.append(thread)
+
     def start_workers(self) -> None:
         """Start background workers (flusher, compute, exports, membership index, sends, lake
-        maintenance). Each module registers its start function in WORKERS when imported."""
+        maintenance). Each module registers its start function in WORKERS when imported; a start
+        function hands the threads it starts to ``add_worker``."""
         import importlib
 
         for module in WORKER_MODULES:

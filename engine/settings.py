@@ -7,11 +7,13 @@ force (secrets masked).
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -63,6 +65,29 @@ class Settings(BaseSettings):
         300, ge=1, description="Login attempts per minute in all: bounds the CPU that password hashing may take.")
     invalid_credential_limit_per_address: int = Field(
         60, ge=1, description="Invalid API keys or tokens per minute from one client address; then 429.")
+    max_body_bytes: int = Field(
+        1 << 20, gt=0, description="Largest request body (bytes) of routes without their own limit; larger answers "
+                                   "413 payload_too_large (ingest allows 4 MB, asset uploads 10 MB, templates 16 MiB).")
+    log_format: Literal["text", "json"] = Field("text", description="Log lines of `segops serve`: text or json.")
+    access_log: bool = Field(True, description="`segops serve` logs one line per request (route template, status, "
+                                               "duration, tenant, request id; never credentials or query strings).")
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token GET /metrics requires; unset, /metrics answers only SEGOPS_METRICS_CLIENTS.")
+    metrics_clients: str = Field(
+        "127.0.0.0/8,::1", description="Comma-separated client networks that may read GET /metrics without a "
+                                       "token (used only while SEGOPS_METRICS_TOKEN is unset; empty: nobody).")
+
+    @field_validator("metrics_clients")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            ipaddress.ip_network(part, strict=False)  # ValueError names the bad network
+        return value
+
+    @property
+    def metrics_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in self.metrics_clients.split(",")
+                     if p.strip())
 
     @property
     def base_url(self) -> str:

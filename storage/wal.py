@@ -26,6 +26,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -88,6 +89,8 @@ class WriteAheadLog:
         self._active_seq = 0
         self._active_size = 0
         self._pending_bytes = sum(self._path(s).stat().st_size for s in existing)
+        # seq -> when its first record was written (an earlier run's segment: its last write)
+        self._started_at = {s: self.segment_mtime(s) for s in existing}
 
     # -- paths ----------------------------------------------------------------------
     def _path(self, seq: int) -> Path:
@@ -110,6 +113,12 @@ class WriteAheadLog:
     def pending_bytes(self) -> int:
         """Bytes in segments not yet checkpointed (backpressure signal)."""
         return self._pending_bytes
+
+    def pending_since(self) -> float | None:
+        """When (seconds since the epoch) the oldest record not yet checkpointed was written, or
+        None if every record is: how far flushing lags behind."""
+        with self._lock:
+            return min(self._started_at.values(), default=None)
 
     def append(self, payloads: Sequence[bytes]) -> None:
         """Durably append ``payloads`` as one group: one write, one fsync. When this
@@ -151,6 +160,7 @@ class WriteAheadLog:
         fsync_path(self.dir)  # the new file's directory entry must survive a crash too
         self._active_fd, self._active_seq, self._active_size = fd, seq, len(MAGIC)
         self._pending_bytes += len(MAGIC)
+        self._started_at[seq] = time.time()
 
     def _seal_active(self) -> None:
         if self._active_fd is not None:
@@ -187,6 +197,8 @@ class WriteAheadLog:
             self._checkpoint = through
             done = [s for s in self._sealed if s <= through]
             self._sealed = [s for s in self._sealed if s > through]
+            for seq in done:
+                self._started_at.pop(seq, None)
         for seq in done:
             path = self._path(seq)
             try:

@@ -51,6 +51,9 @@ UNSCOPED_ROUTES = {
     ("POST", "/api/auth/token/"): "login: the body's email and password are the credential",
     ("POST", "/api/auth/token/refresh/"): "the body's refresh token is the credential",
     ("GET", "/api/auth/me/"): "who-am-I: any valid credential may ask about itself",
+    ("GET", "/healthz"): "liveness for load balancers: no credential, no tenant data",
+    ("GET", "/readyz"): "readiness for load balancers: no credential, no tenant data (check names only)",
+    ("GET", "/metrics"): "Prometheus scrape: SEGOPS_METRICS_TOKEN or a SEGOPS_METRICS_CLIENTS address; no tenant data",
     **CAPABILITY_ROUTES,
 }
 # Per-parent ordinals, not global ids: B's segment has a version 1 too.

@@ -40,6 +40,8 @@ from engine.runtime import Runtime
 
 router = APIRouter(tags=["events"])
 WRITE = require("events:write")
+# These routes read their bodies under MAX_BATCH_BYTES themselves (0: api.observe applies no cap of its own).
+BODY_LIMITS = {"/api/events/": 0, "/api/events/identify/": 0}
 
 _ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS}
 _TIMESTAMP = {"type": "string", "format": "date-time",
@@ -96,8 +98,8 @@ _ERRORS = {400: {"description": "Invalid body: `code` is malformed_json, missing
 
 async def _read_body(request: Request) -> bytes:
     length = request.headers.get("content-length", "")
-    too_large = ApiError(413, f"body: request body exceeds {MAX_BATCH_BYTES} bytes", "batch_too_large",
-                         {"body": [f"at most {MAX_BATCH_BYTES} bytes"]})
+    too_large = IngestError(413, "batch_too_large", f"body: request body exceeds {MAX_BATCH_BYTES} bytes",
+                            {"body": [f"at most {MAX_BATCH_BYTES} bytes"]})
     if length.isdigit() and int(length) > MAX_BATCH_BYTES:
         raise too_large
     chunks, size = [], 0
@@ -113,11 +115,13 @@ def _accepted(body: dict) -> Response:
     return Response(orjson.dumps(body), status_code=202, media_type="application/json")
 
 
-def _rejected(err: IngestError) -> ApiError:
+def _rejected(runtime: Runtime, kind: str, err: IngestError) -> ApiError:
+    runtime.metrics.ingest_rejected.labels(kind, err.code).inc()
     return ApiError(err.status, err.detail, err.code, err.fields)
 
 
-def _unavailable(err: IngestUnavailable) -> ApiError:
+def _unavailable(runtime: Runtime, kind: str, err: IngestUnavailable) -> ApiError:
+    runtime.metrics.ingest_rejected.labels(kind, "ingest_unavailable").inc()
     headers = {"Retry-After": str(err.retry_after)} if err.retry_after else {}
     return ApiError(503, str(err), "ingest_unavailable", headers=headers)
 
@@ -128,15 +132,15 @@ async def track(request: Request, principal: Principal = Depends(WRITE),
                 runtime: Runtime = Depends(get_runtime)) -> Response:
     """Track one event or a batch of up to 10,000. 202 means the accepted events are on disk."""
     received = now_us()
-    body = await _read_body(request)
     try:
-        columns = parse_track(body, received)
+        columns = parse_track(await _read_body(request), received)
         future = runtime.ingest.submit_events(principal.tenant_id, columns, received)
         outcome = await asyncio.wrap_future(future)
     except IngestError as err:
-        raise _rejected(err) from None
+        raise _rejected(runtime, "track", err) from None
     except IngestUnavailable as err:
-        raise _unavailable(err) from None
+        raise _unavailable(runtime, "track", err) from None
+    runtime.metrics.ingested("track", outcome.accepted, outcome.duplicates)
     matched = 0
     if AFTER_ACCEPT and outcome.accepted:
         matched = await run_in_threadpool(run_after_accept, runtime, principal.tenant_id, outcome.events)
@@ -149,14 +153,14 @@ async def identify(request: Request, principal: Principal = Depends(WRITE),
                    runtime: Runtime = Depends(get_runtime)) -> Response:
     """Set profile traits for one user or a batch; per trait the latest ``occurred_at`` wins."""
     received = now_us()
-    body = await _read_body(request)
     try:
-        columns = parse_identify(body, received)
+        columns = parse_identify(await _read_body(request), received)
         accepted = await asyncio.wrap_future(runtime.ingest.submit_profiles(principal.tenant_id, columns, received))
     except IngestError as err:
-        raise _rejected(err) from None
+        raise _rejected(runtime, "identify", err) from None
     except IngestUnavailable as err:
-        raise _unavailable(err) from None
+        raise _unavailable(runtime, "identify", err) from None
+    runtime.metrics.ingested("identify", accepted)
     return _accepted({"accepted": accepted})
 
 

@@ -33,6 +33,7 @@ from api.deps import (
     tenant_scoped_404,
 )
 from api.errors import ApiError, ErrorEnvelope
+from api.observe import ROUTE_KEY
 from api.pagination import cursor_response, decode_cursor, encode_cursor
 from engine.members import (
     DEFAULT_MEMBERS_LIMIT,
@@ -87,6 +88,7 @@ class MembershipFastPath:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] != LOOKUP_PATH or scope["method"] != "GET":
             return await self.app(scope, receive, send)
+        scope[ROUTE_KEY] = LOOKUP_PATH
         request = Request(scope, receive)
         try:
             status, body, headers = 200, await _lookup_body(request), {}

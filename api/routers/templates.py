@@ -32,6 +32,9 @@ from engine.sends.sandbox import RenderLimit
 from engine.sends.templates import CompiledContent, Content, merge_context
 
 router = APIRouter(tags=["templates"], route_class=SendsRoute)
+# html and text may each hold 1,000,000 characters: room for both as JSON, escapes included
+_TEMPLATE_BODY_BYTES = 16 << 20
+BODY_LIMITS = {"/api/templates/": _TEMPLATE_BODY_BYTES, "/api/templates/{template_id:int}/": _TEMPLATE_BODY_BYTES}
 READ = require("templates:read")
 WRITE = require("templates:write")
 

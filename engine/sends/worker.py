@@ -64,6 +64,10 @@ class SendWorker:
         self._thread = threading.Thread(target=self.run, name="segops-send-worker", daemon=True)
         self._thread.start()
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
     def stop(self) -> None:
         self._stop.set()
         self.sends.wake()
@@ -78,6 +82,7 @@ def start_send_worker(runtime: "Runtime") -> None:
     runtime.sends.dispatcher  # noqa: B018 - created first, so it is closed after the worker stopped
     worker = SendWorker(runtime)
     worker.start()
+    runtime.add_worker(worker.thread)
     runtime.on_stop(worker.stop)
 
 

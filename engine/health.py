@@ -1,0 +1,103 @@
+"""Readiness: can this process do its work right now (``GET /readyz``)?
+
+Each check writes for real -- a probe object in the lake, a probe file in the write-ahead log's
+directory, a write lock on the metadata DB -- because permission bits prove nothing (a server
+running as root passes them all, a full disk or a read-only mount does not show in them). The
+answers name the check and the error class only, never a path or tenant data: the endpoint is
+unauthenticated. Details go to the log.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.runtime import Runtime
+
+log = logging.getLogger("segops.health")
+
+OK, SKIPPED = "ok", "skipped"
+DB_LOCK_TIMEOUT = 5.0  # seconds a probe waits for the metadata DB's write lock
+
+
+def readiness(runtime: Runtime) -> dict[str, str]:
+    """check name -> "ok", "skipped" (not this process's job) or what failed."""
+    results = {}
+    for name, check in _CHECKS.items():
+        try:
+            results[name] = check(runtime) or OK
+        except Exception as exc:  # noqa: BLE001 - a failed check is the answer, not an error
+            log.warning("readiness check %s failed: %r", name, exc)  # probed every few seconds: no traceback
+            results[name] = f"failed: {_reason(exc)}"
+    return results
+
+
+def _probe_name() -> str:
+    return f".probe-{os.getpid()}-{threading.get_ident()}"
+
+
+def _metadata(runtime: Runtime) -> None:
+    # a fresh connection (mode=rw never creates a missing DB) and the write lock, released at once
+    uri = f"{runtime.settings.metadata_path.resolve().as_uri()}?mode=rw"
+    conn = sqlite3.connect(uri, uri=True, timeout=DB_LOCK_TIMEOUT, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def _lake(runtime: Runtime) -> str | None:
+    if runtime.settings.read_only:
+        return SKIPPED
+    key = f"_health/{_probe_name()}"
+    store = runtime.lake.store
+    store.put_bytes(key, b"ok")
+    store.delete(key)
+    return None
+
+
+def _wal(runtime: Runtime) -> str | None:
+    if runtime.settings.read_only:
+        return SKIPPED
+    path = runtime.settings.wal_dir / _probe_name()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"ok")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return None
+
+
+def _workers(runtime: Runtime) -> str | None:
+    if not runtime.workers:
+        return SKIPPED  # started without background workers (SEGOPS_RUN_WORKERS=0)
+    dead = sorted(thread.name for thread in runtime.workers if not thread.is_alive())
+    if dead:
+        raise WorkersDead(dead)
+    return None
+
+
+class WorkersDead(RuntimeError):
+    def __init__(self, names: list[str]):
+        super().__init__(", ".join(names))
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, WorkersDead):
+        return f"not running: {exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__} ({exc.strerror})"
+    if isinstance(exc, sqlite3.Error):
+        return f"{type(exc).__name__} ({exc})"  # SQLite's messages carry no path
+    return type(exc).__name__
+
+
+_CHECKS: dict[str, Callable[[Runtime], str | None]] = {
+    "metadata": _metadata, "lake": _lake, "wal": _wal, "workers": _workers}
