@@ -110,7 +110,9 @@ def test_broadcast_survives_kill_9_without_duplicates_or_misses(client, tenants,
                     headers=a.headers)
     assert r.status_code == 202 and r.json()["audienceSize"] == 2000
 
-    _run_with_kills(runtime, data_dir, tmp_path, [200, 800, 1400], lambda: _pending(runtime) == 0)
+    # Kill points fall inside a chunk of 200 (SEGOPS_SEND_CHUNK), not at its end, where a kill after the
+    # chunk settled would leave nothing to recover.
+    _run_with_kills(runtime, data_dir, tmp_path, [250, 870, 1430], lambda: _pending(runtime) == 0)
 
     # The kills landed inside hand-offs: the restarted workers had claimed rows to settle.
     assert "recovered hand-off" in (tmp_path / "worker.log").read_text()
