@@ -41,6 +41,7 @@ the data dir (engine.ratelimit).
 """
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 
 from fastapi import Depends, Request
@@ -92,9 +93,21 @@ def _credential(request: Request) -> tuple[str, str] | None:
 
 
 def client_address(request: Request) -> str:
-    """The caller's address as the server sees it (uvicorn applies X-Forwarded-For from trusted proxies)."""
+    """The caller's address as the server sees it (uvicorn applies X-Forwarded-For from trusted proxies),
+    as rate limits count it: an IPv4 address (an IPv4-mapped IPv6 one too) alone, an IPv6 address by its
+    /64, which one host is routinely given whole (else it could try a new address per request)."""
     client = request.scope.get("client")
-    return client[0] if client else "unknown"
+    if not client:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(client[0])
+    except ValueError:
+        return client[0]
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def rate_limited(decision: Decision, what: str) -> ApiError:

@@ -13,7 +13,6 @@ Why it looks like this:
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import secrets
 import time
@@ -27,6 +26,8 @@ import jwt
 import orjson
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from storage.objectstore import write_private
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
@@ -461,9 +462,5 @@ def bootstrap_demo(runtime: Runtime) -> tuple[int, str, str, str]:
         key = accounts.create_api_key(tenant_id, "demo", SCOPES, allow_sends=True)[1]
     creds = {"tenant_id": tenant_id, "api_key": key, "email": DEMO_EMAIL, "password": password}
     if creds != saved:
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(orjson.dumps(creds, option=orjson.OPT_INDENT_2))
-        os.replace(tmp, path)
+        write_private(path, orjson.dumps(creds, option=orjson.OPT_INDENT_2))
     return tenant_id, key, DEMO_EMAIL, password

@@ -24,7 +24,8 @@ def _root(data: Path | None = typer.Option(None, "--data", envvar="SEGOPS_DATA_D
 def serve(
     host: str | None = typer.Option(None, help="Address to bind (default: SEGOPS_HOST, else 127.0.0.1)"),
     port: int | None = typer.Option(None, help="Port to bind (default: SEGOPS_PORT, else 8000)"),
-    workers: bool = typer.Option(True, help="Run background workers (flush, schedule, journeys) in-process"),
+    workers: bool | None = typer.Option(None, "--workers/--no-workers", help="Run background workers (flush, "
+                                        "schedule, journeys) in-process (default: SEGOPS_RUN_WORKERS, else on)"),
     log_format: str | None = typer.Option(None, "--log-format", help="text or json (default: SEGOPS_LOG_FORMAT, "
                                                                      "text); SEGOPS_ACCESS_LOG=0 drops access lines"),
 ) -> None:
@@ -40,7 +41,8 @@ def serve(
     os.environ.update({name: str(value) for name, value in (("SEGOPS_HOST", host), ("SEGOPS_PORT", port),
                                                             ("SEGOPS_LOG_FORMAT", log_format))
                        if value is not None})
-    os.environ["SEGOPS_RUN_WORKERS"] = "1" if workers else "0"
+    if workers is not None:
+        os.environ["SEGOPS_RUN_WORKERS"] = "1" if workers else "0"
     os.environ["SEGOPS_SERVE_PROCESS"] = "1"
     settings = load_settings()
     check_data_dir(settings, create=True)

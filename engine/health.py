@@ -12,6 +12,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,26 @@ def readiness(runtime: Runtime) -> dict[str, str]:
             log.warning("readiness check %s failed: %r", name, exc)  # probed every few seconds: no traceback
             results[name] = f"failed: {_reason(exc)}"
     return results
+
+
+class ReadinessProbe:
+    """``readiness`` for an endpoint anyone may call: each run writes to the disk (and S3) and takes the
+    metadata DB's write lock, so concurrent calls share one run (a lock) and a passing answer is reused
+    for ``max_age`` seconds. A failing one is not: the next call probes again, so recovery shows at once."""
+
+    def __init__(self, runtime: Runtime, max_age: float = 1.0):
+        self.runtime, self.max_age = runtime, max_age
+        self._lock = threading.Lock()
+        self._passed: tuple[float, dict[str, str]] | None = None
+
+    def __call__(self) -> dict[str, str]:
+        with self._lock:
+            now = time.monotonic()
+            if self._passed is not None and now - self._passed[0] < self.max_age:
+                return self._passed[1]
+            checks = readiness(self.runtime)
+            self._passed = (now, checks) if all(v in (OK, SKIPPED) for v in checks.values()) else None
+            return checks
 
 
 def _probe_name() -> str:

@@ -43,6 +43,7 @@ import base64
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections import Counter, defaultdict
@@ -156,11 +157,21 @@ def _write_isolating(write: Callable[[pa.Table], Any], table: pa.Table) -> tuple
         if is_store_failure(exc):
             raise
         if table.num_rows <= 1:
-            return [], [(table, f"{type(exc).__name__}: {exc}"[:_MAX_REASON])]
+            return [], [(table, _reason(exc))]
     half = table.num_rows // 2
     done_low, bad_low = _write_isolating(write, table.slice(0, half))
     done_high, bad_high = _write_isolating(write, table.slice(half))
     return done_low + done_high, bad_low + bad_high
+
+
+_PATH = re.compile(r"(?:\b[a-z][a-z0-9+.-]*://|(?<![\w.])/)[^\s'\"]*", re.IGNORECASE)
+
+
+def _reason(exc: Exception) -> str:
+    """A dead letter's reason, which its tenant reads (GET /api/events/dead-letters/): the error without
+    the server's paths or URLs (a DuckDB message may name a lake file); the whole text goes to the log."""
+    log.warning("dead letter: %s: %s", type(exc).__name__, exc)
+    return f"{type(exc).__name__}: {_PATH.sub('<path>', str(exc))}"[:_MAX_REASON]
 
 
 def _iso_us(value: int | None) -> str | None:
@@ -402,7 +413,7 @@ class IngestService:
                     kind, tenant_id, table = _decode_checked(payload)
                 except Exception as exc:
                     dead.append({"tenant_id": None, "kind": "wal_record", "wal_segment": seq,
-                                 "reason": f"{type(exc).__name__}: {exc}"[:_MAX_REASON],
+                                 "reason": _reason(exc),
                                  "record": {"payload_base64": base64.b64encode(payload).decode()}})
                     continue
                 if table.num_rows:

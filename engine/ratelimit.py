@@ -88,7 +88,8 @@ class RateLimiter:
         self.window = window_seconds
         self.max_buckets = max_buckets
         self._clock = clock
-        self._store = MetadataStore(path, synchronous="OFF")
+        # Requests wait at most 100 ms for another process's write; then this one is allowed (logged).
+        self._store = MetadataStore(path, synchronous="OFF", busy_timeout=0.1)
         self._leases: dict[Hashable, _Lease] = {}
         self._lock = threading.Lock()
         self._cleaned = -math.inf
@@ -104,13 +105,24 @@ class RateLimiter:
                 lease = self._leases[key] = _Lease(limit)
             elif now - lease.at >= self.window:
                 lease.tokens = 0
-            if lease.tokens < 1 and now >= lease.retry_at:
-                self._take(key, lease, now)
-            allowed = lease.tokens >= 1
-            if allowed:
-                lease.tokens -= 1
-            lease.used = now
-            return self._decision(lease, now, allowed)
+            if lease.tokens >= 1 or now < lease.retry_at:
+                return self._spend(lease, now)
+        # The shared write happens outside the lock: a lease taken for one key (or a store busy for its
+        # 100 ms) never holds up requests for the others. Two threads leasing for one key at once both
+        # draw from the shared bucket, which counts each grant once.
+        granted, shared = self._take(key, limit, now)
+        with self._lock:
+            lease.tokens += granted
+            lease.shared, lease.at = shared, now
+            lease.retry_at = 0.0 if granted else now + (1.0 - shared) * self.window / limit
+            return self._spend(lease, now)
+
+    def _spend(self, lease: _Lease, now: float) -> Decision:
+        allowed = lease.tokens >= 1
+        if allowed:
+            lease.tokens -= 1
+        lease.used = now
+        return self._decision(lease, now, allowed)
 
     def blocked(self, key: Hashable) -> Decision | None:
         """The refusal ``hit(key, ...)`` would give if this process already knows the bucket is
@@ -130,9 +142,9 @@ class RateLimiter:
         retry_after = 0 if allowed else max(1, math.ceil(lease.retry_at - now))
         return Decision(allowed, lease.limit, int(available), math.ceil((lease.limit - available) / rate), retry_after)
 
-    def _take(self, key: Hashable, lease: _Lease, now: float) -> None:
-        """Lease a slice of tokens from the shared bucket (one write transaction)."""
-        limit, rate = lease.limit, lease.limit / self.window
+    def _take(self, key: Hashable, limit: int, now: float) -> tuple[int, float]:
+        """Lease a slice of tokens from the shared bucket (one write transaction): (granted, left)."""
+        rate = limit / self.window
         want = max(1, limit // SLICES_PER_LIMIT)
         try:
             self._store.ensure_schema("ratelimit", SCHEMA)
@@ -145,12 +157,10 @@ class RateLimiter:
                 if now - self._cleaned >= self.window:  # a bucket idle for a window is full: no row
                     conn.execute("DELETE FROM buckets WHERE updated <= ?", (now - self.window,))
                     self._cleaned = now
-        except sqlite3.Error as exc:
+        except sqlite3.Error as exc:  # also "database is locked" after the busy timeout
             log.warning("rate limits not enforced: %s: %s", self._store.path, exc)
             tokens, granted = float(limit), 1
-        lease.tokens += granted
-        lease.shared, lease.at = tokens - granted, now
-        lease.retry_at = 0.0 if granted else now + (1.0 - lease.shared) / rate
+        return granted, tokens - granted
 
     def _drop_idle(self, now: float) -> None:
         """Forget leases idle for a whole window (their tokens have expired; the shared bucket is full)."""

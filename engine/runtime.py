@@ -33,6 +33,13 @@ class Runtime:
         return Accounts(self.meta, secret_loader=lambda: self.settings.secret_key)
 
     @cached_property
+    def readiness(self):
+        """GET /readyz's probe (engine.health), shared by concurrent callers."""
+        from engine.health import ReadinessProbe
+
+        return ReadinessProbe(self)
+
+    @cached_property
     def metrics(self):
         """Prometheus metrics of this runtime, in its own registry (engine.metrics)."""
         from engine.metrics import Metrics

@@ -8,7 +8,6 @@ force (secrets masked).
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -16,29 +15,32 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from storage.objectstore import write_private
+
 
 class SettingsError(ValueError):
     """A setting failed validation; the message names the environment variable."""
 
 
 def _env(name: str, *fallbacks: str) -> AliasChoices:
-    # the field name stays valid in Settings(...) (tests, the CLI); the variable is what users set
+    # only these variables are read; populate_by_name keeps the field name valid in Settings(...)
     return AliasChoices(name, *fallbacks)
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEGOPS_", env_file=".env", env_file_encoding="utf-8",
-                                      extra="ignore", frozen=True, populate_by_name=True)
+                                      extra="ignore", frozen=True, populate_by_name=True,
+                                      env_ignore_empty=True)  # `SEGOPS_SECRET_KEY=` means unset, not ""
 
     data_dir: Path = Field(Path("data"), description="Data directory: lake, WAL, metadata DB, outbox, secrets.")
     lake_url: str | None = Field(
         None, description="`s3://bucket/prefix` puts the lake on S3 (default: `<data_dir>/lake`).")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. `http://127.0.0.1:9000`.")
     s3_access_key_id: str | None = Field(
-        None, validation_alias=_env("SEGOPS_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID", "s3_access_key_id"),
+        None, validation_alias=_env("SEGOPS_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
         description="S3 access key id (falls back to `AWS_ACCESS_KEY_ID`).")
     s3_secret_access_key: SecretStr | None = Field(
-        None, validation_alias=_env("SEGOPS_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY", "s3_secret_access_key"),
+        None, validation_alias=_env("SEGOPS_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
         description="S3 secret key (falls back to `AWS_SECRET_ACCESS_KEY`).")
     s3_region: str = Field("us-east-1", description="S3 region.")
     host: str = Field("127.0.0.1", description="Address `segops serve` binds (`--host`).")
@@ -49,9 +51,9 @@ class Settings(BaseSettings):
     read_only: bool = Field(False, description="Serve lookups from the lake without owning it (no writes).")
     serve_process: bool = Field(False, description="Set by `segops serve`: tune the garbage collector for serving.")
     smtp_url: str | None = Field(
-        None, description="`smtp://host:port` sends mail through SMTP (default: `.eml` files in `<data_dir>/outbox/`).")
+        None, repr=False, description="`smtp://host:port` sends mail through SMTP (default: `.eml` files in `<data_dir>/outbox/`).")
     signing_secret: SecretStr | None = Field(
-        None, validation_alias=_env("SEGOPS_SECRET_KEY", "signing_secret"),
+        None, validation_alias=_env("SEGOPS_SECRET_KEY"), min_length=32,
         description="Secret signing JWTs and email links (default: generated once into `<data_dir>/secret.key`).")
     flush_interval: float = Field(1.0, gt=0, description="Seconds between WAL-to-Parquet flushes.")
     wal_max_bytes: int = Field(2 << 30, gt=0, description="WAL size at which ingest answers 503 until the flusher catches up.")
@@ -72,7 +74,7 @@ class Settings(BaseSettings):
     access_log: bool = Field(True, description="`segops serve` logs one line per request (route template, status, "
                                                "duration, tenant, request id; never credentials or query strings).")
     metrics_token: SecretStr | None = Field(
-        None, description="Bearer token GET /metrics requires; unset, /metrics answers only SEGOPS_METRICS_CLIENTS.")
+        None, min_length=16, description="Bearer token GET /metrics requires; unset, /metrics answers only SEGOPS_METRICS_CLIENTS.")
     metrics_clients: str = Field(
         "127.0.0.0/8,::1", description="Comma-separated client networks that may read GET /metrics without a "
                                        "token (used only while SEGOPS_METRICS_TOKEN is unset; empty: nobody).")
@@ -91,7 +93,14 @@ class Settings(BaseSettings):
 
     @property
     def base_url(self) -> str:
-        return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
+        """Where links point. Without SEGOPS_PUBLIC_BASE_URL: this server's address, a wildcard bind
+        (0.0.0.0, ::) as loopback (no recipient can open a wildcard) and an IPv6 host in brackets."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(self.host, self.host)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
 
     @property
     def lake_root(self) -> str:
@@ -115,8 +124,11 @@ class Settings(BaseSettings):
         return self.data_dir / "outbox"
 
     def ensure_data_dir(self) -> None:
-        """Create the data directory owner-only (0700): it holds keys, the WAL and every tenant's data."""
+        """Create the data directory owner-only (0700): it holds keys, the WAL and every tenant's data.
+        An existing one is made owner-only too (the repository's own data/ is checked out 0755)."""
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.data_dir.stat().st_mode & 0o077:
+            self.data_dir.chmod(0o700)
 
     @property
     def secret_key(self) -> str:
@@ -126,11 +138,9 @@ class Settings(BaseSettings):
         path = self.data_dir / "secret.key"
         if not path.exists():
             self.ensure_data_dir()
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(48))
-            os.replace(tmp, path)
+            write_private(path, secrets.token_urlsafe(48).encode(), durable=True)
+        elif path.stat().st_mode & 0o077:  # written by an older version (0644)
+            path.chmod(0o600)
         return path.read_text().strip()
 
     @classmethod

@@ -16,7 +16,6 @@ carries its line count, so counting a tenant's dead letters reads no file.
 """
 from __future__ import annotations
 
-import os
 import re
 import time
 import uuid
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import orjson
 
-from storage.objectstore import fsync_path
+from storage.objectstore import fsync_path, write_private
 
 _NAME = re.compile(r"^(\d{20})-([0-9a-f]{8})-(\d+)\.ndjson$")
 
@@ -55,14 +54,7 @@ class DeadLetters:
             stem = f"{now:020d}-{uuid.uuid4().hex[:8]}-{len(items)}"
             lines = [orjson.dumps({"id": f"{stem}:{i}", "quarantined_at": at, **item})
                      for i, item in enumerate(items)]
-            tmp = directory / f".{stem}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, b"\n".join(lines) + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, directory / f"{stem}.ndjson")
+            write_private(directory / f"{stem}.ndjson", b"\n".join(lines) + b"\n", durable=True)
             for path in (directory, self.dir, self.dir.parent):  # the entries of new directories too
                 fsync_path(path)
 

@@ -15,12 +15,14 @@ from pathlib import Path
 
 
 class MetadataStore:
-    def __init__(self, path: str | Path, synchronous: str = "FULL"):
-        """``synchronous="OFF"`` for a database whose loss in a power cut costs nothing (rate-limit counters)."""
+    def __init__(self, path: str | Path, synchronous: str = "FULL", busy_timeout: float = 30.0):
+        """``synchronous="OFF"`` for a database whose loss in a power cut costs nothing (rate-limit counters);
+        a short ``busy_timeout`` (seconds) for one whose callers must not wait on another process's lock."""
         if synchronous not in ("OFF", "NORMAL", "FULL"):
             raise ValueError(f"synchronous must be OFF, NORMAL or FULL, not {synchronous!r}")
         self.path = Path(path)
         self._synchronous = synchronous
+        self._busy_timeout = busy_timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._schemas: set[str] = set()
@@ -30,12 +32,13 @@ class MetadataStore:
         """One connection per thread (sqlite3 connections are not thread-safe)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None,
+                                   check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
             self._local.conn = conn
         return conn
 

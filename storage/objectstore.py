@@ -121,6 +121,23 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def write_private(path: Path, data: bytes, *, durable: bool = False) -> None:
+    """Replace ``path`` with ``data`` readable by its owner only (0600: keys, credentials, customer
+    records), never visible half-written: a temporary file beside it, then an atomic rename; with
+    ``durable`` the file and its directory entry are fsync'd first."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    if durable:
+        fsync_path(path.parent)
+
+
 def _make_dirs(directory: Path) -> list[Path]:
     """mkdir -p; returns the parents of the directories it created (their entries changed)."""
     missing = []

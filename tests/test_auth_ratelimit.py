@@ -306,3 +306,13 @@ def test_invalid_refresh_tokens_count_like_invalid_keys(limited):
     for _ in range(3):
         assert client.post("/api/auth/token/refresh/", json={"refresh": "not.a.jwt"}).status_code == 401
     assert_429(client.post("/api/auth/token/refresh/", json={"refresh": "not.a.jwt"}))
+
+
+def test_ipv6_callers_are_limited_per_64_not_per_address(limited):
+    # one host is routinely given a whole /64: a new address per guess must not reset the count
+    guesses = [limited(f"2001:db8:1:2::{i:x}").get("/api/auth/me/", headers={"Authorization": "ApiKey sk_live_x"})
+               for i in range(1, 4)]
+    assert [r.status_code for r in guesses] == [401] * 3
+    assert_429(limited("2001:db8:1:2:ffff::9").get("/api/auth/me/", headers={"Authorization": "ApiKey sk_live_x"}))
+    other_net = limited("2001:db8:1:3::1").get("/api/auth/me/", headers={"Authorization": "ApiKey sk_live_x"})
+    assert other_net.status_code == 401

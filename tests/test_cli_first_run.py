@@ -81,7 +81,7 @@ def test_serve_checks_its_port_like_the_setting(segops):
 
 
 def test_settings_lists_every_variable_with_secrets_masked(segops):
-    r = segops("settings", SEGOPS_SMTP_URL="smtp://mailer:hunter2@mx.test:2525", SEGOPS_SECRET_KEY="s3cr3t-value",
+    r = segops("settings", SEGOPS_SMTP_URL="smtp://mailer:hunter2@mx.test:2525", SEGOPS_SECRET_KEY="s3cr3t-value-of-at-least-32-characters",
                SEGOPS_PORT="9123", AWS_SECRET_ACCESS_KEY="aws-secret")
     assert r.exit_code == 0, r.output
     lines = dict(line.split("=", 1) for line in r.output.splitlines())

@@ -181,3 +181,11 @@ def test_a_flush_retried_after_a_store_failure_writes_each_event_once(client, ru
     assert len(ids_a) == len(set(ids_a)) == 10  # A was written by the failed flush, and only then
     assert sorted(event_ids(runtime, b)) == sorted(f"b-{i}" for i in range(10))
     assert _wal_is_checkpointed(data_dir)
+
+
+def test_a_dead_letters_reason_names_no_server_path():
+    from engine.ingest import _reason
+
+    reason = _reason(OSError("IO Error: cannot write '/srv/segops/data/lake/events/x.parquet' or s3://bucket/p/y"))
+    assert reason.startswith("OSError: IO Error: cannot write") and "/srv" not in reason and "bucket" not in reason
+    assert _reason(ValueError("year 0 is out of range (1/9999)")) == "ValueError: year 0 is out of range (1/9999)"

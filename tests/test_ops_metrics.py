@@ -59,14 +59,14 @@ def test_without_a_token_only_loopback_clients_may_scrape(app, address, allowed)
 
 
 def test_with_a_token_every_client_needs_it(data_dir):
-    runtime, client = _app_client(data_dir, client_address=("10.0.0.5", 1), metrics_token="scrape-secret")
+    runtime, client = _app_client(data_dir, client_address=("10.0.0.5", 1), metrics_token="scrape-secret-0123456789")
     try:
         with client:
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "ApiKey scrape-secret"}):
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "ApiKey scrape-secret-0123456789"}):
                 r = client.get("/metrics", headers=headers)
                 assert (r.status_code, r.json()["code"]) == (401, "metrics_token_required")
                 assert "scrape-secret" not in r.text
-            assert scrape(client, Authorization="Bearer scrape-secret")
+            assert scrape(client, Authorization="Bearer scrape-secret-0123456789")
         with TestClient(client.app, client=LOOPBACK) as loopback:  # loopback is not enough once a token is set
             assert loopback.get("/metrics").status_code == 401
     finally:

@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from api.deps import get_runtime
 from api.errors import ApiError, ErrorEnvelope
-from engine.health import OK, SKIPPED, readiness
+from engine.health import OK, SKIPPED
 from engine.runtime import Runtime
 from engine.settings import Settings
 
@@ -39,7 +39,7 @@ async def healthz() -> Response:
     503: {"model": ErrorEnvelope, "description": "not_ready: each failed check is a key, and `checks` has all"}})
 def readyz(runtime: Runtime = Depends(get_runtime)) -> Response:
     """Sync: the probes touch the disk (and S3), so they run in the threadpool."""
-    checks = readiness(runtime)
+    checks = runtime.readiness()
     failed = {name: [result] for name, result in checks.items() if result not in (OK, SKIPPED)}
     if not failed:
         return Response(orjson.dumps({"status": "ready", "checks": checks}), media_type=_JSON)
