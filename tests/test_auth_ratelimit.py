@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from api.app import create_app
 from engine.ratelimit import RateLimiter
 from engine.runtime import Runtime
 from engine.settings import Settings
+from tests.storage_fixtures import free_port
 
 pytest_plugins = ["tests.api_fixtures"]
 
@@ -186,16 +186,10 @@ SEGOPS = str(Path(sys.executable).with_name("segops"))
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def _servers(data_dir: Path, count: int, log: Path):
     """`segops serve` processes on one data dir, each on its own port; yields their base URLs."""
-    ports = [_free_port() for _ in range(count)]
+    ports = [free_port() for _ in range(count)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with open(log, "ab") as out:
         procs = [subprocess.Popen([SEGOPS, "--data", str(data_dir), "serve", "--port", str(port), "--no-workers"],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,16 +18,11 @@ import pytest
 from engine.runtime import Runtime
 from engine.settings import Settings
 from storage import duck
+from tests.storage_fixtures import free_port
 
 TOTAL, BATCH = 200_000, 500
 SEGOPS = str(Path(sys.executable).with_name("segops"))
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:
@@ -96,7 +90,7 @@ def test_acknowledged_events_survive_repeated_kill_9(tmp_path):
     _, api_key = setup.accounts.create_api_key(tenant_id, "crash", ["events:write"])
     setup.meta.close()
 
-    server = Server(data_dir, _free_port(), tmp_path / "server.log")
+    server = Server(data_dir, free_port(), tmp_path / "server.log")
     client = Client(server.port, api_key)
     rng = random.Random(20261124)
     server.start()
