@@ -45,9 +45,10 @@ _HIVE_TYPES_SQL = "{" + ", ".join(f"'{k}': {v}" for k, v in HIVE_TYPES.items()) 
 
 
 # 0001-01-01 00:00:00 and 9999-12-31 23:59:59.999999 as microseconds since 1970 (Python's datetime range).
-# Integers, not pa.scalar(datetime...): pyarrow imports pandas to convert a datetime, and pandas in
-# the serving process (imported with this module) tripled HTTP ingest's tail: bench_ingest paced p99
-# 35 ms -> 90-150 ms, measured by bisection.
+# Integers, not pa.scalar(datetime...) built at import: that made pyarrow import pandas while the
+# server starts (later, pyarrow imports it lazily at the first request anyway), and with it HTTP
+# ingest's paced p99 went from 35 ms to 90-150 ms (bench_ingest --rate 120000, found by bisection;
+# why the moment of that import matters is not understood: see tests/test_serving_imports.py).
 _MIN_US, _MAX_US = -62_135_596_800_000_000, 253_402_300_799_999_999
 
 
