@@ -22,12 +22,9 @@ class SettingsError(ValueError):
     """A setting failed validation; the message names the environment variable."""
 
 
-def _env(name: str, *fallbacks: str) -> AliasChoices:
-    # only these variables are read; populate_by_name keeps the field name valid in Settings(...)
-    return AliasChoices(name, *fallbacks)
-
-
 class Settings(BaseSettings):
+    # A field with a validation_alias reads only the variables it names; populate_by_name keeps the
+    # field name valid in Settings(...) (tests, the CLI).
     model_config = SettingsConfigDict(env_prefix="SEGOPS_", env_file=".env", env_file_encoding="utf-8",
                                       extra="ignore", frozen=True, populate_by_name=True,
                                       env_ignore_empty=True)  # `SEGOPS_SECRET_KEY=` means unset, not ""
@@ -37,27 +34,31 @@ class Settings(BaseSettings):
         None, description="`s3://bucket/prefix` puts the lake on S3 (default: `<data_dir>/lake`).")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. `http://127.0.0.1:9000`.")
     s3_access_key_id: str | None = Field(
-        None, validation_alias=_env("SEGOPS_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        None, validation_alias=AliasChoices("SEGOPS_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
         description="S3 access key id (falls back to `AWS_ACCESS_KEY_ID`).")
     s3_secret_access_key: SecretStr | None = Field(
-        None, validation_alias=_env("SEGOPS_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+        None, validation_alias=AliasChoices("SEGOPS_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
         description="S3 secret key (falls back to `AWS_SECRET_ACCESS_KEY`).")
     s3_region: str = Field("us-east-1", description="S3 region.")
     host: str = Field("127.0.0.1", description="Address `segops serve` binds (`--host`).")
     port: int = Field(8000, ge=1, le=65535, description="Port `segops serve` binds (`--port`).")
     public_base_url: str | None = Field(
         None, description="Base URL in email links and asset URLs (default: `http://<host>:<port>`).")
-    run_workers: bool = Field(True, description="Run background workers (flusher, scheduler, sends) in the API process.")
+    run_workers: bool = Field(
+        True, description="Run background workers (flusher, scheduler, sends) in the API process.")
     read_only: bool = Field(False, description="Serve lookups from the lake without owning it (no writes).")
     serve_process: bool = Field(False, description="Set by `segops serve`: tune the garbage collector for serving.")
     smtp_url: str | None = Field(
-        None, repr=False, description="`smtp://host:port` sends mail through SMTP (default: `.eml` files in `<data_dir>/outbox/`).")
+        None, repr=False,
+        description="`smtp://host:port` sends mail through SMTP (default: `.eml` files in `<data_dir>/outbox/`).")
     signing_secret: SecretStr | None = Field(
-        None, validation_alias=_env("SEGOPS_SECRET_KEY"), min_length=32,
+        None, validation_alias=AliasChoices("SEGOPS_SECRET_KEY"), min_length=32,
         description="Secret signing JWTs and email links (default: generated once into `<data_dir>/secret.key`).")
     flush_interval: float = Field(1.0, gt=0, description="Seconds between WAL-to-Parquet flushes.")
-    wal_max_bytes: int = Field(2 << 30, gt=0, description="WAL size at which ingest answers 503 until the flusher catches up.")
-    send_lease_seconds: float = Field(60.0, gt=0, description="How long a worker's claim on a send or journey run lasts.")
+    wal_max_bytes: int = Field(
+        2 << 30, gt=0, description="WAL size at which ingest answers 503 until the flusher catches up.")
+    send_lease_seconds: float = Field(
+        60.0, gt=0, description="How long a worker's claim on a send or journey run lasts.")
     send_chunk: int = Field(1000, gt=0, description="Sends claimed and settled per transaction.")
     default_from: str | None = Field(None, description="From address when neither template nor brand kit sets one.")
     login_limit_per_address: int = Field(
@@ -74,7 +75,8 @@ class Settings(BaseSettings):
     access_log: bool = Field(True, description="`segops serve` logs one line per request (route template, status, "
                                                "duration, tenant, request id; never credentials or query strings).")
     metrics_token: SecretStr | None = Field(
-        None, min_length=16, description="Bearer token GET /metrics requires; unset, /metrics answers only SEGOPS_METRICS_CLIENTS.")
+        None, min_length=16,
+        description="Bearer token GET /metrics requires; unset, /metrics answers only SEGOPS_METRICS_CLIENTS.")
     metrics_clients: str = Field(
         "127.0.0.0/8,::1", description="Comma-separated client networks that may read GET /metrics without a "
                                        "token (used only while SEGOPS_METRICS_TOKEN is unset; empty: nobody).")

@@ -49,7 +49,7 @@ _HIVE_TYPES_SQL = "{" + ", ".join(f"'{k}': {v}" for k, v in HIVE_TYPES.items()) 
 # server starts (later, pyarrow imports it lazily at the first request anyway), and with it HTTP
 # ingest's paced p99 went from 35 ms to 90-150 ms (bench_ingest --rate 120000, found by bisection;
 # why the moment of that import matters is not understood: see tests/test_serving_imports.py).
-_MIN_US, _MAX_US = -62_135_596_800_000_000, 253_402_300_799_999_999
+_MIN_US, _MAX_US = -62_135_596_800_000_000, 253_402_300_799_999_999  # = compiler.timestamps.MIN_US/MAX_US (storage imports no compiler)
 
 
 def check_timestamp_range(column: pa.ChunkedArray | pa.Array, name: str) -> None:
