@@ -30,10 +30,11 @@ import orjson
 from fastapi import Query, Request
 
 from api.errors import ApiError
+from common.ids import MAX_ID
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
-MAX_OFFSET = 2**63 - 1
+MAX_OFFSET = MAX_ID  # an offset binds as a SQLite integer too
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,8 @@ def _build(data_dir: Path, params: dict) -> Audience:
     from compiler import parse_definition
     from engine import compute
     from engine.runtime import Runtime
-    from engine.segments import Author, SegmentStore, utc_now
+    from common.time import naive_utc_now
+    from engine.segments import Author, SegmentStore
     from engine.settings import Settings
 
     users, rng = params["users"], np.random.default_rng(params["seed"])
@@ -138,7 +139,7 @@ def _build(data_dir: Path, params: dict) -> Audience:
     ids = pc.binary_join_element_wise("user-", pc.utf8_lpad(pa.array(np.arange(users)).cast(pa.string()), 7, "0"), "")
     props = pc.binary_join_element_wise('{"a":', pa.array(a).cast(pa.string()), ',"b":',
                                         pa.array(b).cast(pa.string()), "}", "")
-    moment = pa.scalar(utc_now().replace(microsecond=0), pa.timestamp("us"))
+    moment = pa.scalar(naive_utc_now().replace(microsecond=0), pa.timestamp("us"))
     runtime.lake.append_events(tenant_id, pa.table({
         "event_id": ids, "tenant_id": pa.array(np.full(users, tenant_id)), "user_id": ids,
         "event_type": pa.array(["visit"] * users), "occurred_at": pa.repeat(moment, users),

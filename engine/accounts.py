@@ -17,7 +17,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,8 @@ import orjson
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from common.ids import valid_id
+from common.time import iso_seconds, utc_now
 from storage.objectstore import write_private
 
 if TYPE_CHECKING:
@@ -53,7 +55,6 @@ PLANS = tuple(PLAN_LIMITS)
 ACCESS_TTL = timedelta(minutes=60)
 REFRESH_TTL = timedelta(days=14)
 TOKEN_TTLS = {"access": ACCESS_TTL, "refresh": REFRESH_TTL}
-MAX_ID = 2**63 - 1  # SQLite's INTEGER
 _USER_ID = re.compile(r"[1-9][0-9]{0,18}")  # a token's sub, as _encode writes it
 _JTI = re.compile(r"[A-Za-z0-9_-]{1,64}")  # secrets.token_urlsafe
 CACHE_TTL = 30.0  # seconds a cached credential may outlive a change made by another process
@@ -137,14 +138,6 @@ class AccountError(ValueError):
         self.status = status
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(ts: datetime) -> str:
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -186,7 +179,7 @@ class Accounts:
         self._check_plan(plan, rate_limit_per_minute)
         cur = self.meta.execute(
             "INSERT INTO tenants (name, plan, rate_limit_per_minute, created_at) VALUES (?, ?, ?, ?)",
-            (name.strip(), plan, rate_limit_per_minute, iso(_now())))
+            (name.strip(), plan, rate_limit_per_minute, iso_seconds(utc_now())))
         return int(cur.lastrowid)
 
     def get_tenant(self, tenant_id: int) -> dict | None:
@@ -226,7 +219,7 @@ class Accounts:
                 raise AccountError("email", "a user with this email exists", "email_taken", 409)
             cur = conn.execute(
                 "INSERT INTO users (tenant_id, email, password_hash, role, created_at) VALUES (?, ?, ?, ?, ?)",
-                (tenant_id, email, password_hash, role, iso(_now())))
+                (tenant_id, email, password_hash, role, iso_seconds(utc_now())))
         return int(cur.lastrowid)
 
     def set_password(self, user_id: int, password: str) -> None:
@@ -263,7 +256,7 @@ class Accounts:
             "INSERT INTO api_keys (tenant_id, name, prefix, key_hash, scopes, allow_sends, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (tenant_id, name.strip(), key[:KEY_DISPLAY_CHARS], hash_api_key(key), " ".join(ordered),
-             int(bool(allow_sends)), iso(_now())))
+             int(bool(allow_sends)), iso_seconds(utc_now())))
         return self.get_api_key(tenant_id, int(cur.lastrowid)), key
 
     def list_api_keys(self, tenant_id: int, limit: int = 1000, offset: int = 0) -> tuple[int, list[dict]]:
@@ -283,7 +276,7 @@ class Accounts:
         if row is None:
             return False
         self.meta.execute("UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
-                          (iso(_now()), key_id))
+                          (iso_seconds(utc_now()), key_id))
         self._key_cache.pop(row["key_hash"], None)
         return True
 
@@ -346,7 +339,7 @@ class Accounts:
         family = secrets.token_urlsafe(16)
         with self.meta.transaction() as conn:
             conn.execute("INSERT INTO refresh_families (id, user_id, created_at) VALUES (?, ?, ?)",
-                         (family, user_id, iso(_now())))
+                         (family, user_id, iso_seconds(utc_now())))
             refresh = self._new_refresh(conn, family, user_id)
         return {"access": self.access_token(user_id), "refresh": refresh}
 
@@ -354,7 +347,7 @@ class Accounts:
         return self._encode(user_id, "access", ttl)[0]
 
     def _encode(self, user_id: int, typ: str, ttl: timedelta) -> tuple[str, str, datetime]:
-        now = _now()
+        now = utc_now()
         jti = secrets.token_urlsafe(16)
         claims = {"sub": str(user_id), "typ": typ, "iat": now, "nbf": now, "exp": now + ttl, "jti": jti}
         return jwt.encode(claims, self.secret, algorithm="HS256"), jti, now + ttl
@@ -362,7 +355,7 @@ class Accounts:
     def _new_refresh(self, conn, family: str, user_id: int) -> str:
         token, jti, expires = self._encode(user_id, "refresh", REFRESH_TTL)
         conn.execute("INSERT INTO refresh_tokens (jti, family_id, expires_at) VALUES (?, ?, ?)",
-                     (jti, family, iso(expires)))
+                     (jti, family, iso_seconds(expires)))
         return token
 
     def _decode(self, token: str, typ: str) -> dict:
@@ -382,7 +375,7 @@ class Accounts:
             raise AuthError(f"Token is not an {typ} token.", "wrong_token_type")
         sub, jti = claims["sub"], claims["jti"]
         user_id = int(sub) if isinstance(sub, str) and _USER_ID.fullmatch(sub) else 0
-        if (not 1 <= user_id <= MAX_ID or not (isinstance(jti, str) and _JTI.fullmatch(jti))
+        if (not valid_id(user_id) or not (isinstance(jti, str) and _JTI.fullmatch(jti))
                 or int(claims["exp"]) - int(claims["iat"]) > TOKEN_TTLS[typ].total_seconds() + 1):
             raise AuthError("Token is invalid.", "invalid_token")
         claims["user_id"] = user_id
@@ -402,10 +395,12 @@ class Accounts:
             if row["revoked_at"] is not None or not row["is_active"]:
                 raise AuthError("Refresh token has been revoked.", "token_revoked")
             if row["used_at"] is not None:
-                conn.execute("UPDATE refresh_families SET revoked_at = ? WHERE id = ?", (iso(_now()), row["family"]))
+                conn.execute("UPDATE refresh_families SET revoked_at = ? WHERE id = ?",
+                             (iso_seconds(utc_now()), row["family"]))
                 reused = True
             else:
-                conn.execute("UPDATE refresh_tokens SET used_at = ? WHERE jti = ?", (iso(_now()), claims["jti"]))
+                conn.execute("UPDATE refresh_tokens SET used_at = ? WHERE jti = ?",
+                             (iso_seconds(utc_now()), claims["jti"]))
                 refresh = self._new_refresh(conn, row["family"], row["user_id"])
         if reused:  # raised after COMMIT so the family stays revoked
             raise AuthError("Refresh token was already used; its session has been revoked.", "token_reused")

@@ -27,12 +27,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from common.time import naive_utc_now
 from compiler.timestamps import MAX_UTC, MIN_UTC, OUT_OF_RANGE
 from engine.ingest import LakeWatch, commit_retrying
 from engine.ingest_parse import MAX_ID_CHARS
@@ -180,7 +181,7 @@ def ingest_file(lake: "EventLake", tenant_id: int, path: str | Path, fmt: str | 
     if not path.is_file():
         raise BulkIngestError(f"{path}: no such file")
     fmt = detect_format(path, fmt)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = naive_utc_now()
     with _connection(lake) as con:
         total = _stage(con, path, fmt, now)
         received = f"CAST({duck.sql_literal(now.isoformat(sep=' '))} AS TIMESTAMP)"

@@ -58,10 +58,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from common.time import api_time, db_time, naive_utc_now, parse_db_time, utc_now
 from compiler import DefinitionError
 from engine.runtime import WORKERS
 from engine.segment_query import compile_definition, member_table
-from engine.segments import SegmentNotFound, api_time, db_time, ensure_schema, parse_db_time, utc_now
+from engine.segments import SegmentNotFound, ensure_schema
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
@@ -312,7 +313,7 @@ def _compute(runtime: Runtime, claim: _Claim, written: list[str]) -> Computation
         raise SegmentNotFound("the segment was deleted")
     if segment["definition"] is None:
         raise SegmentHasNoDefinition("the segment has no definition")
-    as_of = utc_now()
+    as_of = naive_utc_now()
     version, previous_id = segment["version"], segment["current_computation_id"]
     meta.execute("UPDATE segment_computations SET as_of = ?, version = ?, previous_computation_id = ? WHERE id = ?",
                  (db_time(as_of), version, previous_id, claim.job_id))

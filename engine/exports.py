@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlglot import exp
 
+from common.time import api_time, db_time, utc_now
 from engine.query_db import profiles_expression
 from engine.runtime import WORKERS
-from engine.segments import SegmentNotFound, api_time, db_time, ensure_schema, utc_now
+from engine.segments import SegmentNotFound, ensure_schema
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.time import naive_utc_now, now_us
 from engine.ingest_parse import EventColumns, ProfileColumns
 from engine.runtime import WORKERS, lower_thread_priority
 from engine.seen_ids import SeenIds
@@ -106,10 +107,6 @@ class TrackOutcome:
     accepted: int
     duplicates: int
     events: pa.Table  # the accepted events (EVENT_SCHEMA)
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 def uuid7_batch(count: int, at_us: int) -> list[str]:
@@ -281,7 +278,7 @@ class IngestService:
 
     # -- start-up ---------------------------------------------------------------------
     def _window_start(self) -> datetime:
-        return datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(days=self.seen.window_days)
+        return naive_utc_now() - timedelta(days=self.seen.window_days)
 
     def _recover(self) -> None:
         """Rebuild the dedup window from the lake, then flush what earlier runs left in

@@ -17,13 +17,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from datetime import UTC
 from typing import TYPE_CHECKING
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from common.time import parse_db_time
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -133,13 +134,11 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("segops_membership_index_segments", "Segments materialized in the membership index.",
                                 value=len(computations))
         if computations:
-            from engine.segments import parse_db_time
-
             row = self.runtime.meta.query_one(
                 "SELECT MIN(as_of) FROM segment_computations WHERE id IN (SELECT value FROM json_each(?))",
                 (orjson.dumps(computations).decode(),))
             if row is not None and row[0] is not None:
-                oldest = parse_db_time(row[0]).replace(tzinfo=UTC).timestamp()
+                oldest = parse_db_time(row[0]).timestamp()
                 yield GaugeMetricFamily(
                     "segops_membership_index_age_seconds", "Age of the oldest computation the membership index "
                     "serves (as_of to now).", value=max(0.0, time.time() - oldest))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from common.time import iso_utc
 from storage.duck import current_profiles_sql
 
 if TYPE_CHECKING:
@@ -20,12 +21,8 @@ if TYPE_CHECKING:
 RECENT_EVENTS = 20
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat() + "Z"
-
-
 def _profile_json(user_id: str, updated_at: datetime, traits: str) -> dict[str, Any]:
-    return {"user_id": user_id, "traits": orjson.loads(traits), "updated_at": _iso(updated_at)}
+    return {"user_id": user_id, "traits": orjson.loads(traits), "updated_at": iso_utc(updated_at)}
 
 
 def search_profiles(runtime: Runtime, tenant_id: int, search: str | None, limit: int,
@@ -79,8 +76,8 @@ def get_profile(runtime: Runtime, tenant_id: int, user_id: str) -> dict[str, Any
         return None
     body = _profile_json(*profile) if profile else {"user_id": user_id, "traits": {}, "updated_at": None}
     body["recent_events"] = [
-        {"event_id": event_id, "event_type": event_type, "occurred_at": _iso(occurred_at),
-         "received_at": _iso(received_at), "properties": orjson.loads(properties)}
+        {"event_id": event_id, "event_type": event_type, "occurred_at": iso_utc(occurred_at),
+         "received_at": iso_utc(received_at), "properties": orjson.loads(properties)}
         for event_id, event_type, occurred_at, received_at, properties in recent]
     body["segment_ids"] = runtime.membership.memberships(tenant_id, [user_id])[0].segment_ids
     return body

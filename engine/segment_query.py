@@ -21,11 +21,12 @@ import pyarrow as pa
 from pydantic_core import PydanticCustomError
 from sqlglot import exp
 
+from common.time import naive_utc_now
 from compiler import EVENT_DATES, DefinitionError, compile_segment, parse_definition, to_sql
 from compiler.model import Definition, parse_timestamp
 from compiler.timestamps import InstantOutOfRange, to_utc_naive
 from engine.query_db import PLACEHOLDER_DB, SegmentQueries, TenantLake, tenant_lake
-from engine.segments import SegmentStore, utc_now
+from engine.segments import SegmentStore
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
@@ -70,7 +71,7 @@ def normalize_as_of(as_of: datetime | str | None) -> datetime:
     definition's timestamps; DefinitionError at ``as_of`` if it is invalid or its instant is
     outside years 1-9999 (``compiler.timestamps``)."""
     if as_of is None:
-        return utc_now()
+        return naive_utc_now()
     try:
         return parse_timestamp(as_of) if isinstance(as_of, str) else to_utc_naive(as_of)
     except InstantOutOfRange as err:

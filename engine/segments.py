@@ -15,11 +15,11 @@ a segment's JSON shows its current member count and status.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from common.time import api_time, db_time, utc_now
 from compiler import Definition, parse_definition
 from storage.metadata import MetadataStore
 
@@ -86,25 +86,6 @@ CREATE INDEX IF NOT EXISTS segment_computations_status ON segment_computations (
 def ensure_schema(meta: MetadataStore) -> None:
     """Create the segment tables (idempotent). Readers of ``segment_computations`` call it too."""
     meta.ensure_schema("segments", SCHEMA)
-
-
-def utc_now() -> datetime:
-    """Now as naive UTC (the convention of the lake and of ``as_of``)."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def db_time(moment: datetime) -> str:
-    """Naive UTC -> sortable ISO text with microseconds, as stored in SQLite."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_db_time(text: str | None) -> datetime | None:
-    return None if text is None else datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def api_time(text: str | None) -> str | None:
-    """Stored time -> the API's ISO 8601 form (``2026-04-25T14:32:00Z``)."""
-    return None if text is None else text[:19] + "Z"
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from common.time import naive_utc
 from storage import duck
 from storage.manifest import ConcurrentCommitError, ManifestLog
 from storage.objectstore import ObjectStore, open_store
@@ -331,7 +332,7 @@ class EventLake:
     def event_ids_since(self, tenant_id: int, since: datetime) -> set[str]:
         """event_ids of events received at or after ``since`` (UTC), reading only the
         event_id/received_at columns of files whose received_at range reaches ``since``."""
-        since = _naive_utc(since)
+        since = naive_utc(since)
         paths = [e.path for e in self.snapshot(tenant_id).entries if e.max_received_at >= since]
         if not paths:
             return set()
@@ -514,12 +515,6 @@ class EventLake:
         return ProfilesSnapshot(tenant_id, seq, self.store.duckdb_path(doc["key"]),
                                 dict(Catalog.from_json(doc["catalog"]).columns), doc["rows"],
                                 self.store.duckdb_path(delta) if delta else None)
-
-
-def _naive_utc(value: datetime) -> datetime:
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return value
 
 
 def _timestamp_column(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 import orjson
 import pyarrow as pa
 
+from common.time import naive_utc_now as utc_now
 from engine import compute
-from engine.segments import utc_now
 
 USER_ID = "world-user"
 EMAIL = "world-user@example.com"

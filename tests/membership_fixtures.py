@@ -76,7 +76,8 @@ def record_computation(runtime, tenant_id: int, segment_id: int, members) -> int
     for index tests that need many arbitrary member sets quickly. Returns its id."""
     import pyarrow.parquet as pq
 
-    from engine.segments import db_time, ensure_schema
+    from common.time import db_time
+    from engine.segments import ensure_schema
 
     ensure_schema(runtime.meta)
     now = db_time(NOW)

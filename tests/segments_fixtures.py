@@ -33,7 +33,7 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from engine.segments import utc_now
+from common.time import naive_utc_now as utc_now
 from tests.compiler_cases import SEED_DEFINITION  # noqa: F401 - the segment tests import it from here
 
 AS_OF = datetime(2026, 3, 1, 12, 0, 0)

@@ -107,7 +107,7 @@ def drain(runtime, max_cycles: int = 100) -> None:
 
 def fast_forward(runtime, journey_id: int | None = None) -> int:
     """Make every waiting run due now (as if its wait had elapsed)."""
-    from engine.sends.common import db_time, utc_now
+    from common.time import db_time, utc_now
 
     sql = "UPDATE journey_runs SET wake_at = ? WHERE status = 'active'"
     params: tuple = (db_time(utc_now()),)

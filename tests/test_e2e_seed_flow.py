@@ -20,9 +20,9 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+from common.time import naive_utc_now as utc_now
 from engine import demo
 from engine.runtime import Runtime
-from engine.segments import utc_now
 from engine.settings import Settings
 from tests.api_fixtures import PASSWORD
 from tests.reference_eval import ReferenceEvaluator

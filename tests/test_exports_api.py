@@ -10,8 +10,8 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+from common.time import utc_now
 from engine import compute as compute_module
-from engine.segments import utc_now
 from tests.membership_fixtures import add_events, add_profiles, compute, create_segment, frequency
 
 pytest_plugins = ["tests.api_fixtures"]

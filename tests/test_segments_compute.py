@@ -7,8 +7,8 @@ from datetime import timedelta
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from common.time import db_time, naive_utc, parse_db_time, utc_now
 from engine import compute
-from engine.segments import db_time, parse_db_time, utc_now
 from tests.segments_fixtures import DAY, append_events, create_segment
 
 pytest_plugins = ["tests.api_fixtures", "tests.segments_fixtures"]
@@ -64,7 +64,7 @@ def test_job_lifecycle_and_materialized_members(client, tenant_a, runtime, live_
     assert members.schema.field("user_id").type == pa.string()
     assert members.schema.field("computed_at").type == pa.timestamp("us")
     assert members.column("user_id").to_pylist() == BIG_SPENDERS_MEMBERS
-    assert set(members.column("computed_at").to_pylist()) == {parse_db_time(row["as_of"])}
+    assert set(members.column("computed_at").to_pylist()) == {naive_utc(parse_db_time(row["as_of"]))}
 
     listing = client.get(f"/api/segments/{segment['id']}/jobs/", headers=tenant_a.headers).json()
     assert listing["count"] == 1 and listing["results"][0]["job_id"] == job_id

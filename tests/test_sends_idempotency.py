@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import httpx
 
-from engine.sends.common import db_time, utc_now
+from common.time import db_time, utc_now
 from tests.sends_fixtures import make_template, outbox, profiles
 
 pytest_plugins = ["tests.api_fixtures", "tests.sends_fixtures"]

@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from api.app import create_app
+from common.time import db_time, utc_now
 from engine.runtime import Runtime
 from engine.sends import mime
-from engine.sends.common import db_time, utc_now
 from engine.sends.emails import snapshot_template
 from engine.sends.outbound import NewSend
 from engine.settings import Settings

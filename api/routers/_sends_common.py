@@ -16,8 +16,8 @@ from starlette.responses import Response
 
 from api.deps import Principal, authenticated, tenant_scoped_404
 from api.errors import ApiError, ErrorEnvelope
+from common.ids import MAX_ID as INT64_MAX
 from engine.runtime import Runtime
-from engine.sends.common import MAX_ID as INT64_MAX
 from engine.sends.common import CamelModel, NotFound, SendsError
 from engine.sends.idempotency import fingerprint
 

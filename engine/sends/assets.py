@@ -18,7 +18,8 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
-from engine.sends.common import NotFound, SendsError, api_time, db_time, parse_time, utc_now
+from common.time import api_time, db_time, parse_db_time, utc_now
+from engine.sends.common import NotFound, SendsError
 from storage.metadata import MetadataStore
 from storage.objectstore import ObjectStore
 
@@ -145,7 +146,7 @@ class AssetStore:
     def receive_upload(self, token: str, content_type: str | None, body: bytes) -> None:
         """The local store's stand-in for a presigned PUT: the token is the credential."""
         row = self.meta.query_one("SELECT * FROM assets WHERE upload_token_hash = ?", (_token_hash(token),))
-        if row is None or row["status"] != "pending" or parse_time(row["upload_expires_at"]) < utc_now():
+        if row is None or row["status"] != "pending" or parse_db_time(row["upload_expires_at"]) < utc_now():
             raise NotFound("upload", "session")
         if (content_type or "").split(";")[0].strip().lower() != row["content_type"]:
             raise SendsError("Content-Type", f"must be {row['content_type']} as declared", "content_type_mismatch",

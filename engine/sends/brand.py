@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from engine.sends.common import NotFound, SendsError, api_time, db_time, dumps, loads, utc_now
+from common.time import api_time, db_time, utc_now
+from engine.sends.common import NotFound, SendsError, dumps, loads
 from storage.metadata import MetadataStore
 
 COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")

@@ -18,9 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from common.time import api_time, db_time, parse_db_time, utc_now
 from engine.segment_query import DefinitionError, compile_definition, member_table
 from engine.segments import SegmentStore
-from engine.sends.common import NotFound, SendsError, api_time, db_time, dumps, loads, parse_time, utc_now
+from engine.sends.common import NotFound, SendsError, dumps, loads
 from engine.sends.emails import snapshot_template
 from engine.sends.recipients import valid_address
 
@@ -123,7 +124,7 @@ class Broadcasts:
         if row["status"] != "prepared":
             raise SendsError("preparedSendId", f"this broadcast is {row['status']}, not prepared", "not_prepared",
                              status=409)
-        if parse_time(row["expires_at"]) <= now:
+        if parse_db_time(row["expires_at"]) <= now:
             raise SendsError("preparedSendId", "the prepared send expired; prepare it again", "prepared_send_expired",
                              status=410)
         stamp = db_time(now)
@@ -169,7 +170,7 @@ class Broadcasts:
                               "AND status = 'sending'", (db_time(utc_now()), broadcast_id))
             row = self.row(tenant_id, broadcast_id)
         status = row["status"]
-        if status == "prepared" and parse_time(row["expires_at"]) <= utc_now():
+        if status == "prepared" and parse_db_time(row["expires_at"]) <= utc_now():
             status = "expired"
         return {
             "id": row["id"], "preparedSendId": row["id"], "name": row["name"], "status": status,

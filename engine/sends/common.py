@@ -1,16 +1,12 @@
-"""Small things every sends module shares: the error type routers turn into the API envelope,
-UTC time in the two text forms we store and serve, and JSON helpers."""
+"""Small things every sends module shares: the error type routers turn into the API envelope and JSON
+helpers (time: ``common.time``; ids: ``common.ids``)."""
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
-
-
-MAX_ID = 2**63 - 1  # SQLite's INTEGER range: a larger id cannot exist
 
 
 class SendsError(ValueError):
@@ -33,28 +29,6 @@ class NotFound(LookupError):
         super().__init__(f"No {kind} {ident}.")
         self.kind = kind
         self.ident = ident
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def db_time(moment: datetime) -> str:
-    """Fixed-width UTC text (sorts like the instant it names): ``2026-04-25T14:32:00.000000Z``."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def api_time(text: str | None) -> str | None:
-    """Stored time -> the API's form, as every segops endpoint gives it: ``2026-04-25T14:32:00Z``."""
-    return None if text is None else text[:19] + "Z"
 
 
 def dumps(value: Any) -> str:

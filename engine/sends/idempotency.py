@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from engine.sends.common import SendsError, db_time, dumps, loads, parse_time, utc_now
+from common.time import db_time, parse_db_time, utc_now
+from engine.sends.common import SendsError, dumps, loads
 from storage.metadata import MetadataStore
 
 RETENTION = timedelta(hours=24)
@@ -74,7 +75,7 @@ class IdempotencyStore:
         with self.meta.transaction() as conn:
             row = conn.execute("SELECT * FROM idempotency_keys WHERE tenant_id = ? AND key = ?",
                                (tenant_id, key)).fetchone()
-            if row is not None and parse_time(row["expires_at"]) <= now:
+            if row is not None and parse_db_time(row["expires_at"]) <= now:
                 conn.execute("DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ?", (tenant_id, key))
                 row = None
             if row is None:
@@ -88,7 +89,7 @@ class IdempotencyStore:
                                  "idempotency_key_reused", status=422)
             if row["state"] == "done":
                 return Replay(row["status_code"], bytes(row["body"]), loads(row["headers"], {}))
-            if parse_time(row["locked_until"]) > now:
+            if parse_db_time(row["locked_until"]) > now:
                 raise SendsError("Idempotency-Key", "a request with this key is still being processed; retry shortly",
                                  "idempotency_in_progress", status=409, headers={"Retry-After": "1"})
             conn.execute("UPDATE idempotency_keys SET locked_until = ? WHERE tenant_id = ? AND key = ?",

@@ -29,7 +29,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, model_validator
 
-from engine.sends.common import MAX_ID, CamelModel, SendsError
+from common.ids import MAX_ID
+from engine.sends.common import CamelModel, SendsError
 
 STEP_ID = r"^[A-Za-z0-9_.:?!-]{1,64}$"
 MAX_STEPS = 100

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from common.time import api_time, db_time, parse_db_time, utc_now
 from engine.segments import SegmentStore
-from engine.sends.common import NotFound, SendsError, api_time, db_time, dumps, loads, parse_time, utc_now
+from engine.sends.common import NotFound, SendsError, dumps, loads
 from engine.sends.emails import snapshot_template
 from engine.sends.journey_model import (
     JourneyDefinition,
@@ -294,7 +295,7 @@ class Journeys:
                     last = conn.execute("SELECT max(started_at) FROM journey_runs WHERE journey_id = ? AND user_id = ?",
                                         (journey_id, entry.user_id)).fetchone()[0]
                     if last is not None and (reentry["mode"] == "once" or
-                                             parse_time(last) > now - timedelta(days=reentry["days"])):
+                                             parse_db_time(last) > now - timedelta(days=reentry["days"])):
                         continue
                 cur = conn.execute(
                     "INSERT INTO journey_runs (tenant_id, journey_id, version, user_id, address, status, current_step, "

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from engine.sends.common import NotFound, api_time, db_time, dumps, loads, utc_now
+from common.time import api_time, db_time, utc_now
+from engine.sends.common import NotFound, dumps, loads
 from engine.sends.templates import Content
 from storage.metadata import MetadataStore
 

@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from engine.sends.common import SendsError, api_time, db_time, utc_now
+from common.time import api_time, db_time, utc_now
+from engine.sends.common import SendsError
 from storage.metadata import MetadataStore
 
 SCHEMA = """

@@ -24,7 +24,8 @@ from typing import Any
 
 from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, meta
 
-from engine.sends.common import NotFound, SendsError, api_time, db_time, dumps, loads, utc_now
+from common.time import api_time, db_time, utc_now
+from engine.sends.common import NotFound, SendsError, dumps, loads
 from engine.sends.sandbox import BoundedEnvironment, RenderLimit, bounded_join, render_limits
 from storage.metadata import MetadataStore
 
