@@ -260,9 +260,7 @@ class Accounts:
         return self.get_api_key(tenant_id, int(cur.lastrowid)), key
 
     def list_api_keys(self, tenant_id: int, limit: int = 1000, offset: int = 0) -> tuple[int, list[dict]]:
-        count = self.meta.query_one("SELECT count(*) FROM api_keys WHERE tenant_id = ?", (tenant_id,))[0]
-        rows = self.meta.query("SELECT * FROM api_keys WHERE tenant_id = ? ORDER BY id LIMIT ? OFFSET ?",
-                               (tenant_id, limit, offset))
+        count, rows = self.meta.page("api_keys WHERE tenant_id = ?", (tenant_id,), "id", limit, offset)
         return count, [self._key_listing(r) for r in rows]
 
     def get_api_key(self, tenant_id: int, key_id: int) -> dict | None:

@@ -168,15 +168,16 @@ def version_json(row) -> dict[str, Any]:
     }
 
 
-_SELECT_SEGMENT = """
-SELECT s.*, cur.member_count AS member_count, cur.as_of AS last_computed_at,
+_SEGMENT_COLUMNS = """
+s.*, cur.member_count AS member_count, cur.as_of AS last_computed_at,
        cur.version AS computed_version,
        (SELECT c.status FROM segment_computations c WHERE c.segment_id = s.id
-        ORDER BY c.id DESC LIMIT 1) AS latest_status
-FROM segments s
+        ORDER BY c.id DESC LIMIT 1) AS latest_status"""
+_LIVE_SEGMENTS = """segments s
 LEFT JOIN segment_computations cur ON cur.id = s.current_computation_id
 WHERE s.tenant_id = ? AND s.deleted_at IS NULL
 """
+_SELECT_SEGMENT = f"SELECT {_SEGMENT_COLUMNS} FROM {_LIVE_SEGMENTS}"
 
 
 def canonical_json(definition: Definition) -> str:
@@ -197,9 +198,7 @@ class SegmentStore:
         return None if row is None else segment_json(row)
 
     def list(self, tenant_id: int, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
-        count = self.meta.query_one(
-            "SELECT COUNT(*) FROM segments WHERE tenant_id = ? AND deleted_at IS NULL", (tenant_id,))[0]
-        rows = self.meta.query(_SELECT_SEGMENT + " ORDER BY s.id LIMIT ? OFFSET ?", (tenant_id, limit, offset))
+        count, rows = self.meta.page(_LIVE_SEGMENTS, (tenant_id,), "s.id", limit, offset, columns=_SEGMENT_COLUMNS)
         return count, [segment_json(row) for row in rows]
 
     def exists(self, tenant_id: int, segment_id: int) -> bool:
@@ -219,12 +218,8 @@ class SegmentStore:
     def versions(self, tenant_id: int, segment_id: int, limit: int, offset: int) -> tuple[int, list[dict]]:
         """Newest first."""
         self._require(tenant_id, segment_id)
-        count = self.meta.query_one(
-            "SELECT COUNT(*) FROM segment_versions WHERE segment_id = ? AND tenant_id = ?",
-            (segment_id, tenant_id))[0]
-        rows = self.meta.query(
-            "SELECT * FROM segment_versions WHERE segment_id = ? AND tenant_id = ? "
-            "ORDER BY version DESC LIMIT ? OFFSET ?", (segment_id, tenant_id, limit, offset))
+        count, rows = self.meta.page("segment_versions WHERE segment_id = ? AND tenant_id = ?",
+                                     (segment_id, tenant_id), "version DESC", limit, offset)
         return count, [version_json(row) for row in rows]
 
     def version(self, tenant_id: int, segment_id: int, version: int) -> dict[str, Any] | None:

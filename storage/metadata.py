@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 class MetadataStore:
@@ -62,6 +63,15 @@ class MetadataStore:
 
     def query_one(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
         return self.connection().execute(sql, params).fetchone()
+
+    def page(self, from_where: str, params: Sequence[Any], order_by: str, limit: int, offset: int,
+             columns: str = "*") -> tuple[int, list[sqlite3.Row]]:
+        """(rows in ``FROM {from_where}``, one page of them in ``order_by`` order): the shape of every
+        offset-paged list. The SQL fragments are ours; values travel in ``params``."""
+        count = self.query_one(f"SELECT count(*) FROM {from_where}", tuple(params))[0]
+        rows = self.query(f"SELECT {columns} FROM {from_where} ORDER BY {order_by} LIMIT ? OFFSET ?",
+                          (*params, limit, offset))
+        return count, rows
 
     def ensure_schema(self, name: str, ddl: str) -> None:
         """Apply a module's idempotent DDL once per process."""

@@ -103,9 +103,7 @@ class AssetStore:
         if status:
             where += " AND status = ?"
             params.append(status)
-        count = self.meta.query_one(f"SELECT count(*) FROM assets WHERE {where}", params)[0]
-        rows = self.meta.query(f"SELECT * FROM assets WHERE {where} ORDER BY id LIMIT ? OFFSET ?",
-                               (*params, limit, offset))
+        count, rows = self.meta.page(f"assets WHERE {where}", params, "id", limit, offset)
         return count, [self._json(r) for r in rows]
 
     def url_of(self, tenant_id: int, asset_id: int, field: str = "logoAssetId") -> str:

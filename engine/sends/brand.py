@@ -66,9 +66,7 @@ class BrandKitStore:
         return brand_json(self.row(tenant_id, kit_id))
 
     def list(self, tenant_id: int, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
-        count = self.meta.query_one("SELECT count(*) FROM brand_kits WHERE tenant_id = ?", (tenant_id,))[0]
-        rows = self.meta.query("SELECT * FROM brand_kits WHERE tenant_id = ? ORDER BY id LIMIT ? OFFSET ?",
-                               (tenant_id, limit, offset))
+        count, rows = self.meta.page("brand_kits WHERE tenant_id = ?", (tenant_id,), "id", limit, offset)
         return count, [brand_json(r) for r in rows]
 
     def for_template(self, tenant_id: int, kit_id: int | None) -> dict[str, Any] | None:

@@ -190,7 +190,6 @@ class Broadcasts:
         }
 
     def list(self, tenant_id: int, limit: int, offset: int) -> tuple[int, list[dict]]:
-        count = self.meta.query_one("SELECT count(*) FROM broadcasts WHERE tenant_id = ?", (tenant_id,))[0]
-        ids = [r[0] for r in self.meta.query("SELECT id FROM broadcasts WHERE tenant_id = ? ORDER BY id DESC "
-                                             "LIMIT ? OFFSET ?", (tenant_id, limit, offset))]
-        return count, [self.get(tenant_id, i) for i in ids]
+        count, rows = self.meta.page("broadcasts WHERE tenant_id = ?", (tenant_id,), "id DESC", limit, offset,
+                                     columns="id")
+        return count, [self.get(tenant_id, r["id"]) for r in rows]

@@ -215,9 +215,7 @@ class Journeys:
         if status:
             where += " AND status = ?"
             params.append(status)
-        count = self.meta.query_one(f"SELECT count(*) FROM journeys WHERE {where}", params)[0]
-        rows = self.meta.query(f"SELECT * FROM journeys WHERE {where} ORDER BY id LIMIT ? OFFSET ?",
-                               (*params, limit, offset))
+        count, rows = self.meta.page(f"journeys WHERE {where}", params, "id", limit, offset)
         return count, [self.to_json(r) for r in rows]
 
     @staticmethod
@@ -419,10 +417,8 @@ class Journeys:
         if status:
             where += " AND status = ?"
             params.append(status)
-        count = self.meta.query_one(f"SELECT count(*) FROM journey_runs WHERE {where}", params)[0]
-        ids = [r[0] for r in self.meta.query(f"SELECT id FROM journey_runs WHERE {where} ORDER BY id LIMIT ? OFFSET ?",
-                                             (*params, limit, offset))]
-        return count, [self.run(tenant_id, journey_id, i) for i in ids]
+        count, rows = self.meta.page(f"journey_runs WHERE {where}", params, "id", limit, offset, columns="id")
+        return count, [self.run(tenant_id, journey_id, r["id"]) for r in rows]
 
     # -- advancing ----------------------------------------------------------------------------
     def claim_due(self, owner: str, lease: timedelta, limit: int) -> list:

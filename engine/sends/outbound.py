@@ -222,9 +222,7 @@ class Outbound:
                 where.append(f"{column} = ?")
                 params.append(value)
         clause = " AND ".join(where)
-        count = self.meta.query_one(f"SELECT count(*) FROM email_sends WHERE {clause}", params)[0]
-        rows = self.meta.query(f"SELECT * FROM email_sends WHERE {clause} ORDER BY id LIMIT ? OFFSET ?",
-                               (*params, limit, offset))
+        count, rows = self.meta.page(f"email_sends WHERE {clause}", params, "id", limit, offset)
         return count, [send_json(r) for r in rows]
 
     def counts(self, source: str, source_ids: Sequence[int]) -> dict[str, int]:

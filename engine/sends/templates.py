@@ -216,9 +216,7 @@ class TemplateStore:
             where.append("purpose = ?")
             params.append(purpose)
         clause = " AND ".join(where)
-        count = self.meta.query_one(f"SELECT count(*) FROM templates WHERE {clause}", params)[0]
-        rows = self.meta.query(f"SELECT * FROM templates WHERE {clause} ORDER BY id LIMIT ? OFFSET ?",
-                               (*params, limit, offset))
+        count, rows = self.meta.page(f"templates WHERE {clause}", params, "id", limit, offset)
         return count, [template_json(r) for r in rows]
 
     def content(self, tenant_id: int, template_id: int, *, field: str = "templateId",
