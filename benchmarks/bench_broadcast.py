@@ -21,7 +21,6 @@ import os
 import shutil
 import tempfile
 import time
-from datetime import UTC, datetime
 from email import policy
 from pathlib import Path
 
@@ -37,12 +36,13 @@ TEXT = "Hello {{ first_name }}!\n\nYour {{ plan }} plan has new features: https:
 
 
 def _setup(root: Path, recipients: int):
+    from common.time import naive_utc_now
     from engine.runtime import Runtime
     from engine.settings import Settings
 
     runtime = Runtime(Settings(data_dir=root, run_workers=False))
     tenant_id = runtime.accounts.create_tenant("Bench", plan="enterprise")
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = naive_utc_now()
     plans = ("free", "pro", "business")
     runtime.lake.upsert_profiles(tenant_id, [
         {"user_id": f"user-{i:07d}", "updated_at": now,

@@ -30,12 +30,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from functools import cached_property
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+
+from common.time import naive_utc, utc_now
 
 SPAN_DAYS = 182
 DAY_US = 86_400_000_000
@@ -78,9 +80,9 @@ EVENT_COLUMNS = ("event_id", "user_id", "event_type", "occurred_at", "received_a
 def end_time(end: date | datetime | None = None) -> datetime:
     """The end of the span (naive UTC): ``end`` (a date: its midnight), by default today's midnight (UTC)."""
     if end is None:
-        end = datetime.now(timezone.utc).date()
+        end = utc_now().date()
     if isinstance(end, datetime):
-        return end.astimezone(timezone.utc).replace(tzinfo=None) if end.tzinfo else end
+        return naive_utc(end)
     return datetime.combine(end, time())
 
 

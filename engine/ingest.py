@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from common.time import naive_utc_now, now_us
+from common.time import iso_utc, naive_utc_now, now_us
 from engine.ingest_parse import EventColumns, ProfileColumns
 from engine.runtime import WORKERS, lower_thread_priority
 from engine.seen_ids import SeenIds
@@ -174,7 +174,7 @@ def _reason(exc: Exception) -> str:
 def _iso_us(value: int | None) -> str | None:
     """ISO 8601 of microseconds since the epoch, or None where a datetime cannot show it."""
     try:
-        return (_EPOCH_NAIVE + timedelta(microseconds=value)).isoformat() + "Z"
+        return iso_utc(_EPOCH_NAIVE + timedelta(microseconds=value))
     except (OverflowError, TypeError):
         return None
 
