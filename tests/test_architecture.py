@@ -43,7 +43,7 @@ CIRCLE_EDGES = {
     "engine.exports -> engine.runtime",
     "engine.health -> engine.runtime",
     "engine.ingest -> engine.runtime",
-    "engine.membership -> engine.compute",
+    "engine.maintenance -> engine.runtime",
     "engine.membership -> engine.runtime",
     "engine.membership -> engine.segment_query",
     "engine.metrics -> engine.runtime",
@@ -53,10 +53,12 @@ CIRCLE_EDGES = {
     "engine.runtime -> engine.exports",
     "engine.runtime -> engine.health",
     "engine.runtime -> engine.ingest",
+    "engine.runtime -> engine.maintenance",
     "engine.runtime -> engine.membership",
     "engine.runtime -> engine.metrics",
     "engine.runtime -> engine.query_db",
     "engine.runtime -> engine.sends.service",
+    "engine.runtime -> engine.sends.worker",
     "engine.segment_query -> engine.query_db",
     "engine.segment_query -> engine.runtime",
     "engine.sends.broadcasts -> engine.runtime",
@@ -79,6 +81,7 @@ CIRCLE_EDGES = {
     "engine.sends.service -> engine.sends.engagement",
     "engine.sends.service -> engine.sends.journeys",
     "engine.sends.service -> engine.sends.profiles",
+    "engine.sends.worker -> engine.runtime",
     "storage.duck -> storage.lake",
     "storage.lake -> storage.duck",
     "storage.lake -> storage.profiles",
@@ -122,19 +125,11 @@ THIRD_PARTY_EDGES = {
 # Product modules that import by name at run time (importlib.import_module / __import__).
 DYNAMIC_IMPORTS = {
     "api.app",
-    "engine.cli",
-    "engine.runtime",
 }
 
 # Calls made at import time by product modules, as "module: callee" (registration and other side effects).
 MODULE_CALLS = {
     "api: register_url_convertor",
-    "engine.compute: WORKERS.append",
-    "engine.exports: WORKERS.append",
-    "engine.ingest: WORKERS.append",
-    "engine.maintenance: WORKERS.append",
-    "engine.membership: _register",
-    "engine.sends.worker: _register",
 }
 
 
