@@ -72,19 +72,6 @@ class Dataset:
     def days_before(self, days: int) -> datetime:
         return self.as_of - timedelta(days=days)
 
-    def definitions(self) -> dict[str, dict]:
-        """Suite segment name -> definition."""
-        from benchmarks.suite import SUITE
-
-        return {segment.name: segment.definition for segment in SUITE}
-
-    @property
-    def resolver(self):
-        """segment_id -> definition, for the suite's segment references."""
-        from benchmarks.suite import resolve_segment
-
-        return resolve_segment
-
 
 def dataset_dir(root: Path, name: str) -> Path:
     return Path(root) / "bench" / name

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from engine import cli_admin, cli_data, cli_segments, cli_sends, cli_settings
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="segops: analytical segmentation engine")
 
 
@@ -74,21 +76,12 @@ def _print_demo_credentials(settings) -> None:
     )
 
 
-def _register() -> None:
-    # Command groups owned by feature modules; each exposes `register(app)`.
-    import importlib
-
-    for name in ("engine.cli_data", "engine.cli_admin", "engine.cli_segments", "engine.cli_sends",
-                 "engine.cli_settings"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a feature not built yet
-            if exc.name != name:
-                raise
-            continue
+def add_command_groups() -> None:
+    """Add the command groups owned by feature modules (each exposes ``register(app)``)."""
+    for module in (cli_data, cli_admin, cli_segments, cli_sends, cli_settings):
         module.register(app)
 
 
 def main() -> None:
-    _register()
+    add_command_groups()
     app()

@@ -31,8 +31,8 @@ Materialization (consumed by the membership index, members list, exports and jou
 Entered / exited
     Relative to the previous current computation of the segment
     (``previous_computation_id``); on the first computation every member has entered.
-    After each swap every ``COMPUTED_HOOKS`` function is called with a
-    ``ComputationResult`` (a failing hook is logged; the computation stays done). Hooks run
+    After each swap every function in ``runtime.compute_listeners`` is called with a
+    ``ComputationResult`` (a failing one is logged; the computation stays done). Listeners run
     in the computing process only and at most once: a consumer that must not miss a change
     (across restarts or processes) keeps the last computation id it handled and reads the
     ``changes.parquet`` of later ``done`` computations (``read_changes``).
@@ -48,7 +48,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -60,7 +59,6 @@ import pyarrow.parquet as pq
 
 from common.time import api_time, db_time, naive_utc_now, parse_db_time, utc_now
 from compiler import DefinitionError
-from engine.runtime import WORKERS
 from engine.segment_query import compile_definition, member_table
 from engine.segments import SegmentNotFound, ensure_schema
 
@@ -110,10 +108,6 @@ class ComputationResult:
     @property
     def exited_user_ids(self) -> list[str]:
         return self.exited.to_pylist()
-
-
-# Called after each successful swap, in the worker's thread.
-COMPUTED_HOOKS: list[Callable[[Runtime, ComputationResult], None]] = []
 
 
 class SegmentHasNoDefinition(ValueError):
@@ -293,11 +287,11 @@ def _run_job(runtime: Runtime, claim: _Claim) -> None:
     runtime.metrics.job_finished("lost" if result is None else "done", time.perf_counter() - claim.started)
     if result is None:
         return
-    for hook in list(COMPUTED_HOOKS):
+    for listener in list(runtime.compute_listeners):
         try:
-            hook(runtime, result)
+            listener(result)
         except Exception:  # noqa: BLE001 - one consumer must not break the others
-            log.exception("computed hook %r failed for computation %s", hook, claim.job_id)
+            log.exception("computed listener %r failed for computation %s", listener, claim.job_id)
     try:
         apply_retention(runtime, claim.tenant_id, claim.segment_id)
     except Exception:  # noqa: BLE001 - retry at the next computation
@@ -475,7 +469,7 @@ def _worker_loop(runtime: Runtime, stop: threading.Event) -> None:
 
 
 def start_compute_worker(runtime: Runtime) -> None:
-    """WORKERS entry: the scheduler and job runner thread (not in read-only processes)."""
+    """The scheduler and job runner thread (not in read-only processes; Runtime.start_workers)."""
     if runtime.settings.read_only:
         return
     runtime.segment_queries  # noqa: B018 - created first so that it is closed after the worker stops
@@ -490,6 +484,3 @@ def start_compute_worker(runtime: Runtime) -> None:
     thread.start()
     runtime.add_worker(thread)
     runtime.on_stop(stop_worker)
-
-
-WORKERS.append(start_compute_worker)

@@ -1,7 +1,7 @@
 """Segment member exports: one file of a computation's members (plus chosen traits) in the lake.
 
 An export pins the segment's current computation when it is requested, so it is reproducible
-whatever recomputes follow. A worker thread (``WORKERS``) runs queued exports; tests and the
+whatever recomputes follow. A worker thread (``start_export_worker``) runs queued exports; tests and the
 CLI call ``Exports.run`` directly. Each export is one DuckDB statement,
 ``COPY (SELECT members [LEFT JOIN profiles]) TO ...``, written straight to its final place:
 locally into the store's scratch directory and then renamed under its key, on S3 by httpfs's
@@ -27,7 +27,6 @@ from sqlglot import exp
 
 from common.time import api_time, db_time, utc_now
 from engine.query_db import profiles_expression
-from engine.runtime import WORKERS
 from engine.segments import SegmentNotFound, ensure_schema
 
 if TYPE_CHECKING:
@@ -299,7 +298,7 @@ class _ProgressReporter:
 
 
 def start_export_worker(runtime: Runtime) -> None:
-    """WORKERS entry: run queued exports in a thread (not in read-only processes)."""
+    """Run queued exports in a thread (not in read-only processes; Runtime.start_workers)."""
     if runtime.settings.read_only:
         return
     exports = runtime.exports
@@ -315,7 +314,3 @@ def start_export_worker(runtime: Runtime) -> None:
     thread.start()
     runtime.add_worker(thread)
     runtime.on_stop(stop_worker)
-
-
-if start_export_worker not in WORKERS:
-    WORKERS.append(start_export_worker)

@@ -60,8 +60,8 @@ import pyarrow.compute as pc
 
 from common.time import iso_utc, naive_utc_now, now_us
 from engine.ingest_parse import EventColumns, ProfileColumns
-from engine.runtime import WORKERS, lower_thread_priority
 from engine.seen_ids import SeenIds
+from engine.threads import lower_thread_priority
 from storage import duck
 from storage.lake import is_store_failure
 from storage.manifest import ConcurrentCommitError
@@ -86,13 +86,6 @@ _RECORD_SCHEMAS = {_EVENTS: EVENT_SCHEMA, _PROFILES: PROFILE_SCHEMA.append(pa.fi
 _MAX_REASON = 1000
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 _DAY_US = 86_400_000_000
-
-# Called after a batch is durable, with (runtime, tenant_id, accepted events as an
-# EVENT_SCHEMA table); each returns how many journeys it matched, summed into the
-# response's journeys_matched. A hook must persist whatever it needs itself: a
-# failing hook is logged and counts 0 (the events stay accepted).
-AFTER_ACCEPT: list[Callable[["Runtime", int, pa.Table], int]] = []
-
 
 class IngestUnavailable(RuntimeError):
     """The ingest path cannot accept writes now (read-only process, WAL backlog)."""
@@ -572,25 +565,10 @@ class LakeWatch:
             self._duck = None
 
 
-def run_after_accept(runtime: "Runtime", tenant_id: int, events: pa.Table) -> int:
-    """Sum of AFTER_ACCEPT hooks for a durable batch (journeys_matched)."""
-    matched = 0
-    for hook in list(AFTER_ACCEPT):
-        try:
-            matched += int(hook(runtime, tenant_id, events) or 0)
-        except Exception:
-            log.exception("after-accept hook %r failed", hook)
-    return matched
-
-
 def start_flusher(runtime: "Runtime") -> None:
-    """WORKERS entry: open ingest (replaying the WAL) and flush in the background."""
+    """Open ingest (replaying the WAL) and flush in the background (Runtime.start_workers)."""
     if runtime.settings.read_only:
         return
     runtime.ingest.start_flusher()
     for thread in runtime.ingest.threads:
         runtime.add_worker(thread)
-
-
-if start_flusher not in WORKERS:
-    WORKERS.append(start_flusher)

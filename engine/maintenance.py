@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
-from engine.runtime import WORKERS, Runtime, lower_thread_priority
+from engine.threads import lower_thread_priority
+
+if TYPE_CHECKING:
+    from engine.runtime import Runtime
 
 log = logging.getLogger("segops.maintenance")
 
@@ -28,7 +32,7 @@ def maintain_lake(runtime: Runtime) -> int:
 
 
 def start_lake_maintenance(runtime: Runtime) -> None:
-    """WORKERS entry: a thread that maintains the lake every COMPACT_EVERY_SECONDS."""
+    """A thread that maintains the lake every COMPACT_EVERY_SECONDS (Runtime.start_workers)."""
     if runtime.settings.read_only:
         return
     stop = threading.Event()
@@ -50,7 +54,3 @@ def start_lake_maintenance(runtime: Runtime) -> None:
         thread.join(timeout=60)
 
     runtime.on_stop(stop_worker)
-
-
-if start_lake_maintenance not in WORKERS:
-    WORKERS.append(start_lake_maintenance)

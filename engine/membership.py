@@ -2,7 +2,7 @@
 
 Offline -> online is one explicit step (feast-style): a computation writes
 ``members.parquet`` to the lake (engine.compute), and ``MembershipIndex.materialize`` loads it
-into the index. ``COMPUTED_HOOKS`` materializes each new computation right after its swap; a
+into the index. The runtime materializes each new computation right after its swap; a
 process that did not compute (another API process, a read-only replica) notices new
 computations and deleted segments through SQLite (below) and loads them itself. Restart
 rebuilds everything from SQLite + the lake (``load``).
@@ -46,7 +46,6 @@ import pyarrow.parquet as pq
 from engine.segments import ensure_schema
 
 if TYPE_CHECKING:
-    from engine.compute import ComputationResult
     from engine.runtime import Runtime
     from storage.metadata import MetadataStore
     from storage.objectstore import ObjectStore
@@ -424,28 +423,4 @@ def build_index(runtime: Runtime) -> MembershipIndex:
     return index
 
 
-def on_computed(runtime: Runtime, result: ComputationResult) -> None:
-    """COMPUTED_HOOKS entry: swap the new members in (only where the index is in use)."""
-    index = runtime.__dict__.get("membership")
-    if index is not None:
-        index.materialize(result.tenant_id, result.segment_id, result.computation_id, result.members_key)
-
-
-def start_membership_index(runtime: Runtime) -> None:
-    """WORKERS entry: load the index before the first request instead of during it."""
-    runtime.membership  # noqa: B018
-
-
-def _register() -> None:
-    from engine.compute import COMPUTED_HOOKS
-    from engine.runtime import WORKERS
-
-    if on_computed not in COMPUTED_HOOKS:
-        COMPUTED_HOOKS.append(on_computed)
-    if start_membership_index not in WORKERS:
-        WORKERS.append(start_membership_index)
-
-
-_register()
-
-__all__ = ["MAX_BULK_USERS", "Membership", "MembershipIndex", "build_index", "on_computed", "Evaluator"]
+__all__ = ["MAX_BULK_USERS", "Membership", "MembershipIndex", "build_index", "Evaluator"]

@@ -2,18 +2,26 @@
 
 The API builds one Runtime per process and reaches every service through it.
 Services are created lazily so a CLI command pays only for what it uses.
-Feature modules add their service here as a cached_property.
+Feature modules add their service here as a cached_property; who consumes whose events
+(accepted events, new computations) and which workers run is wired here too, explicitly:
+no module registers itself when imported.
 """
 from __future__ import annotations
 
 import gc
-import os
 import threading
 from collections.abc import Callable
 from functools import cached_property
+from typing import TYPE_CHECKING
 
+from engine.event_feed import EventFeed
 from engine.settings import Settings
 from storage.metadata import MetadataStore
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from engine.compute import ComputationResult
 
 
 class Runtime:
@@ -24,6 +32,34 @@ class Runtime:
         self._stoppers: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self.workers: list[threading.Thread] = []  # background threads readiness expects alive
+        # Durable event batches (the events route, engagement tracking) -> their consumers.
+        self.event_feed = EventFeed()
+        # Called by the compute worker after each successful swap; a failing one is logged and
+        # does not stop the others (nor undo the computation).
+        self.compute_listeners: list[Callable[[ComputationResult], None]] = []
+        self._wire()
+
+    def _wire(self) -> None:
+        """Every consumer of accepted events and of new computations, in one place (no I/O: the
+        services they use are created on first call)."""
+        self.event_feed.subscribe_accepted(self._start_event_journeys)
+        self.compute_listeners += [self._materialize_membership, self._start_segment_journeys]
+
+    def _start_event_journeys(self, tenant_id: int, events: pa.Table) -> int:
+        """Event triggers start runs; active runs remember the events they watch."""
+        return self.sends.journeys.on_events(tenant_id, events)
+
+    def _materialize_membership(self, result: ComputationResult) -> None:
+        """Swap the new members into the index, only where the index is in use."""
+        index = self.__dict__.get("membership")
+        if index is not None:
+            index.materialize(result.tenant_id, result.segment_id, result.computation_id, result.members_key)
+
+    def _start_segment_journeys(self, result: ComputationResult) -> None:
+        """Recipients who entered a segment enter the journeys it triggers."""
+        if len(result.entered):
+            self.sends.journeys.on_segment_entered(result.tenant_id, result.segment_id, result.computation_id,
+                                                   result.entered_user_ids)
 
     @cached_property
     def accounts(self):
@@ -122,15 +158,21 @@ class Runtime:
         self.workers.append(thread)
 
     def start_workers(self) -> None:
-        """Start background workers (flusher, compute, exports, membership index, sends, lake
-        maintenance). Each module registers its start function in WORKERS when imported; a start
-        function hands the threads it starts to ``add_worker``."""
-        import importlib
+        """Start the background workers, in this order (``stop`` stops them in reverse). Each start
+        function skips what a read-only process must not run, hands its threads to ``add_worker``
+        and its stop to ``on_stop``."""
+        from engine.compute import start_compute_worker
+        from engine.exports import start_export_worker
+        from engine.ingest import start_flusher
+        from engine.maintenance import start_lake_maintenance
+        from engine.sends.worker import start_send_worker
 
-        for module in WORKER_MODULES:
-            importlib.import_module(module)
-        for start in WORKERS:
-            start(self)
+        start_flusher(self)
+        start_compute_worker(self)
+        start_export_worker(self)
+        self.membership  # noqa: B018 - load the index before the first request instead of during it
+        start_send_worker(self)
+        start_lake_maintenance(self)
 
     def stop(self) -> None:
         for fn in reversed(self._stoppers):
@@ -151,19 +193,3 @@ def tune_gc_for_serving() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-
-
-def lower_thread_priority(niceness: int = 10) -> None:
-    """Lower the calling thread's CPU priority (Linux: per-thread nice; a no-op elsewhere),
-    so background work on a 2-core machine yields to request handling."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
-    except (AttributeError, OSError):
-        pass
-
-
-WORKER_MODULES = ("engine.ingest", "engine.compute", "engine.exports", "engine.membership",
-                  "engine.sends.worker", "engine.maintenance")
-
-# Functions taking a Runtime that start a background worker and register its stop with on_stop.
-WORKERS: list[Callable[[Runtime], None]] = []

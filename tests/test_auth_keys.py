@@ -164,7 +164,7 @@ def segops(tmp_path, monkeypatch):
     """Run the `segops` CLI in-process on a fresh data dir."""
     data = tmp_path / "cli-data"
     monkeypatch.setenv("SEGOPS_DATA_DIR", str(data))  # restored after the test (the CLI sets it)
-    cli._register()
+    cli.add_command_groups()
     runner = CliRunner()
 
     def run(*args: str, ok: bool = True):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import _register, app
+from engine.cli import add_command_groups, app
 from engine.cli_settings import settings_table
 from engine.settings import Settings, describe_settings
 from tests.ingest_fixtures import lake_rows
@@ -16,7 +16,7 @@ from tests.ingest_fixtures import lake_rows
 pytest_plugins = ["tests.api_fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
-_register()
+add_command_groups()
 
 
 @pytest.fixture

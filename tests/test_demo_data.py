@@ -96,10 +96,10 @@ def test_generate_writes_through_the_lake_and_cli_skips_if_present(runtime, data
     assert sorted(r["event_id"] for r in rows) == sorted(expected.column("event_id").to_pylist())
     assert runtime.lake.profiles_snapshot(tenant_a.tenant_id).rows == 50
 
-    from engine.cli import _register, app
+    from engine.cli import add_command_groups, app
 
     monkeypatch.setenv("SEGOPS_DATA_DIR", str(data_dir))
-    _register()
+    add_command_groups()
     args = ["--data", str(data_dir), "demo-data", "--users", "50", "--events", "3000", "--seed", "5",
             "--tenant", str(tenant_a.tenant_id), "--if-missing"]
     skipped = CliRunner().invoke(app, args)
@@ -108,9 +108,9 @@ def test_generate_writes_through_the_lake_and_cli_skips_if_present(runtime, data
 
 
 def _demo_data(data_dir, *args: str):
-    from engine.cli import _register, app
+    from engine.cli import add_command_groups, app
 
-    _register()
+    add_command_groups()
     return CliRunner().invoke(app, ["--data", str(data_dir), "demo-data", "--users", "60", "--events", "4000",
                                     "--seed", "3", *args], env={"SEGOPS_DATA_DIR": str(data_dir)})
 

@@ -7,7 +7,6 @@ from datetime import datetime
 import orjson
 import pytest
 
-from engine import ingest
 from engine.ingest_parse import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_EVENT_BYTES
 from tests.ingest_fixtures import event_ids, lake_rows, post
 
@@ -166,19 +165,19 @@ def test_identify_merges_traits_latest_wins(client, runtime, tenant_a):
 
 
 @pytest.fixture
-def journey_hooks():
+def journey_hooks(runtime):
     seen: list[tuple[int, list[str]]] = []
 
-    def by_type(runtime, tenant_id, events):
+    def by_type(tenant_id, events):
         seen.append((tenant_id, events.column("event_id").to_pylist()))
         return sum(1 for t in events.column("event_type").to_pylist() if t == "order_placed")
 
-    def broken(runtime, tenant_id, events):
+    def broken(tenant_id, events):
         raise RuntimeError("a journey engine bug must not lose the request")
 
-    ingest.AFTER_ACCEPT.extend([by_type, broken, lambda *_: 2])
-    yield seen
-    del ingest.AFTER_ACCEPT[-3:]
+    for listener in (by_type, broken, lambda *_: 2):
+        runtime.event_feed.subscribe_accepted(listener)
+    return seen
 
 
 def test_after_accept_hooks_sum_into_journeys_matched(client, tenant_a, journey_hooks):

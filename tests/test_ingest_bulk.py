@@ -123,10 +123,10 @@ def test_ids_accepted_by_the_api_are_not_loaded_twice(client, runtime, tenant_a,
 
 
 def test_cli_ingest_reports_and_fails_cleanly(runtime, data_dir, tenant_a, tmp_path, monkeypatch):
-    from engine.cli import _register, app
+    from engine.cli import add_command_groups, app
 
     monkeypatch.setenv("SEGOPS_DATA_DIR", str(data_dir))
-    _register()
+    add_command_groups()
     runner = CliRunner()
     path = _ndjson(tmp_path / "events.jsonl", ROWS)
     ok = runner.invoke(app, ["--data", str(data_dir), "ingest", str(path), "--tenant", str(tenant_a.tenant_id)])

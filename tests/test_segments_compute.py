@@ -73,8 +73,8 @@ def test_job_lifecycle_and_materialized_members(client, tenant_a, runtime, live_
 def test_entered_and_exited_after_new_events(client, tenant_a, tenant_b, runtime, live_world):
     segment = create_segment(client, tenant_a.headers, BIG_SPENDERS)
     seen: list[compute.ComputationResult] = []
-    compute.COMPUTED_HOOKS.append(lambda rt, result: seen.append(result))
-    compute.COMPUTED_HOOKS.append(lambda rt, result: 1 / 0)  # a broken consumer changes nothing
+    runtime.compute_listeners.append(lambda result: seen.append(result))
+    runtime.compute_listeners.append(lambda result: 1 / 0)  # a broken consumer changes nothing
     try:
         first = start_job(client, tenant_a.headers, segment["id"])
         compute.run_pending_jobs(runtime)
@@ -89,7 +89,7 @@ def test_entered_and_exited_after_new_events(client, tenant_a, tenant_b, runtime
         second = start_job(client, tenant_a.headers, segment["id"])
         compute.run_pending_jobs(runtime)
     finally:
-        del compute.COMPUTED_HOOKS[-2:]
+        del runtime.compute_listeners[-2:]
 
     job = client.get(f"/api/segments/jobs/{second}/", headers=tenant_a.headers).json()
     assert (job["status"], job["member_count"], job["entered_count"], job["exited_count"]) == ("done", 5, 1, 1)

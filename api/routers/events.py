@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import Principal, get_runtime, require
 from api.errors import ApiError
 from api.pagination import OffsetPage, offset_params, offset_response
-from engine.ingest import AFTER_ACCEPT, IngestUnavailable, now_us, run_after_accept
+from engine.ingest import IngestUnavailable, now_us
 from engine.ingest_parse import (
     MAX_BATCH_BYTES,
     MAX_BATCH_ITEMS,
@@ -142,8 +142,8 @@ async def track(request: Request, principal: Principal = Depends(WRITE),
         raise _unavailable(runtime, "track", err) from None
     runtime.metrics.ingested("track", outcome.accepted, outcome.duplicates)
     matched = 0
-    if AFTER_ACCEPT and outcome.accepted:
-        matched = await run_in_threadpool(run_after_accept, runtime, principal.tenant_id, outcome.events)
+    if runtime.event_feed.has_accepted and outcome.accepted:
+        matched = await run_in_threadpool(runtime.event_feed.accepted, principal.tenant_id, outcome.events)
     return _accepted({"accepted": outcome.accepted, "duplicates": outcome.duplicates, "journeys_matched": matched})
 
 

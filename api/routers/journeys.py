@@ -17,7 +17,6 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import Field, ValidationError
 
-import engine.sends.worker  # noqa: F401  (connects journeys to event and segment triggers)
 from api.deps import Principal, get_runtime, require
 from api.errors import _loc_to_path
 from api.pagination import OffsetPage, offset_params, offset_response

@@ -43,7 +43,7 @@ from engine.members import (
     SnapshotExpired,
     members_page,
 )
-from engine.membership import MAX_BULK_USERS  # importing it also registers the index's hooks
+from engine.membership import MAX_BULK_USERS
 from engine.runtime import Runtime
 from engine.segments import SegmentNotFound
 

@@ -71,7 +71,7 @@ class Engagement:
         """Best effort: an engagement event never fails the recipient's request."""
         if not row["user_id"] or self.runtime.settings.read_only:
             return
-        from engine.ingest import now_us, run_after_accept
+        from engine.ingest import now_us
         from engine.ingest_parse import EventColumns
 
         properties = {"message_id": row["message_id"], "send_id": row["id"], "template_id": row["template_id"],
@@ -82,6 +82,6 @@ class Engagement:
         try:
             outcome = self.runtime.ingest.submit_events(tenant_id, columns, received).result(timeout=30)
             if outcome.accepted:
-                run_after_accept(self.runtime, tenant_id, outcome.events)
+                self.runtime.event_feed.accepted(tenant_id, outcome.events)
         except Exception:
             log.exception("could not record %s for send %s", event_type, row["id"])

@@ -329,7 +329,7 @@ class Journeys:
         return self.run(tenant_id, journey_id, started[0])
 
     def on_events(self, tenant_id: int, events) -> int:
-        """AFTER_ACCEPT hook: start runs for matching event triggers and remember watched events
+        """Accepted events (Runtime.event_feed): start runs for matching event triggers and remember watched events
         of recipients whose runs started before this batch. Returns the number of journeys whose
         trigger matched."""
         before = db_time(utc_now())
@@ -382,7 +382,8 @@ class Journeys:
                                  "ON CONFLICT (run_id, event_type) DO NOTHING", inserts)
 
     def on_segment_entered(self, tenant_id: int, segment_id: int, computation_id: int, user_ids: list[str]) -> int:
-        """COMPUTED_HOOKS: recipients who entered a segment enter journeys triggered by it."""
+        """A new computation (Runtime.compute_listeners): recipients who entered a segment enter journeys
+        triggered by it."""
         started = 0
         for journey in self.meta.query("SELECT * FROM journeys WHERE tenant_id = ? AND status = 'active' "
                                        "AND trigger_type = 'segment' AND trigger_segment_id = ?", (tenant_id, segment_id)):

@@ -1,10 +1,8 @@
 """The journey/send worker: recovers dead hand-offs, advances due journey runs, hands off
-queued sends. Runs as a thread inside ``segops serve`` (``WORKERS``) and alone as
+queued sends. Runs as a thread inside ``segops serve`` (``Runtime.start_workers``) and alone as
 ``segops worker``; any number of them may run against one data directory (every claim is a
-compare-and-set with a lease).
-
-Importing this module also connects journeys to their triggers: the ingest service's
-``AFTER_ACCEPT`` (event triggers, watched events) and ``COMPUTED_HOOKS`` (segment entry).
+compare-and-set with a lease). Journeys' triggers (accepted events, segment entry) are wired by
+``engine.runtime``.
 """
 from __future__ import annotations
 
@@ -13,12 +11,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from engine.runtime import WORKERS
-
 if TYPE_CHECKING:
-    import pyarrow as pa
-
-    from engine.compute import ComputationResult
     from engine.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -76,7 +69,7 @@ class SendWorker:
 
 
 def start_send_worker(runtime: "Runtime") -> None:
-    """WORKERS entry."""
+    """Runtime.start_workers' send worker thread (not in read-only processes)."""
     if runtime.settings.read_only:
         return
     runtime.sends.dispatcher  # noqa: B018 - created first, so it is closed after the worker stopped
@@ -84,28 +77,3 @@ def start_send_worker(runtime: "Runtime") -> None:
     worker.start()
     runtime.add_worker(worker.thread)
     runtime.on_stop(worker.stop)
-
-
-def on_events_accepted(runtime: "Runtime", tenant_id: int, events: "pa.Table") -> int:
-    return runtime.sends.journeys.on_events(tenant_id, events)
-
-
-def on_segment_computed(runtime: "Runtime", result: "ComputationResult") -> None:
-    if len(result.entered):
-        runtime.sends.journeys.on_segment_entered(result.tenant_id, result.segment_id, result.computation_id,
-                                                  result.entered_user_ids)
-
-
-def _register() -> None:
-    from engine.compute import COMPUTED_HOOKS
-    from engine.ingest import AFTER_ACCEPT
-
-    if start_send_worker not in WORKERS:
-        WORKERS.append(start_send_worker)
-    if on_events_accepted not in AFTER_ACCEPT:
-        AFTER_ACCEPT.append(on_events_accepted)
-    if on_segment_computed not in COMPUTED_HOOKS:
-        COMPUTED_HOOKS.append(on_segment_computed)
-
-
-_register()
