@@ -328,13 +328,13 @@ class JobWorker:
 
     def __init__(self, queue: JobQueue, kind: str, handler: Handler, *, lease: timedelta = LEASE,
                  heartbeat: float = HEARTBEAT_SECONDS, poll: float = POLL_SECONDS,
-                 tick: Callable[[], Any] | None = None, tick_every: float = 10.0):
+                 tick: Callable[[], Any] | None = None, tick_every: float = 10.0, name: str | None = None):
         self.queue, self.kind, self.handler = queue, kind, handler
         self.lease, self.heartbeat, self.poll = lease, heartbeat, poll
         self.tick, self.tick_every = tick, tick_every
         self.owner = worker_identity()
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name=f"segops-{kind}", daemon=True)
+        self.thread = threading.Thread(target=self._loop, name=name or f"segops-{kind}", daemon=True)
 
     @property
     def alive(self) -> bool:
