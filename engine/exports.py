@@ -201,8 +201,8 @@ class Exports:
             error = f"{type(err).__name__}: {err}"[:2000]
             with self._meta.transaction() as conn:
                 if failed := self._jobs.fail(lease, error, conn=conn):
-                    conn.execute("UPDATE segment_exports SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
-                                 (error, db_time(utc_now()), export_id))
+                    conn.execute("UPDATE segment_exports SET status = 'failed', error = ?, finished_at = ?"
+                                 " WHERE id = ?", (error, db_time(utc_now()), export_id))
             return failed
         with self._meta.transaction() as conn:
             if done := self._jobs.complete(lease, conn=conn):

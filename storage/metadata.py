@@ -76,8 +76,9 @@ class MetadataStore:
     def migrate(self, name: str, version: int,
                 steps: Sequence[str | Callable[[sqlite3.Connection], None]]) -> bool:
         """Bring ``name`` from ``version - 1`` to ``version`` with ``steps`` (SQL statements, or functions
-        of the connection; callers migrate version by version, in order) in ONE transaction, after copying the database to ``<file>.pre-<name>`` (the steps cannot be
-        undone otherwise). Every process may call it at start-up: it runs once; returns whether it ran."""
+        of the connection; callers migrate version by version, in order) in ONE transaction, after
+        copying the database to ``<file>.pre-<name>`` (the steps cannot be undone otherwise). Every
+        process may call it at start-up: it runs once; returns whether it ran."""
         conn = self.connection()
         conn.execute("CREATE TABLE IF NOT EXISTS schema_versions (name TEXT PRIMARY KEY, version INTEGER NOT NULL)")
         if self._version(conn, name) >= version:
@@ -91,7 +92,10 @@ class MetadataStore:
             if self._version(tx, name) >= version:  # another process migrated meanwhile
                 return False
             for step in steps:
-                tx.execute(step) if isinstance(step, str) else step(tx)
+                if isinstance(step, str):
+                    tx.execute(step)
+                else:
+                    step(tx)
             tx.execute("INSERT INTO schema_versions (name, version) VALUES (?, ?)"
                        " ON CONFLICT (name) DO UPDATE SET version = excluded.version", (name, version))
         return True
