@@ -200,7 +200,7 @@ def run_pending_jobs(runtime: Runtime, *, max_jobs: int | None = None) -> list[i
     """Run queued jobs until none is left (or ``max_jobs``); returns the job ids run.
     Synchronous: the CLI and tests call it."""
     ensure_schema(runtime.meta)
-    return compute_worker(runtime).run_pending(max_jobs)
+    return [lease.job_id for lease in compute_worker(runtime).run_pending(max_jobs)]
 
 
 def _fail(runtime: Runtime, claim: Lease, error: str, written: list[str]) -> bool:

@@ -173,7 +173,7 @@ class Exports:
     # -- running ----------------------------------------------------------------------
     def run_pending(self) -> list[int]:
         """Run queued exports until none is left; returns their ids."""
-        return [self._export_id(job_id) for job_id in self.worker.run_pending()]
+        return [lease.payload["export_id"] for lease in self.worker.run_pending()]
 
     def run(self, export_id: int, progress: Callable[[float], None] | None = None) -> dict[str, Any]:
         """Run one queued export now (the CLI and tests); ``progress`` gets DuckDB's percentage."""
@@ -183,9 +183,6 @@ class Exports:
             with self._jobs.keep_alive(lease, self.worker.lease, self.worker.heartbeat):
                 self._handle(lease, progress)
         return export_json(self._meta.query_one("SELECT * FROM segment_exports WHERE id = ?", (export_id,)))
-
-    def _export_id(self, job_id: int) -> int:
-        return self._meta.query_one("SELECT id FROM segment_exports WHERE job_id = ?", (job_id,))["id"]
 
     def _handle(self, lease: Lease, progress: Callable[[float], None] | None = None) -> bool:
         """The export handler: write the file, then settle the job and the export in one transaction

@@ -340,15 +340,15 @@ class JobWorker:
     def alive(self) -> bool:
         return self.thread.is_alive()
 
-    def run_pending(self, max_jobs: int | None = None) -> list[int]:
-        """Run due jobs until none is left (or ``max_jobs``, or ``stop``); returns their ids."""
-        done: list[int] = []
+    def run_pending(self, max_jobs: int | None = None) -> list[Lease]:
+        """Run due jobs until none is left (or ``max_jobs``, or ``stop``); returns the leases run."""
+        done: list[Lease] = []
         while (max_jobs is None or len(done) < max_jobs) and not self._stop.is_set():
             leases = self.queue.claim(self.kind, self.lease, owner=self.owner)
             if not leases:
                 break
             self.run(leases[0])
-            done.append(leases[0].job_id)
+            done.append(leases[0])
         return done
 
     def run(self, lease: Lease) -> bool:
