@@ -161,8 +161,10 @@ class JobQueue:
             return job_id
         if subject is not None and (coalesce or only_if_idle):
             pending = conn.execute(
-                "SELECT id, status FROM jobs WHERE kind = ? AND subject = ? AND status IN ('queued', 'running')"
-                " ORDER BY status = 'queued' DESC, id LIMIT 1", (kind, subject)).fetchone()
+                # OR, not IN: SQLite then searches both partial indexes instead of scanning every job
+                "SELECT id, status FROM jobs WHERE kind = ? AND subject = ?"
+                " AND (status = 'queued' OR status = 'running') ORDER BY status = 'queued' DESC, id LIMIT 1",
+                (kind, subject)).fetchone()
             if pending is not None and (only_if_idle or pending["status"] == "queued"):
                 return None if only_if_idle else pending["id"]
         now = utc_now()
