@@ -18,6 +18,7 @@ import pytest
 from engine import compute
 from engine.runtime import Runtime
 from engine.settings import Settings
+from storage.metadata import MetadataStore
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = "ee69ba9"
@@ -119,3 +120,27 @@ def test_a_base_commit_data_dir_migrates_and_works(base_code, tmp_path):
     finally:
         runtime.stop()
         runtime.meta.close()
+
+
+def test_migrate_is_one_transaction_after_a_backup_and_runs_once(tmp_path):
+    meta = MetadataStore(tmp_path / "meta.sqlite")
+    meta.execute("CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT)")
+    meta.execute("INSERT INTO things (name) VALUES ('kept')")
+
+    def broken(conn):
+        conn.execute("INSERT INTO things (name) VALUES ('half')")
+        raise RuntimeError("step 2 failed")
+
+    with pytest.raises(RuntimeError):
+        meta.migrate("things", 1, ["ALTER TABLE things ADD COLUMN extra TEXT", broken])
+    assert [r[0] for r in meta.query("SELECT name FROM things")] == ["kept"]  # nothing of it stayed
+    assert "extra" not in {r[1] for r in meta.query("PRAGMA table_info(things)")}
+    assert meta.migrate("things", 1, ["ALTER TABLE things ADD COLUMN extra TEXT",
+                                      "UPDATE things SET extra = 'x'"])
+    assert not meta.migrate("things", 1, ["UPDATE things SET extra = 'again'"])
+    assert tuple(meta.query_one("SELECT name, extra FROM things")) == ("kept", "x")
+    backup = MetadataStore(tmp_path / "meta.sqlite.pre-things")
+    assert [r[0] for r in backup.query("SELECT name FROM things")] == ["kept"]  # as it was before
+    assert "extra" not in {r[1] for r in backup.query("PRAGMA table_info(things)")}
+    backup.close()
+    meta.close()
