@@ -370,7 +370,8 @@ class JobWorker:
     def stop(self, timeout: float = 30) -> None:
         self._stop.set()
         self.queue.wake(self.kind)
-        self.thread.join(timeout=timeout)
+        if self.thread.ident is not None:  # started
+            self.thread.join(timeout=timeout)
 
     def _loop(self) -> None:
         next_tick = 0.0
