@@ -1,12 +1,13 @@
 """Membership computation: jobs, the scheduler, materialized members, entered/exited.
 
 Jobs
-    A job is a row of ``segment_computations`` (job id = computation id): ``queued`` ->
-    ``running`` -> ``done`` | ``failed``. ``enqueue`` coalesces: while a segment has a queued
-    job, asking again returns that job. Workers claim the oldest queued job in a SQLite write
-    transaction, never two running jobs of one segment, and hold a lease they renew while
-    computing; a job whose worker died is taken over once its lease lapses. So any number
-    of worker threads and processes may share one metadata database.
+    A computation is a ``compute`` job of engine.jobs (subject ``segment:<id>``; job id =
+    computation id, the ``segment_computations`` row carrying its results): ``queued`` ->
+    ``running`` -> ``done`` | ``failed``, mirrored on ``segment_computations.status`` in the
+    same transactions for its readers. ``enqueue`` coalesces: while a segment has a queued
+    job, asking again returns that job. The queue never runs two jobs of one segment at once
+    and takes over a job whose worker died once its lease lapses, so any number of worker
+    threads and processes may share one metadata database.
 
 Scheduler
     ``schedule_due`` queues every live segment with a definition that has no queued or
@@ -46,9 +47,8 @@ Retention
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,7 @@ import pyarrow.parquet as pq
 
 from common.time import api_time, db_time, naive_utc_now, parse_db_time, utc_now
 from compiler import DefinitionError
+from engine.jobs import JobWorker, Lease
 from engine.segment_query import compile_definition, member_table
 from engine.segments import SegmentNotFound, ensure_schema
 
@@ -67,10 +68,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("segops.compute")
 
-LEASE_SECONDS = 120.0
-HEARTBEAT_SECONDS = 30.0
+KIND = "compute"
 SCHEDULE_EVERY_SECONDS = 10.0
-POLL_SECONDS = 2.0
 KEEP_COMPUTATIONS = 3
 RETENTION_GRACE = timedelta(hours=1)
 TRIGGERS = ("api", "schedule", "cli")
@@ -143,6 +142,7 @@ def enqueue(runtime: Runtime, tenant_id: int, segment_id: int, trigger: str = "a
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger must be one of {TRIGGERS}")
     ensure_schema(runtime.meta)
+    jobs = runtime.jobs  # created (and the data dir migrated) before the transaction
     with runtime.meta.transaction() as conn:
         segment = conn.execute(
             "SELECT version, definition FROM segments WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL",
@@ -151,16 +151,16 @@ def enqueue(runtime: Runtime, tenant_id: int, segment_id: int, trigger: str = "a
             raise SegmentNotFound(segment_id)
         if segment["definition"] is None:
             raise SegmentHasNoDefinition(segment_id)
-        pending = conn.execute(
-            "SELECT id, status FROM segment_computations WHERE segment_id = ? AND status IN ('queued', 'running')"
-            " ORDER BY status = 'queued' DESC, id LIMIT 1", (segment_id,)).fetchone()
-        if pending is not None and (only_if_idle or pending["status"] == "queued"):
-            return None if only_if_idle else pending["id"]
-        job_id = conn.execute(
-            "INSERT INTO segment_computations (tenant_id, segment_id, version, status, trigger, queued_at)"
-            " VALUES (?, ?, ?, 'queued', ?, ?)",
-            (tenant_id, segment_id, segment["version"], trigger, db_time(utc_now()))).lastrowid
-    runtime.segment_jobs.wake()
+
+        def record(conn, job_id: int) -> None:
+            conn.execute(
+                "INSERT INTO segment_computations (id, tenant_id, segment_id, version, status, trigger, queued_at)"
+                " VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+                (job_id, tenant_id, segment_id, segment["version"], trigger, db_time(utc_now())))
+
+        job_id = jobs.enqueue(KIND, tenant_id, {"segment_id": segment_id}, subject=f"segment:{segment_id}",
+                              trigger=trigger, coalesce=True, only_if_idle=only_if_idle, then=record, conn=conn)
+    jobs.wake(KIND)
     return job_id
 
 
@@ -185,132 +185,77 @@ def list_jobs(runtime: Runtime, tenant_id: int, segment_id: int, limit: int, off
     return count, [job_json(row) for row in rows]
 
 
-@dataclass(frozen=True)
-class _Claim:
-    job_id: int
-    tenant_id: int
-    segment_id: int
-    attempt: int
-    started: float = field(default_factory=time.perf_counter)
+def compute_worker(runtime: Runtime) -> JobWorker:
+    """The compute jobs' worker (with the scheduler as its tick); ``run_pending`` runs them here and now."""
+    return JobWorker(runtime.jobs, KIND, lambda lease: _run_job(runtime, lease),
+                     tick=lambda: schedule_due(runtime), tick_every=SCHEDULE_EVERY_SECONDS)
 
 
-def _claim_next(runtime: Runtime) -> _Claim | None:
-    now = utc_now()
-    with runtime.meta.transaction() as conn:
-        row = conn.execute(
-            """SELECT c.id, c.tenant_id, c.segment_id, c.attempts FROM segment_computations c
-               WHERE (c.status = 'queued' OR (c.status = 'running' AND c.lease_until < :now))
-                 AND NOT EXISTS (SELECT 1 FROM segment_computations r
-                                 WHERE r.segment_id = c.segment_id AND r.id != c.id
-                                   AND r.status = 'running' AND r.lease_until >= :now)
-               ORDER BY c.id LIMIT 1""", {"now": db_time(now)}).fetchone()
-        if row is None:
-            return None
-        attempt = row["attempts"] + 1
-        conn.execute(
-            "UPDATE segment_computations SET status = 'running', started_at = ?, lease_until = ?, attempts = ?,"
-            " finished_at = NULL, error = NULL WHERE id = ?",
-            (db_time(now), db_time(now + timedelta(seconds=LEASE_SECONDS)), attempt, row["id"]))
-    return _Claim(row["id"], row["tenant_id"], row["segment_id"], attempt)
-
-
-class _LeaseKeeper:
-    """Renews a running job's lease from a side thread while the (blocking) query runs."""
-
-    def __init__(self, runtime: Runtime, claim: _Claim):
-        self._runtime, self._claim = runtime, claim
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"segops-lease-{claim.job_id}", daemon=True)
-
-    def __enter__(self) -> _LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.wait(HEARTBEAT_SECONDS):
-                lease = db_time(utc_now() + timedelta(seconds=LEASE_SECONDS))
-                self._runtime.meta.execute(
-                    "UPDATE segment_computations SET lease_until = ? WHERE id = ? AND attempts = ? AND status = 'running'",
-                    (lease, self._claim.job_id, self._claim.attempt))
-        finally:
-            self._runtime.meta.close()
-
-
-def run_pending_jobs(runtime: Runtime, *, max_jobs: int | None = None,
-                     stop: threading.Event | None = None) -> list[int]:
+def run_pending_jobs(runtime: Runtime, *, max_jobs: int | None = None) -> list[int]:
     """Run queued jobs until none is left (or ``max_jobs``); returns the job ids run.
-    Synchronous: the worker thread, the CLI and tests call it."""
+    Synchronous: the CLI and tests call it."""
     ensure_schema(runtime.meta)
-    done: list[int] = []
-    while (max_jobs is None or len(done) < max_jobs) and not (stop and stop.is_set()):
-        claim = _claim_next(runtime)
-        if claim is None:
-            break
-        with _LeaseKeeper(runtime, claim):
-            _run_job(runtime, claim)
-        done.append(claim.job_id)
-    return done
+    return [lease.job_id for lease in compute_worker(runtime).run_pending(max_jobs)]
 
 
-def _fail(runtime: Runtime, claim: _Claim, error: str, written: list[str]) -> None:
+def _fail(runtime: Runtime, claim: Lease, error: str, written: list[str]) -> bool:
     """Record the failure and remove what this attempt wrote -- unless the job was taken over
     meanwhile (lease lapsed): the files under its keys are then the new owner's."""
-    failed = runtime.meta.execute(
-        "UPDATE segment_computations SET status = 'failed', finished_at = ?, error = ?, lease_until = NULL"
-        " WHERE id = ? AND attempts = ? AND status = 'running'",
-        (db_time(utc_now()), error[:2000], claim.job_id, claim.attempt)).rowcount
+    error, now = error[:2000], db_time(utc_now())
+    with runtime.meta.transaction() as conn:
+        failed = runtime.jobs.fail(claim, error, conn=conn)
+        if failed:
+            conn.execute("UPDATE segment_computations SET status = 'failed', started_at = coalesce(started_at, ?),"
+                         " finished_at = ?, error = ? WHERE id = ?", (now, now, error, claim.job_id))
     if failed:
         _delete(runtime, written)
     runtime.metrics.job_finished("failed", time.perf_counter() - claim.started)
+    return failed
 
 
-def _run_job(runtime: Runtime, claim: _Claim) -> None:
+def _run_job(runtime: Runtime, claim: Lease) -> bool:
+    """The compute handler; it settles its job (the swap commits with it). Returns whether it held it."""
     written: list[str] = []
     try:
         result = _compute(runtime, claim, written)
     except DefinitionError as err:
-        _fail(runtime, claim, f"invalid definition: {err}", written)
-        return
+        return _fail(runtime, claim, f"invalid definition: {err}", written)
     except (SegmentNotFound, SegmentHasNoDefinition) as err:
-        _fail(runtime, claim, str(err), written)
-        return
+        return _fail(runtime, claim, str(err), written)
     except Exception as err:  # noqa: BLE001 - recorded on the job; the worker keeps going
-        log.exception("computation %s of segment %s failed", claim.job_id, claim.segment_id)
-        _fail(runtime, claim, f"{type(err).__name__}: {err}", written)
-        return
+        log.exception("computation %s of segment %s failed", claim.job_id, claim.payload["segment_id"])
+        return _fail(runtime, claim, f"{type(err).__name__}: {err}", written)
     # "lost": the lease lapsed and another worker owns the job now
     runtime.metrics.job_finished("lost" if result is None else "done", time.perf_counter() - claim.started)
     if result is None:
-        return
+        return False
     for listener in list(runtime.compute_listeners):
         try:
             listener(result)
         except Exception:  # noqa: BLE001 - one consumer must not break the others
             log.exception("computed listener %r failed for computation %s", listener, claim.job_id)
     try:
-        apply_retention(runtime, claim.tenant_id, claim.segment_id)
+        apply_retention(runtime, claim.tenant_id, result.segment_id)
     except Exception:  # noqa: BLE001 - retry at the next computation
-        log.exception("retention failed for segment %s", claim.segment_id)
+        log.exception("retention failed for segment %s", result.segment_id)
+    return True
 
 
-def _compute(runtime: Runtime, claim: _Claim, written: list[str]) -> ComputationResult | None:
+def _compute(runtime: Runtime, claim: Lease, written: list[str]) -> ComputationResult | None:
     meta, store = runtime.meta, runtime.lake.store
+    segment_id = claim.payload["segment_id"]
     segment = meta.query_one(
         "SELECT version, definition, current_computation_id, deleted_at FROM segments WHERE id = ? AND tenant_id = ?",
-        (claim.segment_id, claim.tenant_id))
+        (segment_id, claim.tenant_id))
     if segment is None or segment["deleted_at"] is not None:
         raise SegmentNotFound("the segment was deleted")
     if segment["definition"] is None:
         raise SegmentHasNoDefinition("the segment has no definition")
     as_of = naive_utc_now()
     version, previous_id = segment["version"], segment["current_computation_id"]
-    meta.execute("UPDATE segment_computations SET as_of = ?, version = ?, previous_computation_id = ? WHERE id = ?",
-                 (db_time(as_of), version, previous_id, claim.job_id))
+    meta.execute("UPDATE segment_computations SET status = 'running', started_at = ?, finished_at = NULL, error = NULL,"
+                 " as_of = ?, version = ?, previous_computation_id = ? WHERE id = ?",
+                 (db_time(as_of), db_time(as_of), version, previous_id, claim.job_id))
 
     compiled = compile_definition(runtime, claim.tenant_id, orjson.loads(segment["definition"]), as_of=as_of)
     members = member_table(runtime, compiled).column("user_id").combine_chunks()
@@ -318,7 +263,7 @@ def _compute(runtime: Runtime, claim: _Claim, written: list[str]) -> Computation
     entered = members.filter(pc.invert(pc.is_in(members, value_set=previous)))
     exited = previous.filter(pc.invert(pc.is_in(previous, value_set=members)))
 
-    prefix = computation_prefix(claim.tenant_id, claim.segment_id, claim.job_id)
+    prefix = computation_prefix(claim.tenant_id, segment_id, claim.job_id)
     members_key, changes_key = prefix + "members.parquet", prefix + "changes.parquet"
     at = pa.scalar(as_of, _TIMESTAMP)
     _put_table(store, members_key, pa.table([members, pa.repeat(at, len(members))], schema=MEMBERS_SCHEMA), written)
@@ -331,19 +276,19 @@ def _compute(runtime: Runtime, claim: _Claim, written: list[str]) -> Computation
     _put_table(store, changes_key, changes, written)
 
     with meta.transaction() as conn:
-        swapped = conn.execute(
-            "UPDATE segment_computations SET status = 'done', finished_at = ?, lease_until = NULL,"
-            " member_count = ?, entered_count = ?, exited_count = ?, members_key = ?, changes_key = ?"
-            " WHERE id = ? AND attempts = ? AND status = 'running'",
-            (db_time(utc_now()), len(members), len(entered), len(exited), members_key, changes_key,
-             claim.job_id, claim.attempt)).rowcount
+        swapped = runtime.jobs.complete(claim, conn=conn)
         if swapped:
-            conn.execute("UPDATE segments SET current_computation_id = ? WHERE id = ?", (claim.job_id, claim.segment_id))
+            conn.execute(
+                "UPDATE segment_computations SET status = 'done', finished_at = ?, member_count = ?,"
+                " entered_count = ?, exited_count = ?, members_key = ?, changes_key = ? WHERE id = ?",
+                (db_time(utc_now()), len(members), len(entered), len(exited), members_key, changes_key,
+                 claim.job_id))
+            conn.execute("UPDATE segments SET current_computation_id = ? WHERE id = ?", (claim.job_id, segment_id))
     if not swapped:
         log.warning("computation %s lost its lease; result discarded", claim.job_id)
         return None
     return ComputationResult(
-        tenant_id=claim.tenant_id, segment_id=claim.segment_id, computation_id=claim.job_id, version=version,
+        tenant_id=claim.tenant_id, segment_id=segment_id, computation_id=claim.job_id, version=version,
         computed_at=as_of, members_key=members_key, changes_key=changes_key, member_count=len(members),
         previous_computation_id=previous_id, entered=entered, exited=exited)
 
@@ -438,49 +383,11 @@ def schedule_due(runtime: Runtime, now: datetime | None = None) -> list[int]:
 
 
 # -- worker -----------------------------------------------------------------------------
-class ComputeQueue:
-    """Per-runtime wake-up for the worker (``runtime.segment_jobs``): enqueue wakes it at once;
-    jobs queued by another process are picked up within ``POLL_SECONDS``."""
-
-    def __init__(self, runtime: Runtime):
-        self._runtime = runtime
-        self._wake = threading.Event()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def wait(self, timeout: float) -> None:
-        self._wake.wait(timeout)
-        self._wake.clear()
-
-
-def _worker_loop(runtime: Runtime, stop: threading.Event) -> None:
-    next_schedule = 0.0
-    while not stop.is_set():
-        try:
-            if time.monotonic() >= next_schedule:
-                schedule_due(runtime)
-                next_schedule = time.monotonic() + SCHEDULE_EVERY_SECONDS
-            run_pending_jobs(runtime, stop=stop)
-        except Exception:  # noqa: BLE001 - keep the worker alive; the next round retries
-            log.exception("segment compute worker round failed")
-        runtime.segment_jobs.wait(POLL_SECONDS)
-    runtime.meta.close()
-
-
 def start_compute_worker(runtime: Runtime) -> None:
     """The scheduler and job runner thread (not in read-only processes; Runtime.start_workers)."""
     if runtime.settings.read_only:
         return
     runtime.segment_queries  # noqa: B018 - created first so that it is closed after the worker stops
-    stop = threading.Event()
-    thread = threading.Thread(target=_worker_loop, args=(runtime, stop), name="segops-compute", daemon=True)
-
-    def stop_worker() -> None:
-        stop.set()
-        runtime.segment_jobs.wake()
-        thread.join(timeout=30)
-
-    thread.start()
-    runtime.add_worker(thread)
-    runtime.on_stop(stop_worker)
+    worker = compute_worker(runtime)
+    runtime.add_worker(worker.start())
+    runtime.on_stop(worker.stop)

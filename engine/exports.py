@@ -11,8 +11,9 @@ File columns: ``user_id``, ``computed_at`` (Parquet: naive UTC timestamp; CSV/JS
 ISO 8601 text with ``Z``), then one column per requested trait, named as the trait.
 Rows are in user_id order.
 
-Exports interrupted by a crash are queued again when the worker starts (one worker process
-per lake, the same rule as the lake's writer).
+Each export is an ``export`` job of engine.jobs (``segment_exports.job_id``; its status mirrored
+on the export in the same transactions) held under a renewed lease: one whose worker died is run
+again once its lease lapses, by any worker process.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import orjson
 from sqlglot import exp
 
 from common.time import api_time, db_time, utc_now
+from engine.jobs import JobWorker, Lease
 from engine.query_db import profiles_expression
 from engine.segments import SegmentNotFound, ensure_schema
 
@@ -36,7 +38,7 @@ log = logging.getLogger("segops.exports")
 
 FORMATS = ("parquet", "csv", "jsonl")
 MAX_TRAITS = 100
-POLL_SECONDS = 2.0
+KIND = "export"
 CONTENT_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv; charset=utf-8",
                  "jsonl": "application/x-ndjson"}
 _COPY_OPTIONS = {"parquet": "FORMAT parquet", "csv": "FORMAT csv, HEADER true", "jsonl": "FORMAT json"}
@@ -58,7 +60,8 @@ CREATE TABLE IF NOT EXISTS segment_exports (
     error TEXT,
     created_at TEXT NOT NULL,
     started_at TEXT,
-    finished_at TEXT
+    finished_at TEXT,
+    job_id INTEGER                            -- engine.jobs
 );
 CREATE INDEX IF NOT EXISTS segment_exports_status ON segment_exports (status, id);
 CREATE INDEX IF NOT EXISTS segment_exports_segment ON segment_exports (tenant_id, segment_id, id);
@@ -108,7 +111,8 @@ class Exports:
         self._meta = runtime.meta
         ensure_schema(self._meta)  # segments and their computations, read here
         self._meta.ensure_schema("segment_exports", SCHEMA)
-        self._wake = threading.Event()
+        self._jobs = runtime.jobs
+        self.worker = JobWorker(self._jobs, KIND, self._handle, name="segops-exports")
 
     # -- requests ---------------------------------------------------------------------
     def create(self, tenant_id: int, segment_id: int, fmt: str, traits: list[str] | None = None,
@@ -126,12 +130,15 @@ class Exports:
         self._check_traits(tenant_id, traits)
         if row["current_computation_id"] is None:
             raise SegmentNotComputed(segment_id)
-        export_id = self._meta.execute(
-            "INSERT INTO segment_exports (tenant_id, segment_id, computation_id, format, traits, status, trigger,"
-            " created_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
-            (tenant_id, segment_id, row["current_computation_id"], fmt, orjson.dumps(traits).decode(), trigger,
-             db_time(utc_now()))).lastrowid
-        self._wake.set()
+        with self._meta.transaction() as conn:
+            export_id = conn.execute(
+                "INSERT INTO segment_exports (tenant_id, segment_id, computation_id, format, traits, status, trigger,"
+                " created_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
+                (tenant_id, segment_id, row["current_computation_id"], fmt, orjson.dumps(traits).decode(), trigger,
+                 db_time(utc_now()))).lastrowid
+            job_id = self._jobs.enqueue(KIND, tenant_id, {"export_id": export_id}, trigger=trigger, conn=conn)
+            conn.execute("UPDATE segment_exports SET job_id = ? WHERE id = ?", (job_id, export_id))
+        self._jobs.wake(KIND)
         return self.get(tenant_id, export_id)
 
     def _check_traits(self, tenant_id: int, traits: list[str]) -> None:
@@ -166,44 +173,39 @@ class Exports:
     # -- running ----------------------------------------------------------------------
     def run_pending(self) -> list[int]:
         """Run queued exports until none is left; returns their ids."""
-        done = []
-        while (export_id := self._claim()) is not None:
-            self._execute(export_id)
-            done.append(export_id)
-        return done
+        return [lease.payload["export_id"] for lease in self.worker.run_pending()]
 
     def run(self, export_id: int, progress: Callable[[float], None] | None = None) -> dict[str, Any]:
         """Run one queued export now (the CLI and tests); ``progress`` gets DuckDB's percentage."""
-        claimed = self._meta.execute(
-            "UPDATE segment_exports SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
-            (db_time(utc_now()), export_id)).rowcount
-        if claimed:
-            self._execute(export_id, progress)
-        row = self._meta.query_one("SELECT * FROM segment_exports WHERE id = ?", (export_id,))
-        return export_json(row)
+        row = self._meta.query_one("SELECT job_id FROM segment_exports WHERE id = ?", (export_id,))
+        lease = self._jobs.claim_id(row["job_id"], self.worker.lease, self.worker.owner) if row else None
+        if lease is not None:
+            with self._jobs.keep_alive(lease, self.worker.lease, self.worker.heartbeat):
+                self._handle(lease, progress)
+        return export_json(self._meta.query_one("SELECT * FROM segment_exports WHERE id = ?", (export_id,)))
 
-    def _claim(self) -> int | None:
-        with self._meta.transaction() as conn:
-            row = conn.execute("SELECT id FROM segment_exports WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
-            if row is None:
-                return None
-            conn.execute("UPDATE segment_exports SET status = 'running', started_at = ? WHERE id = ?",
-                         (db_time(utc_now()), row["id"]))
-        return row["id"]
-
-    def _execute(self, export_id: int, progress: Callable[[float], None] | None = None) -> None:
+    def _handle(self, lease: Lease, progress: Callable[[float], None] | None = None) -> bool:
+        """The export handler: write the file, then settle the job and the export in one transaction
+        (a lost lease changes nothing: the new holder writes the same key)."""
+        export_id = lease.payload["export_id"]
+        self._meta.execute("UPDATE segment_exports SET status = 'running', started_at = ? WHERE id = ?",
+                           (db_time(utc_now()), export_id))
         row = self._meta.query_one("SELECT * FROM segment_exports WHERE id = ?", (export_id,))
         try:
             key, rows, size = self._write(row, progress)
         except Exception as err:  # noqa: BLE001 - recorded on the export
             log.exception("export %s failed", export_id)
-            self._meta.execute(
-                "UPDATE segment_exports SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
-                (f"{type(err).__name__}: {err}"[:2000], db_time(utc_now()), export_id))
-            return
-        self._meta.execute(
-            "UPDATE segment_exports SET status = 'done', object_key = ?, row_count = ?, bytes = ?, finished_at = ?"
-            " WHERE id = ?", (key, rows, size, db_time(utc_now()), export_id))
+            error = f"{type(err).__name__}: {err}"[:2000]
+            with self._meta.transaction() as conn:
+                if failed := self._jobs.fail(lease, error, conn=conn):
+                    conn.execute("UPDATE segment_exports SET status = 'failed', error = ?, finished_at = ?"
+                                 " WHERE id = ?", (error, db_time(utc_now()), export_id))
+            return failed
+        with self._meta.transaction() as conn:
+            if done := self._jobs.complete(lease, conn=conn):
+                conn.execute("UPDATE segment_exports SET status = 'done', object_key = ?, row_count = ?, bytes = ?,"
+                             " finished_at = ? WHERE id = ?", (key, rows, size, db_time(utc_now()), export_id))
+        return done
 
     def _write(self, row, progress: Callable[[float], None] | None) -> tuple[str, int, int]:
         runtime, store = self._runtime, self._runtime.lake.store
@@ -257,17 +259,7 @@ class Exports:
 
     # -- worker -----------------------------------------------------------------------
     def wake(self) -> None:
-        self._wake.set()
-
-    def _loop(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                self.run_pending()
-            except Exception:  # noqa: BLE001 - keep the worker alive
-                log.exception("export worker round failed")
-            self._wake.wait(POLL_SECONDS)
-            self._wake.clear()
-        self._meta.close()
+        self._jobs.wake(KIND)
 
 
 class _ProgressReporter:
@@ -301,16 +293,7 @@ def start_export_worker(runtime: Runtime) -> None:
     """Run queued exports in a thread (not in read-only processes; Runtime.start_workers)."""
     if runtime.settings.read_only:
         return
-    exports = runtime.exports
-    runtime.meta.execute("UPDATE segment_exports SET status = 'queued', started_at = NULL WHERE status = 'running'")
-    stop = threading.Event()
-    thread = threading.Thread(target=exports._loop, args=(stop,), name="segops-exports", daemon=True)
+    worker = runtime.exports.worker
+    runtime.add_worker(worker.start())
+    runtime.on_stop(worker.stop)
 
-    def stop_worker() -> None:
-        stop.set()
-        exports.wake()
-        thread.join(timeout=30)
-
-    thread.start()
-    runtime.add_worker(thread)
-    runtime.on_stop(stop_worker)

@@ -123,11 +123,11 @@ class Runtime:
         return SegmentQueries(self)
 
     @cached_property
-    def segment_jobs(self):
-        """Wake-up of the segment compute worker (engine.compute)."""
-        from engine.compute import ComputeQueue
+    def jobs(self):
+        """The one leased job queue of compute, exports (engine.jobs); creating it migrates an older data dir."""
+        from engine.jobs import JobQueue
 
-        return ComputeQueue(self)
+        return JobQueue(self.meta)
 
     @cached_property
     def membership(self):

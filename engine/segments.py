@@ -67,8 +67,8 @@ CREATE TABLE IF NOT EXISTS segment_computations (
     as_of TEXT,                               -- the instant the membership reflects
     started_at TEXT,
     finished_at TEXT,
-    lease_until TEXT,                         -- a running job whose lease lapsed is taken over
-    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_until TEXT,                         -- unused: the job's lease is in engine.jobs (same id)
+    attempts INTEGER NOT NULL DEFAULT 0,      -- unused: likewise
     previous_computation_id INTEGER,          -- what entered/exited are relative to
     member_count INTEGER,
     entered_count INTEGER,

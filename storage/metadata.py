@@ -3,13 +3,14 @@
 SQLite because the embedded default must run with no server, and because its
 transactions give us the at-most-once bookkeeping that sends and journeys need.
 Each feature module declares its own tables with ``MetadataStore.ensure_schema``;
-DDL is idempotent so every process can call it at start-up.
+DDL is idempotent so every process can call it at start-up; a change DDL cannot say that way
+(moving data) is a versioned ``migrate``.
 """
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,38 @@ class MetadataStore:
             if name not in self._schemas:
                 self.connection().executescript(ddl)
                 self._schemas.add(name)
+
+    def migrate(self, name: str, version: int,
+                steps: Sequence[str | Callable[[sqlite3.Connection], None]]) -> bool:
+        """Bring ``name`` from ``version - 1`` to ``version`` with ``steps`` (SQL statements, or functions
+        of the connection; callers migrate version by version, in order) in ONE transaction, after
+        copying the database to ``<file>.pre-<name>`` (the steps cannot be undone otherwise). Every
+        process may call it at start-up: it runs once; returns whether it ran."""
+        conn = self.connection()
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_versions (name TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+        if self._version(conn, name) >= version:
+            return False
+        backup = sqlite3.connect(self.path.with_name(f"{self.path.name}.pre-{name}"))
+        try:
+            conn.backup(backup)
+        finally:
+            backup.close()
+        with self.transaction() as tx:
+            if self._version(tx, name) >= version:  # another process migrated meanwhile
+                return False
+            for step in steps:
+                if isinstance(step, str):
+                    tx.execute(step)
+                else:
+                    step(tx)
+            tx.execute("INSERT INTO schema_versions (name, version) VALUES (?, ?)"
+                       " ON CONFLICT (name) DO UPDATE SET version = excluded.version", (name, version))
+        return True
+
+    @staticmethod
+    def _version(conn: sqlite3.Connection, name: str) -> int:
+        row = conn.execute("SELECT version FROM schema_versions WHERE name = ?", (name,)).fetchone()
+        return 0 if row is None else row[0]
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

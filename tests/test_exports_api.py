@@ -10,7 +10,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from common.time import utc_now
+from common.time import db_time, utc_now
 from engine import compute as compute_module
 from tests.membership_fixtures import add_events, add_profiles, compute, create_segment, frequency
 
@@ -168,3 +168,18 @@ def test_export_of_a_removed_snapshot_fails_cleanly(client, runtime, tenants, se
     r = client.get(f"/api/segments/exports/{queued['export_id']}/download/", headers=a.headers)
     assert r.status_code == 409 and r.json()["code"] == "export_not_ready"
     assert not list(runtime.lake.store.scratch_dir().iterdir())
+
+
+def test_an_export_whose_worker_died_is_run_again_once_its_lease_lapses(runtime, tenants, segment):
+    a = tenants.a.tenant_id
+    export_id = runtime.exports.create(a, segment, "csv")["export_id"]
+    job_id = runtime.meta.query_one("SELECT job_id FROM segment_exports WHERE id = ?", (export_id,))[0]
+    [lease] = runtime.jobs.claim("export")  # a worker took it, then vanished
+    assert runtime.exports.run_pending() == [] and runtime.exports.run(export_id)["status"] == "queued"
+    runtime.meta.execute("UPDATE jobs SET lease_until = ? WHERE id = ?",
+                         (db_time(utc_now() - timedelta(seconds=1)), job_id))
+    assert runtime.exports.run_pending() == [export_id]
+    done = runtime.exports.get(a, export_id)
+    assert (done["status"], done["row_count"]) == ("done", len(BUYERS))
+    assert not runtime.jobs.complete(lease)  # the dead worker's late answer changes nothing
+    assert runtime.exports.get(a, export_id) == done

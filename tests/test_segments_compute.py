@@ -208,16 +208,16 @@ def test_a_job_whose_worker_died_is_taken_over(client, tenant_a, runtime, live_w
     job_id = start_job(client, tenant_a.headers, segment["id"])
     # a worker claimed it, then vanished: its lease is still valid, so nobody else may run it
     lease = utc_now() + timedelta(seconds=60)
-    runtime.meta.execute("UPDATE segment_computations SET status = 'running', attempts = 1, started_at = ?,"
+    runtime.meta.execute("UPDATE jobs SET status = 'running', attempts = 1, started_at = ?,"
                          " lease_until = ? WHERE id = ?", (db_time(utc_now()), db_time(lease), job_id))
     assert compute.run_pending_jobs(runtime) == []
     # ...and while it runs, a second job of the same segment waits
     second = start_job(client, tenant_a.headers, segment["id"])
     assert second != job_id and compute.run_pending_jobs(runtime) == []
-    runtime.meta.execute("UPDATE segment_computations SET lease_until = ? WHERE id = ?",
+    runtime.meta.execute("UPDATE jobs SET lease_until = ? WHERE id = ?",
                          (db_time(utc_now() - timedelta(seconds=1)), job_id))
     assert compute.run_pending_jobs(runtime) == [job_id, second]
-    row = runtime.meta.query_one("SELECT status, attempts FROM segment_computations WHERE id = ?", (job_id,))
+    row = runtime.meta.query_one("SELECT status, attempts FROM jobs WHERE id = ?", (job_id,))
     assert (row["status"], row["attempts"]) == ("done", 2)
     second_job = client.get(f"/api/segments/jobs/{second}/", headers=tenant_a.headers).json()
     assert (second_job["status"], second_job["entered_count"], second_job["exited_count"]) == ("done", 0, 0)

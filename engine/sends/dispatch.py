@@ -18,9 +18,10 @@ from datetime import timedelta
 from html import unescape
 
 from common.time import utc_now
+from engine.jobs import worker_identity
 from engine.sends import mime
 from engine.sends.common import SendsError, loads
-from engine.sends.outbound import MAX_ATTEMPTS, Outbound, Outcome, recovered, worker_identity
+from engine.sends.outbound import MAX_ATTEMPTS, Outbound, Outcome, recovered
 from engine.sends.profiles import ProfileDirectory
 from engine.sends.recipients import Recipients, Signer, valid_address
 from engine.sends.templates import CompiledContent, merge_context

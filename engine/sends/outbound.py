@@ -20,10 +20,7 @@ the row itself at most once per journey step or broadcast recipient.
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
-import socket
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -92,10 +89,6 @@ def mail_domain(public_base_url: str) -> str:
 
 def new_message_id(domain: str) -> str:
     return f"{secrets.token_hex(16)}@{domain}"
-
-
-def worker_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
