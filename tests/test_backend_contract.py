@@ -17,6 +17,7 @@ from sqlglot import exp
 
 from backends import relations
 from backends.base import SourceMissing
+from backends.registry import Backends
 from backends.relations import EVENTS_TABLE, PROFILES_TABLE, bind, placeholder
 
 pytest_plugins = ["tests.backend_fixtures"]
@@ -211,3 +212,13 @@ def test_members_file_as_a_relation(backend_world):
     store.delete(key)
     with pytest.raises(SourceMissing):
         world.backend.fetch_arrow(query)
+
+
+def test_registry_names_its_backends(backend_world, backend_name):
+    backends = backend_world.backends
+    assert backends.get(backend_name) is backends.interactive is backends.batch is backend_world.backend
+    assert backend_world.backend.name == backend_name
+    with pytest.raises(ValueError, match="unknown query backend 'nope'"):
+        backends.get("nope")
+    with pytest.raises(ValueError, match="unknown query backend"):
+        Backends(backend_world.settings, backend_world.lake, batch="nope")
