@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from engine.segments import db_time, utc_now
+from common.time import db_time, utc_now
 from storage.metadata import MetadataStore
 
 log = logging.getLogger("segops.jobs")
