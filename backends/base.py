@@ -11,15 +11,26 @@ import threading
 from collections.abc import Callable, Hashable, Sequence
 from datetime import date
 from functools import cached_property
-from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple, Protocol
+from dataclasses import dataclass
+from typing import ClassVar, Literal, NamedTuple, Protocol
 
 import pyarrow as pa
 from sqlglot import exp
 
-if TYPE_CHECKING:
-    from backends.relations import TenantLake
+from compiler import LakeSchema
+from storage.snapshots import EventsSnapshot, ProfilesSnapshot
 
 ExportFormat = Literal["parquet", "csv", "jsonl"]
+
+
+@dataclass(frozen=True)
+class TenantLake:
+    """What one tenant's queries run over: the display schema and the snapshots behind it."""
+
+    schema: LakeSchema
+    key: tuple[int, int, int]  # (tenant_id, events snapshot seq, profiles snapshot seq)
+    events: EventsSnapshot
+    profiles: ProfilesSnapshot
 
 
 class Relations:

@@ -9,12 +9,11 @@ profiles base+delta rule is written once, with an explicit column list (no ``EXC
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date
 
 from sqlglot import exp
 
-from backends.base import Relations, Scans
+from backends.base import Relations, Scans, TenantLake
 from compiler import EventsRelation, LakeSchema, ProfilesRelation, TypedColumn
 from storage.duck import BASE_ROW_COLUMN, EVENTS_BASE_SQL_TYPES, KIND_SQL_TYPES, PROFILES_BASE_SQL_TYPES
 from storage.snapshots import EventsSnapshot, FileEntry, ProfilesSnapshot
@@ -40,16 +39,6 @@ _EVENT_COLUMNS = {c: data_type(t) for c, t in EVENTS_BASE_SQL_TYPES.items() if c
 _PROFILE_COLUMNS = {c: data_type(t) for c, t in PROFILES_BASE_SQL_TYPES.items() if c not in _PROFILE_PARTITIONS}
 MEMBERS_COLUMNS = {"user_id": data_type("VARCHAR"), "computed_at": data_type("TIMESTAMP")}
 _KIND_TYPES = {kind: data_type(name) for kind, name in KIND_SQL_TYPES.items()}
-
-
-@dataclass(frozen=True)
-class TenantLake:
-    """What one tenant's queries run over: the display schema and the snapshots behind it."""
-
-    schema: LakeSchema
-    key: tuple[int, int, int]  # (tenant_id, events snapshot seq, profiles snapshot seq)
-    events: EventsSnapshot
-    profiles: ProfilesSnapshot
 
 
 def describe(events: EventsSnapshot, profiles: ProfilesSnapshot) -> TenantLake:
