@@ -59,6 +59,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from compiler import DefinitionError
+from engine.errors import InvalidInput
 from engine.runtime import WORKERS
 from engine.segment_query import compile_definition, member_table
 from engine.segments import SegmentNotFound, api_time, db_time, ensure_schema, parse_db_time, utc_now
@@ -115,8 +116,9 @@ class ComputationResult:
 COMPUTED_HOOKS: list[Callable[[Runtime, ComputationResult], None]] = []
 
 
-class SegmentHasNoDefinition(ValueError):
-    pass
+class SegmentHasNoDefinition(InvalidInput):
+    def __init__(self, message: str = "set a definition (PATCH) before computing"):
+        super().__init__(message, code="segment_has_no_definition", field="definition")
 
 
 # -- jobs -------------------------------------------------------------------------------
@@ -155,7 +157,7 @@ def enqueue(runtime: Runtime, tenant_id: int, segment_id: int, trigger: str = "a
         if segment is None:
             raise SegmentNotFound(segment_id)
         if segment["definition"] is None:
-            raise SegmentHasNoDefinition(segment_id)
+            raise SegmentHasNoDefinition()
         pending = conn.execute(
             "SELECT id, status FROM segment_computations WHERE segment_id = ? AND status IN ('queued', 'running')"
             " ORDER BY status = 'queued' DESC, id LIMIT 1", (segment_id,)).fetchone()
@@ -282,7 +284,7 @@ def _run_job(runtime: Runtime, claim: _Claim) -> None:
         _fail(runtime, claim, f"invalid definition: {err}", written)
         return
     except (SegmentNotFound, SegmentHasNoDefinition) as err:
-        _fail(runtime, claim, str(err), written)
+        _fail(runtime, claim, err.message, written)
         return
     except Exception as err:  # noqa: BLE001 - recorded on the job; the worker keeps going
         log.exception("computation %s of segment %s failed", claim.job_id, claim.segment_id)
@@ -309,7 +311,7 @@ def _compute(runtime: Runtime, claim: _Claim, written: list[str]) -> Computation
         "SELECT version, definition, current_computation_id, deleted_at FROM segments WHERE id = ? AND tenant_id = ?",
         (claim.segment_id, claim.tenant_id))
     if segment is None or segment["deleted_at"] is not None:
-        raise SegmentNotFound("the segment was deleted")
+        raise SegmentNotFound(claim.segment_id, "the segment was deleted")
     if segment["definition"] is None:
         raise SegmentHasNoDefinition("the segment has no definition")
     as_of = utc_now()

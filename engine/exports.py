@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlglot import exp
 
+from engine.errors import InvalidInput
 from engine.query_db import profiles_expression
 from engine.runtime import WORKERS
-from engine.segments import SegmentNotFound, api_time, db_time, ensure_schema, utc_now
+from engine.segments import SegmentNotComputed, SegmentNotFound, api_time, db_time, ensure_schema, utc_now
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
@@ -65,16 +66,11 @@ CREATE INDEX IF NOT EXISTS segment_exports_segment ON segment_exports (tenant_id
 """
 
 
-class ExportError(ValueError):
+class ExportError(InvalidInput):
     """Bad export request; ``field`` names the offending field."""
 
     def __init__(self, field: str, message: str, code: str):
-        super().__init__(f"{field}: {message}")
-        self.field, self.message, self.code = field, message, code
-
-
-class SegmentNotComputed(LookupError):
-    pass
+        super().__init__(message, code=code, field=field)
 
 
 @dataclass(frozen=True)
@@ -125,7 +121,7 @@ class Exports:
         traits = list(traits or [])
         self._check_traits(tenant_id, traits)
         if row["current_computation_id"] is None:
-            raise SegmentNotComputed(segment_id)
+            raise SegmentNotComputed(segment_id, then="first")
         export_id = self._meta.execute(
             "INSERT INTO segment_exports (tenant_id, segment_id, computation_id, format, traits, status, trigger,"
             " created_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.errors import Unavailable
 from engine.ingest_parse import EventColumns, ProfileColumns
 from engine.runtime import WORKERS, lower_thread_priority
 from engine.seen_ids import SeenIds
@@ -93,12 +94,11 @@ _DAY_US = 86_400_000_000
 AFTER_ACCEPT: list[Callable[["Runtime", int, pa.Table], int]] = []
 
 
-class IngestUnavailable(RuntimeError):
+class IngestUnavailable(Unavailable):
     """The ingest path cannot accept writes now (read-only process, WAL backlog)."""
 
     def __init__(self, message: str, retry_after: int | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
+        super().__init__(message, code="ingest_unavailable", retry_after=retry_after)
 
 
 @dataclass(frozen=True)
