@@ -14,14 +14,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import Field
 
 from api.deps import MAX_ID, Principal, get_runtime, id_param, require
-from api.errors import ApiError
 from api.models.common import CamelModel
 from api.pagination import OffsetPage, offset_params, offset_response
 from api.routers._sends_common import HeaderText, errors, idempotent, json_response
 from engine.runtime import Runtime
 from engine.sends.recipients import normalize_address
-from engine.sends.sandbox import RenderLimit
-from engine.sends.templates import CompiledContent, Content, merge_context
 
 router = APIRouter(prefix="/api/templates", tags=["templates"])
 # html and text may each hold 1,000,000 characters: room for both as JSON, escapes included
@@ -129,21 +126,5 @@ def unarchive_template(template_id: int = Depends(template_id_param), principal:
 def preview_template(body: PreviewRequest, template_id: int = Depends(template_id_param),
                      principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)):
     """Render for a profile (``userId``) or given ``traits``, with ``dataVariables``; nothing is sent."""
-    sends = runtime.sends
-    sends.templates.row(principal.tenant_id, template_id)  # 404 for a missing or another tenant's id
-    content, template = sends.templates.content(principal.tenant_id, template_id, allow_archived=True)
-    traits = dict(body.traits or {})
-    if body.user_id is not None:
-        traits = {**(sends.profiles.one(principal.tenant_id, body.user_id) or {}), **traits}
-    kit = sends.brand_kits.for_template(principal.tenant_id, template["brandKitId"])
-    compiled = CompiledContent(Content(content.subject, content.html, content.text, content.purpose, content.topic))
-    context = merge_context(traits, body.data_variables or {}, email=traits.get("email"), user_id=body.user_id,
-                            unsubscribe_url=f"{sends.base_url}/api/recipients/unsubscribe/preview/", brand=kit)
-    try:
-        subject, html, text = compiled.render(context)
-    except RenderLimit as err:
-        raise ApiError.field(err.part, err.reason, "template_too_expensive", status=422) from None
-    except Exception as err:
-        raise ApiError(422, f"template error: {type(err).__name__}: {err}", "template_render_error") from None
-    return json_response({"subject": subject, "html": html, "text": text,
-                          "unknownMergeFields": template["unknownMergeFields"]})
+    return json_response(runtime.sends.preview_template(principal.tenant_id, template_id, body.user_id,
+                                                        body.traits or {}, body.data_variables or {}))
