@@ -2,10 +2,13 @@
 
 Usage in a router::
 
-    from api.deps import Principal, get_runtime, require, tenant_scoped_404
+    from api.deps import Principal, get_runtime, id_param, require, tenant_scoped_404
 
-    @router.get("/api/segments/{segment_id}/")
-    async def get_segment(segment_id: int, principal: Principal = Depends(require("segments:read")),
+    router = APIRouter(prefix="/api/segments", tags=["segments"])
+
+    @router.get("/{segment_id:int}/")
+    async def get_segment(segment_id: int = Depends(id_param("segment", "segment_id")),
+                          principal: Principal = Depends(require("segments:read")),
                           runtime: Runtime = Depends(get_runtime)):
         row = runtime.meta.query_one("SELECT * FROM segments WHERE id = ? AND tenant_id = ?",
                                      (segment_id, principal.tenant_id))

@@ -105,3 +105,16 @@ def test_openapi_paths_are_the_base_commits(app):
 
 def test_documented_statuses_are_the_base_commits(app):
     assert _operations(app) == sorted(BASE_OPERATIONS)
+
+
+def test_an_id_too_long_for_int_is_no_route_match(app, client, tenant_a):
+    """``{id:int}`` matches at most 19 digits (the convertor create_app registers, once per process
+    and again for every app): 5,000 digits is a 404, not int()'s ValueError as a 500."""
+    from api.app import create_app
+
+    create_app(app.state.runtime.settings, runtime=app.state.runtime)  # registering again changes nothing
+    for path in ("/api/segments/{}/", "/api/templates/{}/", "/api/segments/{}/members/",
+                 "/api/journeys/1/runs/{}/"):
+        r = client.get(path.format("9" * 5000), headers=tenant_a.headers)
+        assert r.status_code == 404, (path, r.text)
+        assert r.json()["code"] == "not_found"

@@ -1,7 +1,7 @@
 """Shared by the engagement routers (templates, brand kits, assets, emails, journeys, broadcasts,
 recipients): header-safe text, Idempotency-Key handling, the routes' own error statuses in OpenAPI.
 
-Not a router itself (api.app includes only the names in its ROUTERS list).
+Not a router itself (api.app includes only the routers in its ROUTERS list).
 """
 from __future__ import annotations
 
