@@ -10,9 +10,6 @@ import orjson
 from engine.errors import InvalidInput, NotFound
 
 
-MAX_ID = 2**63 - 1  # SQLite's INTEGER range: a larger id cannot exist
-
-
 class SendsError(InvalidInput):
     """Bad input to a sends operation; ``field`` names the offending field path. A refusal of
     another kind raises that kind (engine.errors) with ``field=``."""
@@ -51,4 +48,4 @@ def loads(text: str | bytes | None, default: Any = None) -> Any:
     return default if text is None else orjson.loads(text)
 
 
-__all__ = ["MAX_ID", "NotFound", "SendsError", "api_time", "db_time", "dumps", "loads", "parse_time", "utc_now"]
+__all__ = ["NotFound", "SendsError", "api_time", "db_time", "dumps", "loads", "parse_time", "utc_now"]
