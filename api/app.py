@@ -6,6 +6,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.convertors import IntegerConvertor, register_url_convertor
 
+# Until Runtime wires the consumers of accepted events and computations itself (design 13 step 3),
+# importing this connects journeys' event and segment-entry triggers in every API process, workers
+# or not, as routers/journeys.py's import did. Delete this line with engine.ingest.AFTER_ACCEPT.
+import engine.sends.worker  # noqa: F401
 from api.deps import RateLimitHeadersMiddleware
 from api.errors import COMMON_ERROR_RESPONSES, install_error_handlers
 from api.observe import ObserveRequests

@@ -87,8 +87,9 @@ class ApiError(Exception):
         return body
 
 
-# The HTTP status of each kind of domain error: the only place that decides it. A kind not listed
-# answers its nearest listed base's status (TooLarge is an InvalidInput, but 413).
+# The HTTP status of each kind of domain error: the only place that decides it. An exception answers
+# the status of the first kind in its class's MRO (SegmentNotFound: NotFound's; TooLarge, an
+# InvalidInput, its own 413). A DomainError of no kind is a bug: 500.
 STATUS_OF_KIND: dict[type[DomainError], int] = {
     InvalidInput: 400, TooLarge: 413, UnsupportedMedia: 415, Unprocessable: 422, NotAuthenticated: 401,
     Forbidden: 403, NotFound: 404, Conflict: 409, Gone: 410, RateLimited: 429, Unavailable: 503}
@@ -107,7 +108,7 @@ def to_api_error(exc: ApiError | DomainError | DefinitionError) -> ApiError:
         for item in exc.errors:
             fields.setdefault(item.path, []).append(item.message)
         return ApiError(400, str(exc.errors[0]), exc.code, fields)
-    status = next(STATUS_OF_KIND[kind] for kind in type(exc).__mro__ if kind in STATUS_OF_KIND)
+    status = next((STATUS_OF_KIND[kind] for kind in type(exc).__mro__ if kind in STATUS_OF_KIND), 500)
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimited):
         headers = {"X-RateLimit-Limit": str(exc.limit), "X-RateLimit-Remaining": str(exc.remaining),
