@@ -12,6 +12,7 @@ from api.deps import Principal, require
 from api.errors import STATUS_OF_KIND, ApiError, to_api_error
 from compiler import DefinitionError
 from engine.accounts import AccountConflict, AccountError, AuthError, TenantNotFound
+from engine.bulk_ingest import BulkIngestError
 from engine.compute import SegmentHasNoDefinition
 from engine.errors import (
     Conflict,
@@ -127,6 +128,9 @@ CASES = {
     "sends_error": (SendsError("steps[1].next", "no step 'x'", "unknown_step"), 400,
                     {"detail": "steps[1].next: no step 'x'", "code": "unknown_step", "steps[1].next": ["no step 'x'"]},
                     {}),
+    "bulk_ingest_error": (BulkIngestError("events.csv: 2 invalid row(s); nothing was written", ["row 3: x"]), 400,
+                          {"detail": "events.csv: 2 invalid row(s); nothing was written", "code": "invalid_file"},
+                          {}),
     "definition_error": (DefinitionError.single("definition.conditions[0].type", "unknown condition type",
                                                 "unknown_condition"), 400,
                          {"detail": "definition.conditions[0].type: unknown condition type",
