@@ -2,10 +2,13 @@
 
 Usage in a router::
 
-    from api.deps import Principal, get_runtime, require, tenant_scoped_404
+    from api.deps import Principal, get_runtime, id_param, require, tenant_scoped_404
 
-    @router.get("/api/segments/{segment_id}/")
-    async def get_segment(segment_id: int, principal: Principal = Depends(require("segments:read")),
+    router = APIRouter(prefix="/api/segments", tags=["segments"])
+
+    @router.get("/{segment_id:int}/")
+    async def get_segment(segment_id: int = Depends(id_param("segment", "segment_id")),
+                          principal: Principal = Depends(require("segments:read")),
                           runtime: Runtime = Depends(get_runtime)):
         row = runtime.meta.query_one("SELECT * FROM segments WHERE id = ? AND tenant_id = ?",
                                      (segment_id, principal.tenant_id))
@@ -41,19 +44,22 @@ the data dir (engine.ratelimit).
 """
 from __future__ import annotations
 
+import inspect
 import ipaddress
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 
 from fastapi import Depends, Request
 
-from api.errors import ApiError
+from api.errors import ApiError, to_api_error
 from engine.accounts import ALL_SCOPES, AuthError, Principal
+from engine.errors import RateLimited
 from engine.ratelimit import Decision
 from engine.runtime import Runtime
 
 __all__ = ["Principal", "get_runtime", "runtime_of", "authenticated", "authenticate_request", "require",
            "tenant_scoped_404", "check_body_tenant", "RATE_LIMIT_STATE_KEY", "TENANT_STATE_KEY", "client_address",
-           "check_limits", "refuse_blocked_address", "count_invalid_credential"]
+           "check_limits", "refuse_blocked_address", "count_invalid_credential", "MAX_ID", "valid_id", "check_id",
+           "id_param"]
 
 # Where the rate-limit headers of this request wait for the middleware (api.app) to add them.
 RATE_LIMIT_STATE_KEY = "segops_rate_limit_headers"
@@ -111,7 +117,9 @@ def client_address(request: Request) -> str:
 
 
 def rate_limited(decision: Decision, what: str) -> ApiError:
-    return ApiError(429, f"{what}; retry in {decision.retry_after} s.", "rate_limited", headers=decision.headers())
+    return to_api_error(RateLimited(f"{what}; retry in {decision.retry_after} s.", limit=decision.limit,
+                                    remaining=decision.remaining, reset=decision.reset,
+                                    retry_after=decision.retry_after))
 
 
 def check_limits(request: Request, limits: Iterable[tuple[Hashable, int]], what: str) -> None:
@@ -197,6 +205,32 @@ def tenant_scoped_404(kind: str = "resource", resource_id: object = None) -> Api
     """The answer for a missing id and for another tenant's id alike (existence is not revealed)."""
     suffix = f" {resource_id}" if resource_id is not None else ""
     return ApiError(404, f"No {kind}{suffix}.", "not_found")
+
+
+MAX_ID = 2**63 - 1  # SQLite's INTEGER range: a larger id cannot exist
+
+
+def valid_id(value: int) -> bool:
+    return 1 <= value <= MAX_ID
+
+
+def check_id(kind: str, value: int) -> int:
+    """Ids beyond SQLite's range cannot exist (and would not bind): answer 404 like any missing id."""
+    if not valid_id(value):
+        raise tenant_scoped_404(kind, value)
+    return value
+
+
+def id_param(kind: str, name: str) -> Callable[..., Awaitable[int]]:
+    """Dependency: the path parameter ``name`` (an id of ``kind``), 404 when out of range (``check_id``).
+    Its one parameter is named ``name``, as in a hand-written ``def f(segment_id: int)``: FastAPI reads
+    the path parameter of that name, and route introspection (OpenAPI, tests) sees it."""
+    async def dependency(**path: int) -> int:
+        return check_id(kind, path[name])
+
+    dependency.__signature__ = inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=int)])
+    return dependency
 
 
 def check_body_tenant(principal: Principal, tenant: object) -> None:

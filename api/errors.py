@@ -20,6 +20,22 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from compiler import DefinitionError
+from engine.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Gone,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+    Unprocessable,
+    UnsupportedMedia,
+)
+
 STATUS_CODES = {400: "bad_request", 401: "not_authenticated", 403: "permission_denied", 404: "not_found",
                 405: "method_not_allowed", 409: "conflict", 410: "gone", 413: "payload_too_large",
                 415: "unsupported_media_type", 422: "unprocessable", 429: "rate_limited", 500: "server_error"}
@@ -48,7 +64,8 @@ COMMON_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class ApiError(Exception):
-    """Raise from anywhere below a router; rendered as the seed's envelope."""
+    """An answer built in api/ (credentials, scopes, request checks); rendered as the seed's envelope.
+    The engine raises engine.errors kinds instead (``to_api_error``)."""
 
     def __init__(self, status: int, detail: str, code: str | None = None,
                  fields: dict[str, list[str]] | None = None, headers: dict[str, str] | None = None):
@@ -68,6 +85,39 @@ class ApiError(Exception):
         for path, messages in self.fields.items():
             body.setdefault(path, messages)
         return body
+
+
+# The HTTP status of each kind of domain error: the only place that decides it. An exception answers
+# the status of the first kind in its class's MRO (SegmentNotFound: NotFound's; TooLarge, an
+# InvalidInput, its own 413). A DomainError of no kind is a bug: 500.
+STATUS_OF_KIND: dict[type[DomainError], int] = {
+    InvalidInput: 400, TooLarge: 413, UnsupportedMedia: 415, Unprocessable: 422, NotAuthenticated: 401,
+    Forbidden: 403, NotFound: 404, Conflict: 409, Gone: 410, RateLimited: 429, Unavailable: 503}
+# Every exception ``to_api_error`` turns into the envelope.
+MAPPED_ERRORS = (ApiError, DomainError, DefinitionError)
+
+
+def to_api_error(exc: ApiError | DomainError | DefinitionError) -> ApiError:
+    """The one mapping from what the engine raises to the error envelope: status by the kind (the
+    first of the exception's classes in ``STATUS_OF_KIND``), ``Retry-After`` from ``retry_after``,
+    ``X-RateLimit-*`` from a rate limit, ``WWW-Authenticate`` on a rejected credential."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, DefinitionError):
+        fields: dict[str, list[str]] = {}
+        for item in exc.errors:
+            fields.setdefault(item.path, []).append(item.message)
+        return ApiError(400, str(exc.errors[0]), exc.code, fields)
+    status = next((STATUS_OF_KIND[kind] for kind in type(exc).__mro__ if kind in STATUS_OF_KIND), 500)
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited):
+        headers = {"X-RateLimit-Limit": str(exc.limit), "X-RateLimit-Remaining": str(exc.remaining),
+                   "X-RateLimit-Reset": str(exc.reset)}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, NotAuthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="segops"'
+    return ApiError(status, exc.detail, exc.code, exc.fields, headers)
 
 
 def error_response(err: ApiError) -> Response:
@@ -141,9 +191,11 @@ def install_error_handlers(app: FastAPI) -> None:
     dependencies, so call this before including routers)."""
     app.router.dependencies.append(Depends(refuse_unpaired_surrogates))
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> Response:
-        return error_response(exc)
+    async def _mapped(_: Request, exc: Exception) -> Response:
+        return error_response(to_api_error(exc))
+
+    for error_class in MAPPED_ERRORS:
+        app.add_exception_handler(error_class, _mapped)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:

@@ -29,6 +29,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from common.ids import valid_id
 from common.time import iso_seconds, utc_now
+from engine.errors import Conflict, DomainError, InvalidInput, NotAuthenticated, NotFound
 from storage.objectstore import write_private
 
 if TYPE_CHECKING:
@@ -119,23 +120,28 @@ class Principal:
     plan: str                # "free" | "starter" | "business" | "enterprise"
 
 
-class AuthError(Exception):
-    """A credential was rejected (the API answers 401 with ``code``)."""
+class AuthError(NotAuthenticated):
+    """A credential was rejected."""
 
     def __init__(self, message: str, code: str = "invalid_token"):
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
-class AccountError(ValueError):
-    """Bad input to an account operation; ``field`` names the offending field (API: 4xx)."""
+class AccountError(InvalidInput):
+    """Bad input to an account operation; ``field`` names the offending field."""
 
-    def __init__(self, field: str, message: str, code: str = "invalid", status: int = 400):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-        self.code = code
-        self.status = status
+    def __init__(self, field: str, message: str, code: str = "invalid"):
+        super().__init__(message, code=code, field=field)
+
+
+class AccountConflict(Conflict, AccountError):
+    """An account operation that conflicts with an existing one (an email already taken)."""
+
+
+class TenantNotFound(NotFound, AccountError):
+    def __init__(self, tenant_id: int):
+        DomainError.__init__(self, f"no tenant {tenant_id}", code="not_found", field="tenant")
+        self.kind, self.ident = "tenant", tenant_id
 
 
 def hash_api_key(key: str) -> str:
@@ -192,7 +198,7 @@ class Accounts:
         cur = self.meta.execute("UPDATE tenants SET plan = ?, rate_limit_per_minute = ? WHERE id = ?",
                                 (plan, rate_limit_per_minute, tenant_id))
         if cur.rowcount == 0:
-            raise AccountError("tenant", f"no tenant {tenant_id}", "not_found", 404)
+            raise TenantNotFound(tenant_id)
         self.invalidate()
 
     @staticmethod
@@ -204,7 +210,7 @@ class Accounts:
 
     def _require_tenant(self, tenant_id: int) -> None:
         if self.meta.query_one("SELECT 1 FROM tenants WHERE id = ?", (tenant_id,)) is None:
-            raise AccountError("tenant", f"no tenant {tenant_id}", "not_found", 404)
+            raise TenantNotFound(tenant_id)
 
     # ---- users ---------------------------------------------------------------------------------
     def create_user(self, tenant_id: int, email: str, password: str, role: str = "viewer") -> int:
@@ -216,7 +222,7 @@ class Accounts:
         password_hash = self._hasher.hash(password)
         with self.meta.transaction() as conn:
             if conn.execute("SELECT 1 FROM users WHERE email = ?", (email,)).fetchone():
-                raise AccountError("email", "a user with this email exists", "email_taken", 409)
+                raise AccountConflict("email", "a user with this email exists", "email_taken")
             cur = conn.execute(
                 "INSERT INTO users (tenant_id, email, password_hash, role, created_at) VALUES (?, ?, ?, ?, ?)",
                 (tenant_id, email, password_hash, role, iso_seconds(utc_now())))

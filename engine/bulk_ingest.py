@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from common.time import naive_utc_now
 from compiler.timestamps import MAX_UTC, MIN_UTC, OUT_OF_RANGE
+from engine.errors import InvalidInput
 from engine.ingest import LakeWatch, commit_retrying
 from engine.ingest_parse import MAX_ID_CHARS
 from storage import duck
@@ -57,11 +58,11 @@ CHUNK_ROWS = 4_000_000
 _UTC = "make_timestamp(epoch_us({}))"
 
 
-class BulkIngestError(ValueError):
+class BulkIngestError(InvalidInput):
     """The file was rejected; nothing was written. ``problems``: 'row N: field: message'."""
 
     def __init__(self, message: str, problems: list[str] | None = None):
-        super().__init__(message)
+        super().__init__(message, code="invalid_file")
         self.problems = problems or []
 
 

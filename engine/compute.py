@@ -59,6 +59,7 @@ import pyarrow.parquet as pq
 
 from common.time import api_time, db_time, naive_utc_now, parse_db_time, utc_now
 from compiler import DefinitionError
+from engine.errors import InvalidInput
 from engine.jobs import JobWorker, Lease
 from engine.members import read_members
 from engine.segment_query import compile_definition, member_table
@@ -110,8 +111,9 @@ class ComputationResult:
         return self.exited.to_pylist()
 
 
-class SegmentHasNoDefinition(ValueError):
-    pass
+class SegmentHasNoDefinition(InvalidInput):
+    def __init__(self, message: str = "set a definition (PATCH) before computing"):
+        super().__init__(message, code="segment_has_no_definition", field="definition")
 
 
 # -- jobs -------------------------------------------------------------------------------
@@ -151,7 +153,7 @@ def enqueue(runtime: Runtime, tenant_id: int, segment_id: int, trigger: str = "a
         if segment is None:
             raise SegmentNotFound(segment_id)
         if segment["definition"] is None:
-            raise SegmentHasNoDefinition(segment_id)
+            raise SegmentHasNoDefinition()
 
         def record(conn, job_id: int) -> None:
             conn.execute(
@@ -222,7 +224,7 @@ def _run_job(runtime: Runtime, claim: Lease) -> bool:
     except DefinitionError as err:
         return _fail(runtime, claim, f"invalid definition: {err}", written)
     except (SegmentNotFound, SegmentHasNoDefinition) as err:
-        return _fail(runtime, claim, str(err), written)
+        return _fail(runtime, claim, err.message, written)
     except Exception as err:  # noqa: BLE001 - recorded on the job; the worker keeps going
         log.exception("computation %s of segment %s failed", claim.job_id, claim.payload["segment_id"])
         return _fail(runtime, claim, f"{type(err).__name__}: {err}", written)
@@ -249,7 +251,7 @@ def _compute(runtime: Runtime, claim: Lease, written: list[str]) -> ComputationR
         "SELECT version, definition, current_computation_id, deleted_at FROM segments WHERE id = ? AND tenant_id = ?",
         (segment_id, claim.tenant_id))
     if segment is None or segment["deleted_at"] is not None:
-        raise SegmentNotFound("the segment was deleted")
+        raise SegmentNotFound(segment_id, "the segment was deleted")
     if segment["definition"] is None:
         raise SegmentHasNoDefinition("the segment has no definition")
     as_of = naive_utc_now()

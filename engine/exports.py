@@ -28,8 +28,9 @@ from sqlglot import exp
 
 from backends import relations
 from common.time import api_time, db_time, utc_now
+from engine.errors import InvalidInput
 from engine.jobs import JobWorker, Lease
-from engine.segments import SegmentNotFound, ensure_schema
+from engine.segments import SegmentNotComputed, SegmentNotFound, ensure_schema
 
 if TYPE_CHECKING:
     from backends.base import QueryBackend
@@ -68,16 +69,11 @@ CREATE INDEX IF NOT EXISTS segment_exports_segment ON segment_exports (tenant_id
 """
 
 
-class ExportError(ValueError):
+class ExportError(InvalidInput):
     """Bad export request; ``field`` names the offending field."""
 
     def __init__(self, field: str, message: str, code: str):
-        super().__init__(f"{field}: {message}")
-        self.field, self.message, self.code = field, message, code
-
-
-class SegmentNotComputed(LookupError):
-    pass
+        super().__init__(message, code=code, field=field)
 
 
 @dataclass(frozen=True)
@@ -129,7 +125,7 @@ class Exports:
         traits = list(traits or [])
         self._check_traits(tenant_id, traits)
         if row["current_computation_id"] is None:
-            raise SegmentNotComputed(segment_id)
+            raise SegmentNotComputed(segment_id, then="first")
         with self._meta.transaction() as conn:
             export_id = conn.execute(
                 "INSERT INTO segment_exports (tenant_id, segment_id, computation_id, format, traits, status, trigger,"

@@ -59,6 +59,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from common.time import iso_utc, naive_utc_now, now_us
+from engine.errors import Unavailable
 from engine.ingest_parse import EventColumns, ProfileColumns
 from engine.seen_ids import SeenIds
 from engine.threads import lower_thread_priority
@@ -87,12 +88,11 @@ _MAX_REASON = 1000
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 _DAY_US = 86_400_000_000
 
-class IngestUnavailable(RuntimeError):
+class IngestUnavailable(Unavailable):
     """The ingest path cannot accept writes now (read-only process, WAL backlog)."""
 
     def __init__(self, message: str, retry_after: int | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
+        super().__init__(message, code="ingest_unavailable", retry_after=retry_after)
 
 
 @dataclass(frozen=True)

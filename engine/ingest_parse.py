@@ -34,6 +34,7 @@ import msgspec
 import orjson
 
 from compiler.timestamps import MAX_US, MIN_US, InstantOutOfRange, epoch_us
+from engine.errors import InvalidInput, TooLarge
 
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 MAX_BATCH_ITEMS = 10_000
@@ -50,15 +51,15 @@ _fromiso = datetime.fromisoformat
 _dumps = orjson.dumps
 
 
-class IngestError(Exception):
+class IngestError(InvalidInput):
     """A rejected request body. ``fields``: field path -> messages (the error envelope)."""
 
-    def __init__(self, status: int, code: str, detail: str, fields: dict[str, list[str]] | None = None):
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.fields = fields or {}
+    def __init__(self, code: str, detail: str, fields: dict[str, list[str]] | None = None):
+        super().__init__(detail, code=code, fields=fields or {})
+
+
+class IngestTooLarge(IngestError, TooLarge):
+    """A body, batch or event over its size limit."""
 
 
 @dataclass
@@ -99,7 +100,7 @@ class _Errors:
         if not self.items:
             return
         too_large = [e for e in self.items if e[1] == "event_too_large"]
-        status, (path, code, message) = (413, too_large[0]) if too_large else (400, self.items[0])
+        error, (path, code, message) = (IngestTooLarge, too_large[0]) if too_large else (IngestError, self.items[0])
         fields: dict[str, list[str]] = {}
         for p, _, m in self.items[:MAX_REPORTED_ERRORS]:
             fields.setdefault(p, []).append(m)
@@ -109,36 +110,36 @@ class _Errors:
             shown = min(len(self.items), MAX_REPORTED_ERRORS)
             detail += (f" ({len(self.items)} errors in {bad_items} of {total_items} items; "
                        f"{shown} listed; nothing was accepted)")
-        raise IngestError(status, code, detail, fields)
+        raise error(code, detail, fields)
 
 
 def _items(body: bytes) -> tuple[list, str]:
     """The list of items and the path prefix ('batch' or '' for a single item)."""
     if len(body) > MAX_BATCH_BYTES:
-        raise IngestError(413, "batch_too_large", f"body: request body exceeds {MAX_BATCH_BYTES} bytes",
+        raise IngestTooLarge("batch_too_large", f"body: request body exceeds {MAX_BATCH_BYTES} bytes",
                           {"body": [f"at most {MAX_BATCH_BYTES} bytes"]})
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise IngestError(400, "malformed_json", f"body: malformed JSON ({exc})",
+        raise IngestError("malformed_json", f"body: malformed JSON ({exc})",
                           {"body": ["malformed JSON"]}) from None
     if type(doc) is not dict:
-        raise IngestError(400, "invalid_type", "body: must be a JSON object (an item or {\"batch\": [...]})",
+        raise IngestError("invalid_type", "body: must be a JSON object (an item or {\"batch\": [...]})",
                           {"body": ["must be a JSON object"]})
     if "batch" not in doc:
         return [doc], ""
     extra = sorted(k for k in doc if k != "batch")
     if extra:
-        raise IngestError(400, "unknown_field", f"{extra[0]}: unknown field next to batch",
+        raise IngestError("unknown_field", f"{extra[0]}: unknown field next to batch",
                           {k: ["unknown field"] for k in extra})
     items = doc["batch"]
     if type(items) is not list:
-        raise IngestError(400, "invalid_type", "batch: must be an array", {"batch": ["must be an array"]})
+        raise IngestError("invalid_type", "batch: must be an array", {"batch": ["must be an array"]})
     if not items:
-        raise IngestError(400, "empty_batch", "batch: must hold at least one item",
+        raise IngestError("empty_batch", "batch: must hold at least one item",
                           {"batch": ["must hold at least one item"]})
     if len(items) > MAX_BATCH_ITEMS:
-        raise IngestError(413, "batch_too_many_events",
+        raise IngestTooLarge("batch_too_many_events",
                           f"batch: {len(items)} items; at most {MAX_BATCH_ITEMS} per request",
                           {"batch": [f"at most {MAX_BATCH_ITEMS} items"]})
     return items, "batch"

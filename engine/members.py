@@ -18,7 +18,8 @@ from sqlglot import exp
 
 from backends.base import SourceMissing
 from backends.relations import aliased, iso_text
-from engine.segments import SegmentNotFound, ensure_schema
+from engine.errors import Gone, InvalidInput
+from engine.segments import SegmentNotComputed, SegmentNotFound, ensure_schema
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
@@ -28,16 +29,21 @@ MAX_MEMBERS_LIMIT = 10_000
 DEFAULT_MEMBERS_LIMIT = 1000
 
 
-class SegmentNotComputed(LookupError):
-    """The segment has a definition (or not) but no computation to page through yet."""
-
-
-class SnapshotExpired(LookupError):
+class SnapshotExpired(Gone):
     """The computation a cursor is pinned to is gone (retention)."""
 
+    def __init__(self, computation_id: int):
+        super().__init__("The membership snapshot this cursor belongs to is no longer kept; start again without a "
+                         "cursor.", code="cursor_expired", fields={"cursor": ["expired"]})
+        self.computation_id = computation_id
 
-class ForeignCursor(ValueError):
+
+class ForeignCursor(InvalidInput):
     """The cursor names a computation that is not one of this segment's."""
+
+    def __init__(self, computation_id: int):
+        super().__init__("not a cursor of this segment", code="invalid_cursor", field="cursor")
+        self.computation_id = computation_id
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ CREATE TRIGGER IF NOT EXISTS membership_catalog_on_delete AFTER DELETE ON segmen
 BEGIN UPDATE membership_catalog_version SET version = version + 1; END;
 """
 _DECODE_CACHE_LIMIT = 1 << 16
-_EMPTY_STRINGS = pa.array([], pa.string())
+_EMPTY_STRINGS = pa.nulls(0, pa.string())  # empty; pa.array([]) would import pandas at import (test_serving_imports)
 
 # (tenant_id, segment_id, user_ids) -> the user ids the segment's current definition matches now.
 Evaluator = Callable[[int, int, list[str]], set[str]]

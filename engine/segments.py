@@ -21,6 +21,7 @@ import orjson
 
 from common.time import api_time, db_time, utc_now
 from compiler import Definition, parse_definition
+from engine.errors import Conflict, NotFound
 from storage.metadata import MetadataStore
 
 SEGMENT_TYPES = ("rule", "ai", "lookalike")
@@ -99,16 +100,29 @@ class Author:
         return {"user_id": self.user_id, "api_key_id": self.api_key_id}
 
 
-class SegmentNotFound(LookupError):
-    pass
+class SegmentNotFound(NotFound):
+    def __init__(self, segment_id: int, message: str | None = None):
+        super().__init__("segment", segment_id, message=message)
+        self.segment_id = segment_id
 
 
-class SegmentInUse(Exception):
+class SegmentInUse(Conflict):
     """The segment is referenced by other live segments (deleting it would break them)."""
 
-    def __init__(self, referenced_by: list[int]):
-        super().__init__(f"referenced by segments {referenced_by}")
+    def __init__(self, segment_id: int, referenced_by: list[int]):
+        ids = ", ".join(str(i) for i in referenced_by)
+        super().__init__(f"Segment {segment_id} is referenced by segment(s) {ids}; remove those references first.",
+                         code="segment_in_use")
         self.referenced_by = referenced_by
+
+
+class SegmentNotComputed(Conflict):
+    """The segment has a definition (or not) but no computation to read yet."""
+
+    def __init__(self, segment_id: int, *, then: str = "and retry when it is done"):
+        super().__init__(f"Segment {segment_id} has not been computed yet; "
+                         f"POST /api/segments/{segment_id}/compute/ {then}.", code="segment_not_computed")
+        self.segment_id = segment_id
 
 
 def segment_references(obj: Any) -> set[int]:
@@ -315,5 +329,5 @@ class SegmentStore:
                     " AND definition IS NOT NULL AND id != ?", (tenant_id, segment_id))
                 if segment_id in segment_references(orjson.loads(row["definition"])))
             if referencing:
-                raise SegmentInUse(referencing)
+                raise SegmentInUse(segment_id, referencing)
             conn.execute("UPDATE segments SET deleted_at = ?, updated_at = ? WHERE id = ?", (now, now, segment_id))

@@ -57,7 +57,7 @@ def outcome(parse, body: bytes):
     try:
         return parse(body, RECEIVED)
     except IngestError as err:
-        return ("rejected", err.status, err.code, err.fields)
+        return ("rejected", type(err), err.code, err.fields)
 
 
 @settings(max_examples=400, deadline=None)

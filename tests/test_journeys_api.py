@@ -308,7 +308,7 @@ def test_a_key_without_allow_sends_drafts_but_cannot_make_a_journey_send(client,
 
 def test_every_step_type_says_whether_it_sends():
     """The allow_sends gate asks the step types; a step type that does not say cannot be defined."""
-    from engine.sends.journey_model import STEP_TYPES, StepModel
+    from api.models.journeys import STEP_TYPES, StepModel
 
     assert {name for name, cls in STEP_TYPES.items() if cls.sends} == {"send_email"}
     with pytest.raises(TypeError, match="sends"):

@@ -1,7 +1,7 @@
 """Shared by the engagement routers (templates, brand kits, assets, emails, journeys, broadcasts,
-recipients): camelCase bodies, engine errors as the API envelope, Idempotency-Key handling.
+recipients): header-safe text, Idempotency-Key handling, the routes' own error statuses in OpenAPI.
 
-Not a router itself (api.app includes only the names in its ROUTERS list).
+Not a router itself (api.app includes only the routers in its ROUTERS list).
 """
 from __future__ import annotations
 
@@ -10,17 +10,13 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Request
-from fastapi.routing import APIRoute
 from pydantic import AfterValidator
 from starlette.responses import Response
 
-from api.deps import Principal, authenticated, tenant_scoped_404
-from api.errors import ApiError, ErrorEnvelope
-from common.ids import MAX_ID as INT64_MAX
+from api.deps import Principal, authenticated
+from api.errors import MAPPED_ERRORS, ApiError, ErrorEnvelope, to_api_error
 from engine.runtime import Runtime
-from engine.sends.common import CamelModel, NotFound, SendsError
 from engine.sends.idempotency import fingerprint
-
 
 
 def _one_line(value: str) -> str:
@@ -33,36 +29,6 @@ def _one_line(value: str) -> str:
 # recipient): a CR or LF is refused (400 naming the field) rather than encoded into something the
 # author did not mean.
 HeaderText = Annotated[str, AfterValidator(_one_line)]
-
-
-def api_error(err: Exception) -> ApiError:
-    if isinstance(err, ApiError):
-        return err
-    if isinstance(err, NotFound):
-        return tenant_scoped_404(err.kind, err.ident)
-    assert isinstance(err, SendsError)
-    return ApiError(err.status, f"{err.field}: {err.message}", err.code, {err.field: [err.message]}, err.headers)
-
-
-class SendsRoute(APIRoute):
-    """Turns the engine's SendsError / NotFound into the error envelope."""
-
-    def get_route_handler(self):
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except (SendsError, NotFound) as err:
-                raise api_error(err) from None
-
-        return route
-
-
-def check_id(kind: str, value: int) -> int:
-    if not 1 <= value <= INT64_MAX:
-        raise tenant_scoped_404(kind, value)
-    return value
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -81,18 +47,15 @@ def idempotent(request: Request, principal: Principal, runtime: Runtime, payload
         return json_response(body, status)
     store = runtime.sends.idempotency
     tenant_id = principal.tenant_id
-    try:
-        replay = store.begin(tenant_id, key, fingerprint(request.method, request.url.path, payload))
-    except SendsError as err:
-        raise api_error(err) from None
+    replay = store.begin(tenant_id, key, fingerprint(request.method, request.url.path, payload))
     if replay is not None:
         return Response(replay.body, status_code=replay.status_code, media_type="application/json",
                         headers={**replay.headers, "Idempotent-Replayed": "true"})
     try:
         status, body = handler()
         data = orjson.dumps(body)
-    except (SendsError, NotFound, ApiError) as err:
-        error = api_error(err)
+    except MAPPED_ERRORS as err:
+        error = to_api_error(err)
         if error.status in (409, 429) or error.status >= 500:
             store.release(tenant_id, key)
         else:
@@ -126,5 +89,4 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorEnvelope, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
-__all__ = ["CamelModel", "HeaderText", "SendsRoute", "any_scope", "api_error", "check_id", "errors", "idempotent",
-           "json_response", "INT64_MAX"]
+__all__ = ["HeaderText", "any_scope", "errors", "idempotent", "json_response"]

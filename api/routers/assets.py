@@ -13,14 +13,15 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Principal, get_runtime, require
+from api.deps import Principal, get_runtime, id_param, require
+from api.models.common import CamelModel
 from api.pagination import OffsetPage, offset_params, offset_response
-from api.routers._sends_common import CamelModel, SendsRoute, check_id, errors, idempotent, json_response
+from api.routers._sends_common import errors, idempotent, json_response
+from engine.errors import TooLarge
 from engine.runtime import Runtime
 from engine.sends.assets import CONTENT_TYPES, MAX_BYTES
-from engine.sends.common import SendsError
 
-router = APIRouter(tags=["assets"], route_class=SendsRoute)
+router = APIRouter(prefix="/api/assets", tags=["assets"])
 READ = require("assets:read")
 WRITE = require("assets:write")
 
@@ -45,11 +46,10 @@ class AssetUpdate(CamelModel):
     alt_text: str = Field(None, max_length=1000)
 
 
-def asset_id_param(asset_id: int) -> int:
-    return check_id("asset", asset_id)
+asset_id_param = id_param("asset", "asset_id")
 
 
-@router.get("/api/assets/")
+@router.get("/")
 def list_assets(request: Request, page: OffsetPage = Depends(offset_params),
                 status: Literal["pending", "ready"] | None = None, principal: Principal = Depends(READ),
                 runtime: Runtime = Depends(get_runtime)):
@@ -57,7 +57,7 @@ def list_assets(request: Request, page: OffsetPage = Depends(offset_params),
     return offset_response(request, page, count, rows)
 
 
-@router.post("/api/assets/", status_code=201, responses=errors(409))
+@router.post("/", status_code=201, responses=errors(409))
 def create_asset(body: ExternalAsset, request: Request, principal: Principal = Depends(WRITE),
                  runtime: Runtime = Depends(get_runtime)):
     """An asset record for an image hosted elsewhere (no upload)."""
@@ -66,7 +66,7 @@ def create_asset(body: ExternalAsset, request: Request, principal: Principal = D
         principal.tenant_id, url=body.url, name=body.name, content_type=body.content_type, alt_text=body.alt_text)))
 
 
-@router.post("/api/assets/uploads/", status_code=201, responses=errors(409))
+@router.post("/uploads/", status_code=201, responses=errors(409))
 def start_upload(body: UploadRequest, request: Request, principal: Principal = Depends(WRITE),
                  runtime: Runtime = Depends(get_runtime)):
     """A pending asset and where to PUT its bytes (``upload.url``, ``upload.headers``) before ``expiresAt``."""
@@ -80,45 +80,45 @@ def start_upload(body: UploadRequest, request: Request, principal: Principal = D
 BODY_LIMITS = {"/api/assets/uploads/{token}/": 0}
 
 
-@router.put("/api/assets/uploads/{token}/", status_code=204, responses=errors(413, 415))
+@router.put("/uploads/{token}/", status_code=204, responses=errors(413, 415))
 async def receive_upload(token: str, request: Request, runtime: Runtime = Depends(get_runtime)):
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BYTES:
-            raise SendsError("body", f"larger than {MAX_BYTES} bytes", "payload_too_large", status=413)
+            raise TooLarge(f"larger than {MAX_BYTES} bytes", code="payload_too_large", field="body")
         chunks.append(chunk)
     await run_in_threadpool(runtime.sends.assets.receive_upload, token, request.headers.get("content-type"),
                             b"".join(chunks))
     return Response(status_code=204)
 
 
-@router.post("/api/assets/{asset_id:int}/finalize/", responses=errors(409))
+@router.post("/{asset_id:int}/finalize/", responses=errors(409))
 def finalize_asset(asset_id: int = Depends(asset_id_param), principal: Principal = Depends(WRITE),
                    runtime: Runtime = Depends(get_runtime)):
     return json_response(runtime.sends.assets.finalize(principal.tenant_id, asset_id))
 
 
-@router.get("/api/assets/{asset_id:int}/")
+@router.get("/{asset_id:int}/")
 def get_asset(asset_id: int = Depends(asset_id_param), principal: Principal = Depends(READ),
               runtime: Runtime = Depends(get_runtime)):
     return json_response(runtime.sends.assets.get(principal.tenant_id, asset_id))
 
 
-@router.patch("/api/assets/{asset_id:int}/")
+@router.patch("/{asset_id:int}/")
 def update_asset(body: AssetUpdate, asset_id: int = Depends(asset_id_param), principal: Principal = Depends(WRITE),
                  runtime: Runtime = Depends(get_runtime)):
     return json_response(runtime.sends.assets.update(principal.tenant_id, asset_id, body.doc()))
 
 
-@router.delete("/api/assets/{asset_id:int}/", status_code=204)
+@router.delete("/{asset_id:int}/", status_code=204)
 def delete_asset(asset_id: int = Depends(asset_id_param), principal: Principal = Depends(WRITE),
                  runtime: Runtime = Depends(get_runtime)):
     runtime.sends.assets.delete(principal.tenant_id, asset_id)
     return Response(status_code=204)
 
 
-@router.get("/api/assets/files/{public_token}/{filename}", response_class=Response, responses={
+@router.get("/files/{public_token}/{filename}", response_class=Response, responses={
     200: {"content": {t: {} for t in CONTENT_TYPES}, "description": "The image"}})
 def asset_file(public_token: str, filename: str, runtime: Runtime = Depends(get_runtime)):
     store = runtime.sends.assets.store

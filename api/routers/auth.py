@@ -13,10 +13,9 @@ from api.deps import (
     refuse_blocked_address,
     runtime_of,
 )
-from api.errors import ApiError
 from engine.accounts import AuthError
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(prefix="/api/auth", tags=["auth"])
 MAX_EMAIL = 254  # longer is no valid address; the limiter's key stays small whatever is sent
 
 
@@ -34,11 +33,7 @@ class TokenPair(BaseModel):
     refresh: str
 
 
-def _unauthorized(err: AuthError) -> ApiError:
-    return ApiError(401, str(err), err.code, headers={"WWW-Authenticate": 'Bearer realm="segops"'})
-
-
-@router.post("/api/auth/token/", response_model=TokenPair)
+@router.post("/token/", response_model=TokenPair)
 def obtain_token(body: TokenRequest, request: Request) -> dict[str, str]:
     """Sync on purpose: argon2 verification runs in the threadpool, not on the event loop.
 
@@ -49,24 +44,21 @@ def obtain_token(body: TokenRequest, request: Request) -> dict[str, str]:
     check_limits(request, [(("login-address", client_address(request)), settings.login_limit_per_address),
                            (("login-email", body.email.strip().lower()[:MAX_EMAIL]), settings.login_limit_per_email),
                            (("login",), settings.login_limit_global)], "Too many login attempts")
-    try:
-        return runtime_of(request).accounts.login(body.email, body.password)
-    except AuthError as err:
-        raise _unauthorized(err) from None
+    return runtime_of(request).accounts.login(body.email, body.password)
 
 
-@router.post("/api/auth/token/refresh/", response_model=TokenPair)
+@router.post("/token/refresh/", response_model=TokenPair)
 def refresh_token(body: RefreshRequest, request: Request) -> dict[str, str]:
     """A refresh token is a credential: rejected ones count against the address like bad API keys."""
     refuse_blocked_address(request)
     try:
         return runtime_of(request).accounts.refresh(body.refresh)
-    except AuthError as err:
+    except AuthError:
         count_invalid_credential(request)
-        raise _unauthorized(err) from None
+        raise
 
 
-@router.get("/api/auth/me/")
+@router.get("/me/")
 async def whoami(principal: Principal = Depends(authenticated)) -> dict:
     """The caller as the API sees it: tenant, role, scopes, plan."""
     return {"tenant_id": principal.tenant_id, "user_id": principal.user_id, "api_key_id": principal.api_key_id,

@@ -4,22 +4,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import Field
 
-from api.deps import Principal, get_runtime, require
+from api.deps import MAX_ID, Principal, get_runtime, id_param, require
+from api.models.common import CamelModel
 from api.pagination import OffsetPage, offset_params, offset_response
-from api.routers._sends_common import (
-    INT64_MAX,
-    CamelModel,
-    HeaderText,
-    SendsRoute,
-    check_id,
-    errors,
-    idempotent,
-    json_response,
-)
+from api.routers._sends_common import HeaderText, errors, idempotent, json_response
 from engine.runtime import Runtime
 from engine.sends.recipients import normalize_address
 
-router = APIRouter(tags=["brand kits"], route_class=SendsRoute)
+router = APIRouter(prefix="/api/brand-kits", tags=["brand kits"])
 READ = require("brand_kits:read")
 WRITE = require("brand_kits:write")
 
@@ -35,7 +27,7 @@ class BrandKitFields(CamelModel):
 
     name: str = Field(None, min_length=1, max_length=200)
     is_default: bool = None
-    logo_asset_id: int | None = Field(None, ge=1, le=INT64_MAX)
+    logo_asset_id: int | None = Field(None, ge=1, le=MAX_ID)
     colors: dict[str, str] = None
     fonts: dict[str, str] = None
     sender: Sender = None
@@ -46,8 +38,7 @@ class BrandKitCreate(BrandKitFields):
     name: str = Field(min_length=1, max_length=200)
 
 
-def kit_id_param(kit_id: int) -> int:
-    return check_id("brand kit", kit_id)
+kit_id_param = id_param("brand kit", "kit_id")
 
 
 def _doc(body: BrandKitFields) -> dict:
@@ -60,14 +51,14 @@ def _doc(body: BrandKitFields) -> dict:
     return doc
 
 
-@router.get("/api/brand-kits/")
+@router.get("/")
 def list_brand_kits(request: Request, page: OffsetPage = Depends(offset_params), principal: Principal = Depends(READ),
                     runtime: Runtime = Depends(get_runtime)):
     count, rows = runtime.sends.brand_kits.list(principal.tenant_id, page.limit, page.offset)
     return offset_response(request, page, count, rows)
 
 
-@router.post("/api/brand-kits/", status_code=201, responses=errors(409))
+@router.post("/", status_code=201, responses=errors(409))
 def create_brand_kit(body: BrandKitCreate, request: Request, principal: Principal = Depends(WRITE),
                      runtime: Runtime = Depends(get_runtime)):
     doc = _doc(body)
@@ -75,19 +66,19 @@ def create_brand_kit(body: BrandKitCreate, request: Request, principal: Principa
                       lambda: (201, runtime.sends.brand_kits.create(principal.tenant_id, doc)))
 
 
-@router.get("/api/brand-kits/{kit_id:int}/")
+@router.get("/{kit_id:int}/")
 def get_brand_kit(kit_id: int = Depends(kit_id_param), principal: Principal = Depends(READ),
                   runtime: Runtime = Depends(get_runtime)):
     return json_response(runtime.sends.brand_kits.get(principal.tenant_id, kit_id))
 
 
-@router.patch("/api/brand-kits/{kit_id:int}/")
+@router.patch("/{kit_id:int}/")
 def update_brand_kit(body: BrandKitFields, kit_id: int = Depends(kit_id_param), principal: Principal = Depends(WRITE),
                      runtime: Runtime = Depends(get_runtime)):
     return json_response(runtime.sends.brand_kits.update(principal.tenant_id, kit_id, _doc(body)))
 
 
-@router.delete("/api/brand-kits/{kit_id:int}/", status_code=204)
+@router.delete("/{kit_id:int}/", status_code=204)
 def delete_brand_kit(kit_id: int = Depends(kit_id_param), principal: Principal = Depends(WRITE),
                      runtime: Runtime = Depends(get_runtime)):
     runtime.sends.brand_kits.delete(principal.tenant_id, kit_id)

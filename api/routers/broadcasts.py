@@ -12,19 +12,20 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import Field, model_validator
 
-from api.deps import Principal, get_runtime, require
+from api.deps import MAX_ID, Principal, check_id, get_runtime, id_param, require
+from api.models.common import CamelModel
 from api.pagination import OffsetPage, offset_params, offset_response
-from api.routers._sends_common import INT64_MAX, CamelModel, SendsRoute, check_id, errors, idempotent, json_response
+from api.routers._sends_common import errors, idempotent, json_response
 from engine.runtime import Runtime
 
-router = APIRouter(tags=["broadcasts"], route_class=SendsRoute)
+router = APIRouter(prefix="/api/broadcasts", tags=["broadcasts"])
 READ = require("broadcasts:read")
 WRITE = require("broadcasts:write")
 SEND = require("broadcasts:write", "sends:write")
 
 
 class Audience(CamelModel):
-    segment_id: int | None = Field(None, ge=1, le=INT64_MAX)
+    segment_id: int | None = Field(None, ge=1, le=MAX_ID)
     definition: dict[str, Any] | None = None
 
     @model_validator(mode="after")
@@ -35,17 +36,16 @@ class Audience(CamelModel):
 
 
 class PrepareRequest(CamelModel):
-    template_id: int = Field(ge=1, le=INT64_MAX)
+    template_id: int = Field(ge=1, le=MAX_ID)
     audience: Audience
     name: str | None = Field(None, min_length=1, max_length=200)
 
 
 class RedeemRequest(CamelModel):
-    prepared_send_id: int = Field(ge=1, le=INT64_MAX)
+    prepared_send_id: int = Field(ge=1, le=MAX_ID)
 
 
-def broadcast_id_param(broadcast_id: int) -> int:
-    return check_id("broadcast", broadcast_id)
+broadcast_id_param = id_param("broadcast", "broadcast_id")
 
 
 def _prepare(runtime: Runtime, tenant_id: int, body: PrepareRequest) -> dict:
@@ -53,7 +53,7 @@ def _prepare(runtime: Runtime, tenant_id: int, body: PrepareRequest) -> dict:
                                             audience=body.audience.doc(), name=body.name)
 
 
-@router.post("/api/broadcasts/prepare/", status_code=201, responses=errors(409))
+@router.post("/prepare/", status_code=201, responses=errors(409))
 def prepare(body: PrepareRequest, request: Request, principal: Principal = Depends(WRITE),
             runtime: Runtime = Depends(get_runtime)):
     """A dry run: audience size and sample now, ``expiresAt`` 15 minutes later. Nothing is sent."""
@@ -61,14 +61,14 @@ def prepare(body: PrepareRequest, request: Request, principal: Principal = Depen
                       lambda: (201, _prepare(runtime, principal.tenant_id, body)))
 
 
-@router.post("/api/broadcasts/send-prepared/", status_code=202, responses=errors(409, 410))
+@router.post("/send-prepared/", status_code=202, responses=errors(409, 410))
 def send_prepared(body: RedeemRequest, request: Request, principal: Principal = Depends(SEND),
                   runtime: Runtime = Depends(get_runtime)):
     return idempotent(request, principal, runtime, body.doc(), lambda: (
         202, runtime.sends.broadcasts.redeem(principal.tenant_id, check_id("prepared send", body.prepared_send_id))))
 
 
-@router.post("/api/broadcasts/", status_code=202, responses=errors(409))
+@router.post("/", status_code=202, responses=errors(409))
 def create_and_send(body: PrepareRequest, request: Request, principal: Principal = Depends(SEND),
                     runtime: Runtime = Depends(get_runtime)):
     """Legacy one-shot: prepare and redeem in one call."""
@@ -79,7 +79,7 @@ def create_and_send(body: PrepareRequest, request: Request, principal: Principal
     return idempotent(request, principal, runtime, body.doc(), run)
 
 
-@router.post("/api/broadcasts/{broadcast_id:int}/cancel/", responses=errors(409))
+@router.post("/{broadcast_id:int}/cancel/", responses=errors(409))
 def cancel(request: Request, broadcast_id: int = Depends(broadcast_id_param), principal: Principal = Depends(WRITE),
            runtime: Runtime = Depends(get_runtime)):
     """Stops every send not handed off yet; what went out stays counted."""
@@ -87,14 +87,14 @@ def cancel(request: Request, broadcast_id: int = Depends(broadcast_id_param), pr
         200, runtime.sends.broadcasts.cancel(principal.tenant_id, broadcast_id)))
 
 
-@router.get("/api/broadcasts/")
+@router.get("/")
 def list_broadcasts(request: Request, page: OffsetPage = Depends(offset_params), principal: Principal = Depends(READ),
                     runtime: Runtime = Depends(get_runtime)):
     count, rows = runtime.sends.broadcasts.list(principal.tenant_id, page.limit, page.offset)
     return offset_response(request, page, count, rows)
 
 
-@router.get("/api/broadcasts/{broadcast_id:int}/")
+@router.get("/{broadcast_id:int}/")
 def get_broadcast(broadcast_id: int = Depends(broadcast_id_param), principal: Principal = Depends(READ),
                   runtime: Runtime = Depends(get_runtime)):
     return json_response(runtime.sends.broadcasts.get(principal.tenant_id, broadcast_id))

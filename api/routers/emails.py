@@ -11,23 +11,14 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
-from api.deps import Principal, get_runtime, require
+from api.deps import MAX_ID, Principal, check_id, get_runtime, require
+from api.models.common import CamelModel
 from api.pagination import OffsetPage, offset_params, offset_response
-from api.routers._sends_common import (
-    INT64_MAX,
-    CamelModel,
-    HeaderText,
-    SendsRoute,
-    any_scope,
-    check_id,
-    errors,
-    idempotent,
-    json_response,
-)
+from api.routers._sends_common import HeaderText, any_scope, errors, idempotent, json_response
 from engine.runtime import Runtime
 from engine.sends.emails import MAX_BATCH
 
-router = APIRouter(tags=["emails"], route_class=SendsRoute)
+router = APIRouter(prefix="/api/emails", tags=["emails"])
 SEND = require("sends:write")
 READ = any_scope("sends:write", "broadcasts:read")
 STATUSES = Literal["queued", "handing_off", "sent", "failed", "skipped_unsubscribed", "suppressed", "cancelled",
@@ -35,7 +26,7 @@ STATUSES = Literal["queued", "handing_off", "sent", "failed", "skipped_unsubscri
 
 
 class EmailRequest(CamelModel):
-    template_id: int = Field(ge=1, le=INT64_MAX)
+    template_id: int = Field(ge=1, le=MAX_ID)
     to: HeaderText | None = Field(None, max_length=320)
     user_id: str | None = Field(None, min_length=1, max_length=256)
     data_variables: dict[str, Any] | None = None
@@ -45,7 +36,7 @@ class BatchRequest(CamelModel):
     emails: list[EmailRequest] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-@router.post("/api/emails/", status_code=201, responses=errors(409))
+@router.post("/", status_code=201, responses=errors(409))
 def send_email(body: EmailRequest, request: Request, principal: Principal = Depends(SEND),
                runtime: Runtime = Depends(get_runtime)):
     doc = body.doc()
@@ -53,7 +44,7 @@ def send_email(body: EmailRequest, request: Request, principal: Principal = Depe
         201, runtime.sends.emails.send(principal.tenant_id, [doc], batch=False)[0]))
 
 
-@router.post("/api/emails/batch/", status_code=201, responses=errors(409))
+@router.post("/batch/", status_code=201, responses=errors(409))
 def send_batch(body: BatchRequest, request: Request, principal: Principal = Depends(SEND),
                runtime: Runtime = Depends(get_runtime)):
     doc = body.doc()
@@ -65,7 +56,7 @@ def send_batch(body: BatchRequest, request: Request, principal: Principal = Depe
     return idempotent(request, principal, runtime, doc, run)
 
 
-@router.get("/api/emails/")
+@router.get("/")
 def list_emails(request: Request, page: OffsetPage = Depends(offset_params), status: STATUSES | None = None,
                 source: Literal["api", "journey", "broadcast"] | None = None, principal: Principal = Depends(READ),
                 runtime: Runtime = Depends(get_runtime)):
@@ -74,6 +65,6 @@ def list_emails(request: Request, page: OffsetPage = Depends(offset_params), sta
     return offset_response(request, page, count, rows)
 
 
-@router.get("/api/emails/{send_id:int}/")
+@router.get("/{send_id:int}/")
 def get_email(send_id: int, principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)):
     return json_response(runtime.sends.outbound.get(principal.tenant_id, check_id("email", send_id)))

@@ -24,7 +24,6 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Principal, get_runtime, require
-from api.errors import ApiError
 from api.pagination import OffsetPage, offset_params, offset_response
 from engine.ingest import IngestUnavailable, now_us
 from engine.ingest_parse import (
@@ -33,12 +32,13 @@ from engine.ingest_parse import (
     MAX_EVENT_BYTES,
     MAX_ID_CHARS,
     IngestError,
+    IngestTooLarge,
     parse_identify,
     parse_track,
 )
 from engine.runtime import Runtime
 
-router = APIRouter(tags=["events"])
+router = APIRouter(prefix="/api/events", tags=["events"])
 WRITE = require("events:write")
 # These routes read their bodies under MAX_BATCH_BYTES themselves (0: api.observe applies no cap of its own).
 BODY_LIMITS = {"/api/events/": 0, "/api/events/identify/": 0}
@@ -98,8 +98,8 @@ _ERRORS = {400: {"description": "Invalid body: `code` is malformed_json, missing
 
 async def _read_body(request: Request) -> bytes:
     length = request.headers.get("content-length", "")
-    too_large = IngestError(413, "batch_too_large", f"body: request body exceeds {MAX_BATCH_BYTES} bytes",
-                            {"body": [f"at most {MAX_BATCH_BYTES} bytes"]})
+    too_large = IngestTooLarge("batch_too_large", f"body: request body exceeds {MAX_BATCH_BYTES} bytes",
+                               {"body": [f"at most {MAX_BATCH_BYTES} bytes"]})
     if length.isdigit() and int(length) > MAX_BATCH_BYTES:
         raise too_large
     chunks, size = [], 0
@@ -115,18 +115,12 @@ def _accepted(body: dict) -> Response:
     return Response(orjson.dumps(body), status_code=202, media_type="application/json")
 
 
-def _rejected(runtime: Runtime, kind: str, err: IngestError) -> ApiError:
+def _count_rejected(runtime: Runtime, kind: str, err: IngestError | IngestUnavailable) -> None:
+    """The rejection counter; the error itself answers through the app's one error mapping."""
     runtime.metrics.ingest_rejected.labels(kind, err.code).inc()
-    return ApiError(err.status, err.detail, err.code, err.fields)
 
 
-def _unavailable(runtime: Runtime, kind: str, err: IngestUnavailable) -> ApiError:
-    runtime.metrics.ingest_rejected.labels(kind, "ingest_unavailable").inc()
-    headers = {"Retry-After": str(err.retry_after)} if err.retry_after else {}
-    return ApiError(503, str(err), "ingest_unavailable", headers=headers)
-
-
-@router.post("/api/events/", status_code=202, openapi_extra=_body_schema(_TRACK_ITEM),
+@router.post("/", status_code=202, openapi_extra=_body_schema(_TRACK_ITEM),
              responses={202: {"model": TrackResult, "description": "Durably accepted"}, **_ERRORS})
 async def track(request: Request, principal: Principal = Depends(WRITE),
                 runtime: Runtime = Depends(get_runtime)) -> Response:
@@ -136,10 +130,9 @@ async def track(request: Request, principal: Principal = Depends(WRITE),
         columns = parse_track(await _read_body(request), received)
         future = runtime.ingest.submit_events(principal.tenant_id, columns, received)
         outcome = await asyncio.wrap_future(future)
-    except IngestError as err:
-        raise _rejected(runtime, "track", err) from None
-    except IngestUnavailable as err:
-        raise _unavailable(runtime, "track", err) from None
+    except (IngestError, IngestUnavailable) as err:
+        _count_rejected(runtime, "track", err)
+        raise
     runtime.metrics.ingested("track", outcome.accepted, outcome.duplicates)
     matched = 0
     if runtime.event_feed.has_accepted and outcome.accepted:
@@ -147,7 +140,7 @@ async def track(request: Request, principal: Principal = Depends(WRITE),
     return _accepted({"accepted": outcome.accepted, "duplicates": outcome.duplicates, "journeys_matched": matched})
 
 
-@router.post("/api/events/identify/", status_code=202, openapi_extra=_body_schema(_IDENTIFY_ITEM),
+@router.post("/identify/", status_code=202, openapi_extra=_body_schema(_IDENTIFY_ITEM),
              responses={202: {"model": IdentifyResult, "description": "Durably accepted"}, **_ERRORS})
 async def identify(request: Request, principal: Principal = Depends(WRITE),
                    runtime: Runtime = Depends(get_runtime)) -> Response:
@@ -156,15 +149,14 @@ async def identify(request: Request, principal: Principal = Depends(WRITE),
     try:
         columns = parse_identify(await _read_body(request), received)
         accepted = await asyncio.wrap_future(runtime.ingest.submit_profiles(principal.tenant_id, columns, received))
-    except IngestError as err:
-        raise _rejected(runtime, "identify", err) from None
-    except IngestUnavailable as err:
-        raise _unavailable(runtime, "identify", err) from None
+    except (IngestError, IngestUnavailable) as err:
+        _count_rejected(runtime, "identify", err)
+        raise
     runtime.metrics.ingested("identify", accepted)
     return _accepted({"accepted": accepted})
 
 
-@router.get("/api/events/dead-letters/")
+@router.get("/dead-letters/")
 def dead_letters(request: Request, page: OffsetPage = Depends(offset_params), principal: Principal = Depends(WRITE),
                  runtime: Runtime = Depends(get_runtime)) -> dict:
     """Accepted events and identifies of the caller's tenant that the lake could not take (newest

@@ -16,28 +16,21 @@ from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Principal, get_runtime, require, tenant_scoped_404
+from api.deps import Principal, check_id, get_runtime, require, tenant_scoped_404, valid_id
 from api.errors import ApiError, ErrorEnvelope
 from api.waiting import WAIT_RESPONSES, finished_or_current, wait_seconds
-from engine.exports import CONTENT_TYPES, MAX_TRAITS, ExportError, SegmentNotComputed
+from engine.exports import CONTENT_TYPES, MAX_TRAITS
 from engine.runtime import Runtime
-from engine.segments import SegmentNotFound
 
-router = APIRouter(tags=["exports"])
+router = APIRouter(prefix="/api/segments", tags=["exports"])
 READ = require("exports:read")
 PRESIGNED_SECONDS = 3600
-INT64_MAX = 2**63 - 1
 _NOT_COMPUTED = {409: {"model": ErrorEnvelope, "description": "segment_not_computed"}}
 _FILE = {200: {"description": "The file (when the lake is local)", "content": {
              media_type.split(";")[0]: {"schema": {"type": "string", "format": "binary"}}
              for media_type in CONTENT_TYPES.values()}},
          302: {"description": "Redirect to a presigned URL (when the lake is on S3)"},
          409: {"model": ErrorEnvelope, "description": "export_not_ready"}}
-
-
-def _in_range(value: int) -> bool:
-    """Ids beyond SQLite's integer range cannot exist (and would not bind): answer 404 like any missing id."""
-    return 1 <= value <= INT64_MAX
 
 
 class ExportRequest(BaseModel):
@@ -53,43 +46,33 @@ def _with_url(request: Request, export: dict) -> dict:
     return {**export, "download_url": url}
 
 
-@router.post("/api/segments/{segment_id:int}/export/", status_code=202, responses={**_NOT_COMPUTED, **WAIT_RESPONSES})
+@router.post("/{segment_id:int}/export/", status_code=202, responses={**_NOT_COMPUTED, **WAIT_RESPONSES})
 async def start_export(request: Request, response: Response, segment_id: int, body: ExportRequest,
                        wait: float = Depends(wait_seconds), principal: Principal = Depends(READ),
                        runtime: Runtime = Depends(get_runtime)) -> dict:
     """Queue the export; with ``?wait=SECONDS``, answer once it has finished (200) or when the
     wait is over (202)."""
-    if not _in_range(segment_id):
-        raise tenant_scoped_404("segment", segment_id)
-    try:
-        export = await run_in_threadpool(runtime.exports.create, principal.tenant_id, segment_id, body.format,
-                                         body.traits)
-    except SegmentNotFound:
-        raise tenant_scoped_404("segment", segment_id) from None
-    except SegmentNotComputed:
-        raise ApiError(409, f"Segment {segment_id} has not been computed yet; "
-                            f"POST /api/segments/{segment_id}/compute/ first.", "segment_not_computed") from None
-    except ExportError as err:
-        raise ApiError.field(err.field, err.message, err.code) from None
+    export = await run_in_threadpool(runtime.exports.create, principal.tenant_id, check_id("segment", segment_id),
+                                     body.format, body.traits)
     if wait:
         export = await finished_or_current(
             lambda: runtime.exports.get(principal.tenant_id, export["export_id"]), wait, response)
     return _with_url(request, export)
 
 
-@router.get("/api/segments/{segment_id:int}/export/")
+@router.get("/{segment_id:int}/export/")
 def poll_export(request: Request, segment_id: int, export_id: int = Query(..., ge=1),
                 principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)) -> dict:
-    in_range = _in_range(segment_id) and _in_range(export_id)
+    in_range = valid_id(segment_id) and valid_id(export_id)
     export = runtime.exports.get(principal.tenant_id, export_id, segment_id) if in_range else None
     if export is None:
         raise tenant_scoped_404("export", export_id)
     return _with_url(request, export)
 
 
-@router.get("/api/segments/exports/{export_id:int}/download/", name="download_export", responses=_FILE)
+@router.get("/exports/{export_id:int}/download/", name="download_export", responses=_FILE)
 def download_export(export_id: int, principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)):
-    export = runtime.exports.get(principal.tenant_id, export_id) if _in_range(export_id) else None
+    export = runtime.exports.get(principal.tenant_id, export_id) if valid_id(export_id) else None
     if export is None:
         raise tenant_scoped_404("export", export_id)
     found = runtime.exports.file(principal.tenant_id, export_id)

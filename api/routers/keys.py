@@ -4,13 +4,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from api.deps import Principal, check_body_tenant, get_runtime, require, tenant_scoped_404
+from api.deps import Principal, check_body_tenant, get_runtime, require, tenant_scoped_404, valid_id
 from api.errors import ApiError
 from api.pagination import OffsetPage, offset_params, offset_response
-from engine.accounts import AccountError, validate_scopes
+from engine.accounts import validate_scopes
 from engine.runtime import Runtime
 
-router = APIRouter(tags=["keys"])
+router = APIRouter(prefix="/api/keys", tags=["keys"])
 
 
 class KeyCreate(BaseModel):
@@ -21,11 +21,7 @@ class KeyCreate(BaseModel):
     tenant: int | str | None = None  # accepted only when it names the caller's tenant (api.deps)
 
 
-def _account_error(err: AccountError) -> ApiError:
-    return ApiError.field(err.field, err.message, err.code, err.status)
-
-
-@router.get("/api/keys/")
+@router.get("/")
 async def list_keys(request: Request, page: OffsetPage = Depends(offset_params),
                     principal: Principal = Depends(require("keys:write")),
                     runtime: Runtime = Depends(get_runtime)) -> dict:
@@ -33,44 +29,36 @@ async def list_keys(request: Request, page: OffsetPage = Depends(offset_params),
     return offset_response(request, page, count, keys)
 
 
-@router.post("/api/keys/", status_code=201)
+@router.post("/", status_code=201)
 async def create_key(body: KeyCreate, principal: Principal = Depends(require("keys:write")),
                      runtime: Runtime = Depends(get_runtime)) -> dict:
     """A credential cannot mint a key stronger than itself: scopes must be a subset of its own and
     allow_sends needs its own allow_sends."""
     check_body_tenant(principal, body.tenant)
-    try:
-        scopes = validate_scopes(body.scopes)
-        for i, scope in enumerate(body.scopes):
-            if scope not in principal.scopes:
-                raise ApiError(403, f"Cannot grant '{scope}': this credential lacks it.", "missing_scope",
-                               {f"scopes[{i}]": [scope]})
-        if body.allow_sends and not principal.allow_sends:
-            raise ApiError(403, "Cannot grant allow_sends: this credential is not allowed to send.",
-                           "sends_not_allowed", {"allow_sends": ["true"]})
-        listing, key = runtime.accounts.create_api_key(principal.tenant_id, body.name, scopes, body.allow_sends)
-    except AccountError as err:
-        raise _account_error(err) from None
+    scopes = validate_scopes(body.scopes)
+    for i, scope in enumerate(body.scopes):
+        if scope not in principal.scopes:
+            raise ApiError(403, f"Cannot grant '{scope}': this credential lacks it.", "missing_scope",
+                           {f"scopes[{i}]": [scope]})
+    if body.allow_sends and not principal.allow_sends:
+        raise ApiError(403, "Cannot grant allow_sends: this credential is not allowed to send.",
+                       "sends_not_allowed", {"allow_sends": ["true"]})
+    listing, key = runtime.accounts.create_api_key(principal.tenant_id, body.name, scopes, body.allow_sends)
     return {**listing, "key": key}
 
 
-def _in_range(key_id: int) -> bool:
-    """Ids beyond SQLite's integer range cannot exist (and would not bind): answer 404 like any missing id."""
-    return 1 <= key_id <= 2**63 - 1
-
-
-@router.get("/api/keys/{key_id}/")
+@router.get("/{key_id}/")
 async def get_key(key_id: int, principal: Principal = Depends(require("keys:write")),
                   runtime: Runtime = Depends(get_runtime)) -> dict:
-    listing = runtime.accounts.get_api_key(principal.tenant_id, key_id) if _in_range(key_id) else None
+    listing = runtime.accounts.get_api_key(principal.tenant_id, key_id) if valid_id(key_id) else None
     if listing is None:
         raise tenant_scoped_404("API key", key_id)
     return listing
 
 
-@router.delete("/api/keys/{key_id}/", status_code=204)
+@router.delete("/{key_id}/", status_code=204)
 async def revoke_key(key_id: int, principal: Principal = Depends(require("keys:write")),
                      runtime: Runtime = Depends(get_runtime)) -> Response:
-    if not (_in_range(key_id) and runtime.accounts.revoke_api_key(principal.tenant_id, key_id)):
+    if not (valid_id(key_id) and runtime.accounts.revoke_api_key(principal.tenant_id, key_id)):
         raise tenant_scoped_404("API key", key_id)
     return Response(status_code=204)

@@ -27,31 +27,24 @@ from api.deps import (
     RATE_LIMIT_STATE_KEY,
     Principal,
     authenticate_request,
+    check_id,
     get_runtime,
-    runtime_of,
     require,
-    tenant_scoped_404,
+    runtime_of,
+    valid_id,
 )
 from api.errors import ApiError, ErrorEnvelope
 from api.observe import ROUTE_KEY
 from api.pagination import cursor_response, decode_cursor, encode_cursor
-from engine.members import (
-    DEFAULT_MEMBERS_LIMIT,
-    MAX_MEMBERS_LIMIT,
-    ForeignCursor,
-    SegmentNotComputed,
-    SnapshotExpired,
-    members_page,
-)
+from engine.members import DEFAULT_MEMBERS_LIMIT, MAX_MEMBERS_LIMIT, members_page
 from engine.membership import MAX_BULK_USERS
 from engine.runtime import Runtime
-from engine.segments import SegmentNotFound
 
-router = APIRouter(tags=["membership"])
+PREFIX = "/api/segments"
+router = APIRouter(prefix=PREFIX, tags=["membership"])
 READ = require("membership:read")
-LOOKUP_PATH = "/api/segments/membership/"
+LOOKUP_PATH = f"{PREFIX}/membership/"
 MAX_USER_ID_LENGTH = 512
-INT64_MAX = 2**63 - 1
 _MEMBERS_ERRORS = {409: {"model": ErrorEnvelope, "description": "segment_not_computed"},
                    410: {"model": ErrorEnvelope, "description": "cursor_expired: start again without a cursor"}}
 
@@ -77,7 +70,7 @@ async def _lookup_body(request: Request) -> bytes:
 
 
 class MembershipFastPath:
-    """Pure ASGI middleware (``fast_path``, installed by api.app) answering
+    """Pure ASGI middleware (installed by api.app, outside routing) answering
     ``GET /api/segments/membership/?user_id=`` -> ``{user_id, segment_ids, cached}`` before
     routing. It sits outside ``RateLimitHeadersMiddleware``, so it adds the rate-limit headers
     itself."""
@@ -101,17 +94,14 @@ class MembershipFastPath:
         await send({"type": "http.response.body", "body": body})
 
 
-fast_path = MembershipFastPath
-
-
-@router.get(LOOKUP_PATH, summary="Per-user membership check")
+@router.get(LOOKUP_PATH.removeprefix(PREFIX), summary="Per-user membership check")
 async def membership_lookup(request: Request, user_id: str = Query(..., max_length=MAX_USER_ID_LENGTH)) -> Response:
     """`{user_id, segment_ids, cached}`. MembershipFastPath answers this path before routing; the route
     publishes it in OpenAPI and answers the same way where the fast path is not installed."""
     return Response(await _lookup_body(request), media_type="application/json")
 
 
-@router.post("/api/segments/membership/", description=(
+@router.post("/membership/", description=(
     "Bulk membership: `{\"user_ids\": [...]}` (at most 1000) -> `{\"results\": [{user_id, segment_ids, cached}]}`."
     " The single-user form is `GET /api/segments/membership/?user_id=` -> `{user_id, segment_ids, cached}`."))
 async def membership_bulk(user_ids: list = Body(..., embed=True), principal: Principal = Depends(READ),
@@ -136,31 +126,17 @@ def _after(cursor: str | None) -> tuple[int, str] | None:
     if value is None:
         return None
     if (not isinstance(value, dict) or not isinstance(value.get("c"), int) or isinstance(value.get("c"), bool)
-            or not 1 <= value["c"] <= INT64_MAX or not isinstance(value.get("u"), str)):
+            or not valid_id(value["c"]) or not isinstance(value.get("u"), str)):
         raise ApiError.field("cursor", "not a valid cursor", "invalid_cursor")
     return value["c"], value["u"]
 
 
-@router.get("/api/segments/{segment_id:int}/members/", responses=_MEMBERS_ERRORS)
+@router.get("/{segment_id:int}/members/", responses=_MEMBERS_ERRORS)
 def list_members(segment_id: int, limit: int = Query(DEFAULT_MEMBERS_LIMIT, ge=1, le=MAX_MEMBERS_LIMIT),
                  cursor: str | None = None, principal: Principal = Depends(READ),
                  runtime: Runtime = Depends(get_runtime)) -> Response:
     after = _after(cursor)
-    if not 1 <= segment_id <= INT64_MAX:  # cannot exist (and would not bind): like any missing id
-        raise tenant_scoped_404("segment", segment_id)
-    try:
-        page = members_page(runtime, principal.tenant_id, segment_id, limit, after)
-    except SegmentNotFound:
-        raise tenant_scoped_404("segment", segment_id) from None
-    except SegmentNotComputed:
-        raise ApiError(409, f"Segment {segment_id} has not been computed yet; "
-                            f"POST /api/segments/{segment_id}/compute/ and retry when it is done.",
-                       "segment_not_computed") from None
-    except ForeignCursor:
-        raise ApiError.field("cursor", "not a cursor of this segment", "invalid_cursor") from None
-    except SnapshotExpired:
-        raise ApiError(410, "The membership snapshot this cursor belongs to is no longer kept; "
-                            "start again without a cursor.", "cursor_expired", {"cursor": ["expired"]}) from None
+    page = members_page(runtime, principal.tenant_id, check_id("segment", segment_id), limit, after)
     next_cursor = (encode_cursor({"c": page.computation_id, "u": page.last_user_id})
                    if page.last_user_id is not None else None)
     return Response(orjson.dumps(cursor_response(page.results, next_cursor, page.count)),

@@ -12,11 +12,11 @@ from api.pagination import OffsetPage, offset_params, offset_response
 from engine.profiles import get_profile, search_profiles
 from engine.runtime import Runtime
 
-router = APIRouter(tags=["profiles"])
+router = APIRouter(prefix="/api/profiles", tags=["profiles"])
 READ = require("profiles:read")
 
 
-@router.get("/api/profiles/")
+@router.get("/")
 def list_profiles(request: Request, search: str | None = Query(None, max_length=512),
                   page: OffsetPage = Depends(offset_params), principal: Principal = Depends(READ),
                   runtime: Runtime = Depends(get_runtime)) -> dict:
@@ -24,7 +24,7 @@ def list_profiles(request: Request, search: str | None = Query(None, max_length=
     return offset_response(request, page, count, results)
 
 
-@router.get("/api/profiles/{user_id}/")
+@router.get("/{user_id}/")
 def profile(user_id: str, principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)) -> dict:
     found = get_profile(runtime, principal.tenant_id, user_id)
     if found is None:

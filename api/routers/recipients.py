@@ -18,12 +18,14 @@ from pydantic import Field
 from starlette.responses import Response
 
 from api.deps import Principal, get_runtime, require
-from api.routers._sends_common import CamelModel, SendsRoute, errors, idempotent, json_response
+from api.errors import ApiError
+from api.models.common import CamelModel
+from api.routers._sends_common import errors, idempotent, json_response
 from engine.runtime import Runtime
 from engine.sends.common import SendsError
 from engine.sends.recipients import normalize_address, valid_address
 
-router = APIRouter(tags=["recipients"], route_class=SendsRoute)
+router = APIRouter(prefix="/api/recipients", tags=["recipients"])
 READ = require("profiles:read")
 WRITE = require("profiles:write")
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -58,11 +60,11 @@ def _address(runtime: Runtime, tenant_id: int, email: str | None, user_id: str |
         raise SendsError("email", "give email or userId", "recipient_required")
     address = valid_address((runtime.sends.profiles.one(tenant_id, user_id) or {}).get("email"))
     if address is None:
-        raise SendsError("userId", f"profile {user_id!r} has no valid email trait", "no_email_address", status=422)
+        raise ApiError.field("userId", f"profile {user_id!r} has no valid email trait", "no_email_address", status=422)
     return address
 
 
-@router.get("/api/recipients/unsubscribe/{token}/", responses=HTML)
+@router.get("/unsubscribe/{token}/", responses=HTML)
 def unsubscribe_page(token: str, runtime: Runtime = Depends(get_runtime)):
     _, address, topic, _ = runtime.sends.engagement.unsubscribe_target(token)
     return _page("Unsubscribe", f"<p>Unsubscribe <b>{escape(address)}</b> from <b>{escape(topic)}</b> email?</p>"
@@ -70,7 +72,7 @@ def unsubscribe_page(token: str, runtime: Runtime = Depends(get_runtime)):
                                 f"value=\"One-Click\"><button type=\"submit\">Unsubscribe</button></form>")
 
 
-@router.post("/api/recipients/unsubscribe/{token}/", responses=HTML)
+@router.post("/unsubscribe/{token}/", responses=HTML)
 def unsubscribe(token: str, runtime: Runtime = Depends(get_runtime)):
     """RFC 8058 one-click: no login, effective immediately."""
     done = runtime.sends.engagement.unsubscribe(token, "one_click")
@@ -78,20 +80,20 @@ def unsubscribe(token: str, runtime: Runtime = Depends(get_runtime)):
                                  f"email from us.</p>")
 
 
-@router.get("/api/recipients/open/{token}.gif", responses={
+@router.get("/open/{token}.gif", responses={
     200: {"content": {"image/gif": {}}, "description": "A 1x1 transparent GIF (the open is counted)"}})
 def open_pixel(token: str, runtime: Runtime = Depends(get_runtime)):
     runtime.sends.engagement.opened(token)
     return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
 
 
-@router.get("/api/recipients/click/{token}/", status_code=302, responses={
+@router.get("/click/{token}/", status_code=302, responses={
     302: {"description": "Redirect to the link's target (the click is counted)"}})
 def click(token: str, runtime: Runtime = Depends(get_runtime)):
     return RedirectResponse(runtime.sends.engagement.clicked(token), status_code=302, headers=NO_STORE)
 
 
-@router.post("/api/recipients/feedback/", status_code=202, responses=errors(409))
+@router.post("/feedback/", status_code=202, responses=errors(409))
 def feedback(body: Feedback, request: Request, principal: Principal = Depends(WRITE),
              runtime: Runtime = Depends(get_runtime)):
     """A bounce or complaint report (e.g. from the mail provider's webhook). Hard bounces and
@@ -113,14 +115,14 @@ def feedback(body: Feedback, request: Request, principal: Principal = Depends(WR
     return idempotent(request, principal, runtime, body.doc(), record)
 
 
-@router.get("/api/recipients/subscription/")
+@router.get("/subscription/")
 def subscription(email: str | None = Query(None, max_length=320), user_id: str | None = Query(None, alias="userId"),
                  principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)):
     address = _address(runtime, principal.tenant_id, email, user_id)
     return json_response(runtime.sends.recipients.status(principal.tenant_id, address))
 
 
-@router.put("/api/recipients/subscription/")
+@router.put("/subscription/")
 def change_subscription(body: SubscriptionChange, principal: Principal = Depends(WRITE),
                         runtime: Runtime = Depends(get_runtime)):
     address = _address(runtime, principal.tenant_id, body.email, body.user_id)
@@ -128,10 +130,10 @@ def change_subscription(body: SubscriptionChange, principal: Principal = Depends
     return json_response(runtime.sends.recipients.status(principal.tenant_id, address))
 
 
-@router.delete("/api/recipients/suppressions/")
+@router.delete("/suppressions/")
 def unsuppress(email: str = Query(max_length=320), principal: Principal = Depends(WRITE),
                runtime: Runtime = Depends(get_runtime)):
     address = normalize_address(email)
     if not runtime.sends.recipients.unsuppress(principal.tenant_id, address):
-        raise SendsError("email", "this address is not suppressed", "not_suppressed", status=404)
+        raise ApiError.field("email", "this address is not suppressed", "not_suppressed", status=404)
     return json_response(runtime.sends.recipients.status(principal.tenant_id, address))

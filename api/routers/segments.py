@@ -13,11 +13,11 @@ from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Principal, check_body_tenant, get_runtime, require, tenant_scoped_404
+from api.deps import Principal, check_body_tenant, check_id, get_runtime, id_param, require, tenant_scoped_404
 from api.errors import ApiError, ErrorEnvelope
 from api.pagination import OffsetPage, offset_params, offset_response
 from api.waiting import WAIT_RESPONSES, finished_or_current, wait_seconds
-from compiler import DefinitionError, definition_json_schema
+from compiler import definition_json_schema
 from engine import compute, segment_query
 from engine.runtime import Runtime
 from engine.segments import (
@@ -25,13 +25,10 @@ from engine.segments import (
     DEFAULT_COMPUTE_INTERVAL_MINUTES,
     MAX_COMPUTE_INTERVAL_MINUTES,
     Author,
-    SegmentInUse,
-    SegmentNotFound,
     SegmentStore,
 )
 
-router = APIRouter(tags=["segments"])
-INT64_MAX = 2**63 - 1
+router = APIRouter(prefix="/api/segments", tags=["segments"])
 READ = require("segments:read")
 WRITE = require("segments:write")
 
@@ -74,22 +71,7 @@ class StoredPreviewRequest(BaseModel):
     as_of: str | None = AS_OF
 
 
-def _id(kind: str, value: int) -> int:
-    """Ids beyond SQLite's range cannot exist: answer like any other missing id."""
-    if not 1 <= value <= INT64_MAX:
-        raise tenant_scoped_404(kind, value)
-    return value
-
-
-def segment_id_param(segment_id: int) -> int:
-    return _id("segment", segment_id)
-
-
-def definition_error(err: DefinitionError) -> ApiError:
-    fields: dict[str, list[str]] = {}
-    for item in err.errors:
-        fields.setdefault(item.path, []).append(item.message)
-    return ApiError(400, str(err.errors[0]), err.code, fields)
+segment_id_param = id_param("segment", "segment_id")
 
 
 def _author(principal: Principal) -> Author:
@@ -108,43 +90,40 @@ def _get_or_404(runtime: Runtime, tenant_id: int, segment_id: int) -> dict:
 
 
 def _preview(runtime: Runtime, tenant_id: int, definition: Any, limit: int, as_of: str | None) -> dict:
-    try:
-        return segment_query.preview(runtime, tenant_id, definition, limit=limit, as_of=as_of).to_json()
-    except DefinitionError as err:
-        raise definition_error(err) from None
+    return segment_query.preview(runtime, tenant_id, definition, limit=limit, as_of=as_of).to_json()
 
 
 # -- fixed paths --------------------------------------------------------------------------
-@router.get("/api/segments/schema/")
+@router.get("/schema/")
 def definition_schema(principal: Principal = Depends(READ)) -> dict:
     """JSON Schema (2020-12) of segment definitions."""
     return definition_json_schema()
 
 
-@router.post("/api/segments/preview/")
+@router.post("/preview/")
 def preview(body: PreviewRequest, principal: Principal = Depends(READ),
             runtime: Runtime = Depends(get_runtime)) -> dict:
     """Matched user count, the first ``limit`` matching user ids (ascending) and the SQL."""
     return _preview(runtime, principal.tenant_id, body.definition, body.limit, body.as_of)
 
 
-@router.get("/api/segments/jobs/{job_id:int}/")
+@router.get("/jobs/{job_id:int}/")
 def get_job(job_id: int, principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)) -> dict:
-    job = compute.get_job(runtime, principal.tenant_id, _id("job", job_id))
+    job = compute.get_job(runtime, principal.tenant_id, check_id("job", job_id))
     if job is None:
         raise tenant_scoped_404("job", job_id)
     return job
 
 
 # -- collection ---------------------------------------------------------------------------
-@router.get("/api/segments/")
+@router.get("/")
 def list_segments(request: Request, page: OffsetPage = Depends(offset_params), principal: Principal = Depends(READ),
                   runtime: Runtime = Depends(get_runtime)) -> dict:
     count, segments = _store(runtime).list(principal.tenant_id, page.limit, page.offset)
     return offset_response(request, page, count, segments)
 
 
-@router.post("/api/segments/", status_code=201)
+@router.post("/", status_code=201)
 def create_segment(body: SegmentCreate, principal: Principal = Depends(WRITE),
                    runtime: Runtime = Depends(get_runtime)) -> dict:
     check_body_tenant(principal, body.tenant)
@@ -153,23 +132,20 @@ def create_segment(body: SegmentCreate, principal: Principal = Depends(WRITE),
                              "segment_type_not_available")
     definition = None
     if body.definition is not None:
-        try:
-            definition = segment_query.validate_definition(runtime, principal.tenant_id, body.definition)
-        except DefinitionError as err:
-            raise definition_error(err) from None
+        definition = segment_query.validate_definition(runtime, principal.tenant_id, body.definition)
     return _store(runtime).create(
         principal.tenant_id, name=body.name, segment_type=body.segment_type, description=body.description,
         definition=definition, author=_author(principal), compute_interval_minutes=body.compute_interval_minutes)
 
 
 # -- one segment --------------------------------------------------------------------------
-@router.get("/api/segments/{segment_id:int}/")
+@router.get("/{segment_id:int}/")
 def get_segment(segment_id: int = Depends(segment_id_param), principal: Principal = Depends(READ),
                 runtime: Runtime = Depends(get_runtime)) -> dict:
     return _get_or_404(runtime, principal.tenant_id, segment_id)
 
 
-@router.patch("/api/segments/{segment_id:int}/")
+@router.patch("/{segment_id:int}/")
 def update_segment(body: SegmentUpdate, segment_id: int = Depends(segment_id_param),
                    principal: Principal = Depends(WRITE), runtime: Runtime = Depends(get_runtime)) -> dict:
     """Metadata and/or definition; a changed definition becomes a new version."""
@@ -183,36 +159,22 @@ def update_segment(body: SegmentUpdate, segment_id: int = Depends(segment_id_par
             raise ApiError.field(field, "must not be null", "null_not_allowed")
     definition = None
     if "definition" in given:
-        try:
-            definition = segment_query.validate_definition(runtime, principal.tenant_id, body.definition,
-                                                           segment_id=segment_id)
-        except DefinitionError as err:
-            raise definition_error(err) from None
+        definition = segment_query.validate_definition(runtime, principal.tenant_id, body.definition,
+                                                       segment_id=segment_id)
     fields = {name: getattr(body, name) for name in ("name", "description", "compute_interval_minutes")
               if name in given}
-    try:
-        return store.update(principal.tenant_id, segment_id, author=_author(principal), definition=definition,
-                            **fields)
-    except SegmentNotFound:
-        raise tenant_scoped_404("segment", segment_id) from None
+    return store.update(principal.tenant_id, segment_id, author=_author(principal), definition=definition, **fields)
 
 
-@router.delete("/api/segments/{segment_id:int}/", status_code=204,
+@router.delete("/{segment_id:int}/", status_code=204,
                responses={409: {"model": ErrorEnvelope, "description": "segment_in_use: referenced by other segments"}})
 def delete_segment(segment_id: int = Depends(segment_id_param), principal: Principal = Depends(WRITE),
                    runtime: Runtime = Depends(get_runtime)) -> Response:
-    try:
-        _store(runtime).delete(principal.tenant_id, segment_id)
-    except SegmentNotFound:
-        raise tenant_scoped_404("segment", segment_id) from None
-    except SegmentInUse as err:
-        ids = ", ".join(str(i) for i in err.referenced_by)
-        raise ApiError(409, f"Segment {segment_id} is referenced by segment(s) {ids}; remove those references "
-                            "first.", "segment_in_use") from None
+    _store(runtime).delete(principal.tenant_id, segment_id)
     return Response(status_code=204)
 
 
-@router.post("/api/segments/{segment_id:int}/preview/")
+@router.post("/{segment_id:int}/preview/")
 def preview_segment(body: StoredPreviewRequest | None = Body(None), segment_id: int = Depends(segment_id_param),
                     principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)) -> dict:
     """Preview of the segment's current definition."""
@@ -225,35 +187,29 @@ def preview_segment(body: StoredPreviewRequest | None = Body(None), segment_id: 
 
 
 # -- versions -----------------------------------------------------------------------------
-@router.get("/api/segments/{segment_id:int}/versions/")
+@router.get("/{segment_id:int}/versions/")
 def list_versions(request: Request, segment_id: int = Depends(segment_id_param),
                   page: OffsetPage = Depends(offset_params), principal: Principal = Depends(READ),
                   runtime: Runtime = Depends(get_runtime)) -> dict:
     """Newest first."""
-    try:
-        count, versions = _store(runtime).versions(principal.tenant_id, segment_id, page.limit, page.offset)
-    except SegmentNotFound:
-        raise tenant_scoped_404("segment", segment_id) from None
+    count, versions = _store(runtime).versions(principal.tenant_id, segment_id, page.limit, page.offset)
     return offset_response(request, page, count, versions)
 
 
 def _version_or_404(runtime: Runtime, tenant_id: int, segment_id: int, version: int) -> dict:
-    try:
-        found = _store(runtime).version(tenant_id, segment_id, _id("version", version))
-    except SegmentNotFound:
-        raise tenant_scoped_404("segment", segment_id) from None
+    found = _store(runtime).version(tenant_id, segment_id, check_id("version", version))
     if found is None:
         raise tenant_scoped_404("version", version)
     return found
 
 
-@router.get("/api/segments/{segment_id:int}/versions/{version:int}/")
+@router.get("/{segment_id:int}/versions/{version:int}/")
 def get_version(version: int, segment_id: int = Depends(segment_id_param), principal: Principal = Depends(READ),
                 runtime: Runtime = Depends(get_runtime)) -> dict:
     return _version_or_404(runtime, principal.tenant_id, segment_id, version)
 
 
-@router.post("/api/segments/{segment_id:int}/versions/{version:int}/preview/")
+@router.post("/{segment_id:int}/versions/{version:int}/preview/")
 def preview_version(version: int, body: StoredPreviewRequest | None = Body(None),
                     segment_id: int = Depends(segment_id_param), principal: Principal = Depends(READ),
                     runtime: Runtime = Depends(get_runtime)) -> dict:
@@ -265,27 +221,21 @@ def preview_version(version: int, body: StoredPreviewRequest | None = Body(None)
 
 
 # -- compute jobs -------------------------------------------------------------------------
-@router.post("/api/segments/{segment_id:int}/compute/", status_code=202, responses=WAIT_RESPONSES)
+@router.post("/{segment_id:int}/compute/", status_code=202, responses=WAIT_RESPONSES)
 async def compute_segment(response: Response, segment_id: int = Depends(segment_id_param),
                           wait: float = Depends(wait_seconds), principal: Principal = Depends(WRITE),
                           runtime: Runtime = Depends(get_runtime)) -> dict:
     """Queue a membership computation (a job already queued for the segment is reused):
     ``{status: "queued", job_id}``. With ``?wait=SECONDS``, the job itself, once it has
     finished (200) or as it is when the wait is over (202)."""
-    try:
-        job_id = await run_in_threadpool(compute.enqueue, runtime, principal.tenant_id, segment_id, "api")
-    except SegmentNotFound:
-        raise tenant_scoped_404("segment", segment_id) from None
-    except compute.SegmentHasNoDefinition:
-        raise ApiError.field("definition", "set a definition (PATCH) before computing",
-                             "segment_has_no_definition") from None
+    job_id = await run_in_threadpool(compute.enqueue, runtime, principal.tenant_id, segment_id, "api")
     response.headers["Location"] = f"/api/segments/jobs/{job_id}/"
     if not wait:
         return {"status": "queued", "job_id": job_id}
     return await finished_or_current(lambda: compute.get_job(runtime, principal.tenant_id, job_id), wait, response)
 
 
-@router.get("/api/segments/{segment_id:int}/jobs/")
+@router.get("/{segment_id:int}/jobs/")
 def list_jobs(request: Request, segment_id: int = Depends(segment_id_param), page: OffsetPage = Depends(offset_params),
               principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)) -> dict:
     """Newest first."""
@@ -295,12 +245,12 @@ def list_jobs(request: Request, segment_id: int = Depends(segment_id_param), pag
     return offset_response(request, page, count, jobs)
 
 
-@router.get("/api/segments/{segment_id:int}/jobs/{job_id:int}/")
+@router.get("/{segment_id:int}/jobs/{job_id:int}/")
 def get_segment_job(job_id: int, segment_id: int = Depends(segment_id_param), principal: Principal = Depends(READ),
                     runtime: Runtime = Depends(get_runtime)) -> dict:
     if not _store(runtime).exists(principal.tenant_id, segment_id):
         raise tenant_scoped_404("segment", segment_id)
-    job = compute.get_job(runtime, principal.tenant_id, _id("job", job_id), segment_id)
+    job = compute.get_job(runtime, principal.tenant_id, check_id("job", job_id), segment_id)
     if job is None:
         raise tenant_scoped_404("job", job_id)
     return job

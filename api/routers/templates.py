@@ -13,25 +13,14 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import Field
 
-from api.deps import Principal, get_runtime, require
-from api.errors import ApiError
+from api.deps import MAX_ID, Principal, get_runtime, id_param, require
+from api.models.common import CamelModel
 from api.pagination import OffsetPage, offset_params, offset_response
-from api.routers._sends_common import (
-    INT64_MAX,
-    CamelModel,
-    HeaderText,
-    SendsRoute,
-    check_id,
-    errors,
-    idempotent,
-    json_response,
-)
+from api.routers._sends_common import HeaderText, errors, idempotent, json_response
 from engine.runtime import Runtime
 from engine.sends.recipients import normalize_address
-from engine.sends.sandbox import RenderLimit
-from engine.sends.templates import CompiledContent, Content, merge_context
 
-router = APIRouter(tags=["templates"], route_class=SendsRoute)
+router = APIRouter(prefix="/api/templates", tags=["templates"])
 # html and text may each hold 1,000,000 characters: room for both as JSON, escapes included
 _TEMPLATE_BODY_BYTES = 16 << 20
 BODY_LIMITS = {"/api/templates/": _TEMPLATE_BODY_BYTES, "/api/templates/{template_id:int}/": _TEMPLATE_BODY_BYTES}
@@ -49,7 +38,7 @@ class TemplateFields(CamelModel):
     purpose: Literal["marketing", "transactional"] = None
     topic: str = Field(None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
     data_variables: list[str] = Field(None, max_length=200)
-    brand_kit_id: int | None = Field(None, ge=1, le=INT64_MAX)
+    brand_kit_id: int | None = Field(None, ge=1, le=MAX_ID)
     from_name: HeaderText | None = Field(None, max_length=200)
     from_email: HeaderText | None = Field(None, max_length=320)
     reply_to: HeaderText | None = Field(None, max_length=320)
@@ -70,8 +59,7 @@ class PreviewRequest(CamelModel):
     data_variables: dict[str, Any] | None = None
 
 
-def template_id_param(template_id: int) -> int:
-    return check_id("template", template_id)
+template_id_param = id_param("template", "template_id")
 
 
 def _checked(runtime: Runtime, tenant_id: int, doc: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +71,7 @@ def _checked(runtime: Runtime, tenant_id: int, doc: dict[str, Any]) -> dict[str,
     return doc
 
 
-@router.get("/api/templates/")
+@router.get("/")
 def list_templates(request: Request, page: OffsetPage = Depends(offset_params),
                    archived: bool | None = Query(None), purpose: Literal["marketing", "transactional"] | None = None,
                    principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)):
@@ -92,7 +80,7 @@ def list_templates(request: Request, page: OffsetPage = Depends(offset_params),
     return offset_response(request, page, count, rows)
 
 
-@router.post("/api/templates/", status_code=201, responses=errors(409))
+@router.post("/", status_code=201, responses=errors(409))
 def create_template(body: TemplateCreate, request: Request, principal: Principal = Depends(WRITE),
                     runtime: Runtime = Depends(get_runtime)):
     doc = body.doc()
@@ -100,20 +88,20 @@ def create_template(body: TemplateCreate, request: Request, principal: Principal
         201, runtime.sends.templates.create(principal.tenant_id, _checked(runtime, principal.tenant_id, doc))))
 
 
-@router.get("/api/templates/{template_id:int}/")
+@router.get("/{template_id:int}/")
 def get_template(template_id: int = Depends(template_id_param), principal: Principal = Depends(READ),
                  runtime: Runtime = Depends(get_runtime)):
     return json_response(runtime.sends.templates.get(principal.tenant_id, template_id))
 
 
-@router.patch("/api/templates/{template_id:int}/", responses=errors(409))
+@router.patch("/{template_id:int}/", responses=errors(409))
 def update_template(body: TemplateFields, template_id: int = Depends(template_id_param),
                     principal: Principal = Depends(WRITE), runtime: Runtime = Depends(get_runtime)):
     changes = _checked(runtime, principal.tenant_id, body.doc())
     return json_response(runtime.sends.templates.update(principal.tenant_id, template_id, changes))
 
 
-@router.post("/api/templates/{template_id:int}/duplicate/", status_code=201, responses=errors(409))
+@router.post("/{template_id:int}/duplicate/", status_code=201, responses=errors(409))
 def duplicate_template(request: Request, body: DuplicateRequest | None = None,
                        template_id: int = Depends(template_id_param), principal: Principal = Depends(WRITE),
                        runtime: Runtime = Depends(get_runtime)):
@@ -122,37 +110,21 @@ def duplicate_template(request: Request, body: DuplicateRequest | None = None,
         201, runtime.sends.templates.duplicate(principal.tenant_id, template_id, doc.get("name"))))
 
 
-@router.post("/api/templates/{template_id:int}/archive/")
+@router.post("/{template_id:int}/archive/")
 def archive_template(template_id: int = Depends(template_id_param), principal: Principal = Depends(WRITE),
                      runtime: Runtime = Depends(get_runtime)):
     return json_response(runtime.sends.templates.set_archived(principal.tenant_id, template_id, True))
 
 
-@router.post("/api/templates/{template_id:int}/unarchive/")
+@router.post("/{template_id:int}/unarchive/")
 def unarchive_template(template_id: int = Depends(template_id_param), principal: Principal = Depends(WRITE),
                        runtime: Runtime = Depends(get_runtime)):
     return json_response(runtime.sends.templates.set_archived(principal.tenant_id, template_id, False))
 
 
-@router.post("/api/templates/{template_id:int}/preview/")
+@router.post("/{template_id:int}/preview/")
 def preview_template(body: PreviewRequest, template_id: int = Depends(template_id_param),
                      principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)):
     """Render for a profile (``userId``) or given ``traits``, with ``dataVariables``; nothing is sent."""
-    sends = runtime.sends
-    sends.templates.row(principal.tenant_id, template_id)  # 404 for a missing or another tenant's id
-    content, template = sends.templates.content(principal.tenant_id, template_id, allow_archived=True)
-    traits = dict(body.traits or {})
-    if body.user_id is not None:
-        traits = {**(sends.profiles.one(principal.tenant_id, body.user_id) or {}), **traits}
-    kit = sends.brand_kits.for_template(principal.tenant_id, template["brandKitId"])
-    compiled = CompiledContent(Content(content.subject, content.html, content.text, content.purpose, content.topic))
-    context = merge_context(traits, body.data_variables or {}, email=traits.get("email"), user_id=body.user_id,
-                            unsubscribe_url=f"{sends.base_url}/api/recipients/unsubscribe/preview/", brand=kit)
-    try:
-        subject, html, text = compiled.render(context)
-    except RenderLimit as err:
-        raise ApiError.field(err.part, err.reason, "template_too_expensive", status=422) from None
-    except Exception as err:
-        raise ApiError(422, f"template error: {type(err).__name__}: {err}", "template_render_error") from None
-    return json_response({"subject": subject, "html": html, "text": text,
-                          "unknownMergeFields": template["unknownMergeFields"]})
+    return json_response(runtime.sends.preview_template(principal.tenant_id, template_id, body.user_id,
+                                                        body.traits or {}, body.data_variables or {}))

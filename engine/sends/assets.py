@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from common.time import api_time, db_time, parse_db_time, utc_now
+from engine.errors import Conflict, TooLarge, Unprocessable, UnsupportedMedia
 from engine.sends.common import NotFound, SendsError
 from storage.metadata import MetadataStore
 from storage.objectstore import ObjectStore
@@ -147,10 +148,10 @@ class AssetStore:
         if row is None or row["status"] != "pending" or parse_db_time(row["upload_expires_at"]) < utc_now():
             raise NotFound("upload", "session")
         if (content_type or "").split(";")[0].strip().lower() != row["content_type"]:
-            raise SendsError("Content-Type", f"must be {row['content_type']} as declared", "content_type_mismatch",
-                             status=415)
+            raise UnsupportedMedia(f"must be {row['content_type']} as declared",
+                                   code="content_type_mismatch", field="Content-Type")
         if len(body) > MAX_BYTES:
-            raise SendsError("body", f"larger than {MAX_BYTES} bytes", "payload_too_large", status=413)
+            raise TooLarge(f"larger than {MAX_BYTES} bytes", code="payload_too_large", field="body")
         self.store.put_bytes(row["object_key"], body)
 
     def finalize(self, tenant_id: int, asset_id: int) -> dict[str, Any]:
@@ -159,15 +160,17 @@ class AssetStore:
             return self._json(row)
         key = row["object_key"]
         if not self.store.exists(key):
-            raise SendsError("upload", "no bytes were uploaded for this asset", "upload_missing", status=409)
+            raise Conflict("no bytes were uploaded for this asset", code="upload_missing", field="upload")
         actual = self.store.size(key)
         if actual != row["size"]:
-            raise SendsError("size", f"declared {row['size']} bytes, uploaded {actual}", "size_mismatch", status=422)
+            raise Unprocessable(f"declared {row['size']} bytes, uploaded {actual}",
+                                code="size_mismatch", field="size")
         with self.store.open(key) as stream:
             sniffed = sniff_image(stream.read(16))
         if sniffed != row["content_type"]:
-            raise SendsError("contentType", f"declared {row['content_type']}, uploaded bytes are "
-                             f"{sniffed or 'not a supported image'}", "content_type_mismatch", status=422)
+            raise Unprocessable(f"declared {row['content_type']}, uploaded bytes are "
+                                f"{sniffed or 'not a supported image'}", code="content_type_mismatch",
+                                field="contentType")
         now = db_time(utc_now())
         self.meta.execute(
             "UPDATE assets SET status = 'ready', public_token = ?, upload_token_hash = NULL, finalized_at = ?, "

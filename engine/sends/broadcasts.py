@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from common.time import api_time, db_time, parse_db_time, utc_now
 from engine.members import read_members
+from engine.errors import Conflict, Gone
 from engine.segment_query import DefinitionError, compile_definition, member_table
 from engine.segments import SegmentStore
 from engine.sends.common import NotFound, SendsError, dumps, loads
@@ -118,17 +119,17 @@ class Broadcasts:
         row = self.row(tenant_id, broadcast_id)
         now = utc_now()
         if row["status"] != "prepared":
-            raise SendsError("preparedSendId", f"this broadcast is {row['status']}, not prepared", "not_prepared",
-                             status=409)
+            raise Conflict(f"this broadcast is {row['status']}, not prepared",
+                           code="not_prepared", field="preparedSendId")
         if parse_db_time(row["expires_at"]) <= now:
-            raise SendsError("preparedSendId", "the prepared send expired; prepare it again", "prepared_send_expired",
-                             status=410)
+            raise Gone("the prepared send expired; prepare it again",
+                       code="prepared_send_expired", field="preparedSendId")
         stamp = db_time(now)
         with self.meta.transaction() as conn:
             moved = conn.execute("UPDATE broadcasts SET status = 'sending', redeemed_at = ? WHERE id = ? "
                                  "AND status = 'prepared'", (stamp, broadcast_id)).rowcount
             if not moved:
-                raise SendsError("preparedSendId", "this broadcast was redeemed meanwhile", "not_prepared", status=409)
+                raise Conflict("this broadcast was redeemed meanwhile", code="not_prepared", field="preparedSendId")
             conn.execute(
                 "INSERT INTO email_sends (tenant_id, message_id, source, source_id, source_key, user_id, template_id, "
                 "content_id, data, status, not_before, created_at) "
@@ -143,7 +144,7 @@ class Broadcasts:
     def cancel(self, tenant_id: int, broadcast_id: int) -> dict:
         row = self.row(tenant_id, broadcast_id)
         if row["status"] in ("sent", "cancelled"):
-            raise SendsError("status", f"this broadcast is already {row['status']}", "not_cancellable", status=409)
+            raise Conflict(f"this broadcast is already {row['status']}", code="not_cancellable", field="status")
         with self.meta.transaction() as conn:
             conn.execute("UPDATE broadcasts SET status = 'cancelled', cancelled_at = ? WHERE id = ?",
                          (db_time(utc_now()), broadcast_id))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from engine.errors import Unprocessable
 from engine.sends.common import SendsError, dumps
 from engine.sends.outbound import NewSend
 from engine.sends.recipients import normalize_address, valid_address
@@ -60,11 +61,11 @@ class Emails:
         if address is None:
             profile = self.sends.profiles.one(tenant_id, user_id)
             if profile is None:
-                raise SendsError(f"{path}userId", f"no profile {user_id!r}", "profile_not_found", status=422)
+                raise Unprocessable(f"no profile {user_id!r}", code="profile_not_found", field=f"{path}userId")
             address = valid_address(profile.get("email"))
             if address is None:
-                raise SendsError(f"{path}userId", f"profile {user_id!r} has no valid email trait",
-                                 "no_email_address", status=422)
+                raise Unprocessable(f"profile {user_id!r} has no valid email trait",
+                                    code="no_email_address", field=f"{path}userId")
         return NewSend(tenant_id=tenant_id, source="api", source_key=uuid.uuid4().hex, content_id=content_id,
                        user_id=user_id, to_address=address, template_id=template_id, data=data)
 

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from common.time import db_time, parse_db_time, utc_now
+from engine.errors import Conflict, Unprocessable
 from engine.sends.common import SendsError, dumps, loads
 from storage.metadata import MetadataStore
 
@@ -85,13 +86,13 @@ class IdempotencyStore:
                     (tenant_id, key, fp, db_time(now), db_time(now + RETENTION), db_time(now + LOCK)))
                 return None
             if row["fingerprint"] != fp:
-                raise SendsError("Idempotency-Key", "this key was already used with a different request",
-                                 "idempotency_key_reused", status=422)
+                raise Unprocessable("this key was already used with a different request",
+                                    code="idempotency_key_reused", field="Idempotency-Key")
             if row["state"] == "done":
                 return Replay(row["status_code"], bytes(row["body"]), loads(row["headers"], {}))
             if parse_db_time(row["locked_until"]) > now:
-                raise SendsError("Idempotency-Key", "a request with this key is still being processed; retry shortly",
-                                 "idempotency_in_progress", status=409, headers={"Retry-After": "1"})
+                raise Conflict("a request with this key is still being processed; retry shortly",
+                               code="idempotency_in_progress", field="Idempotency-Key", retry_after=1)
             conn.execute("UPDATE idempotency_keys SET locked_until = ? WHERE tenant_id = ? AND key = ?",
                          (db_time(now + LOCK), tenant_id, key))
             return None

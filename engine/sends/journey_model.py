@@ -1,4 +1,5 @@
-"""The journey document (shaped after Klaviyo flows) and the conditions journeys evaluate.
+"""The journey document (shaped after Klaviyo flows) and the conditions journeys evaluate. The API
+validates it (api/models/journeys.py); here it is a plain dict, normalized for storage.
 
 A journey: a ``trigger`` (an event type with optional property filters, entry into a segment,
 or an API call), a list of ``steps``, an optional ``exitCondition`` and a ``reentry`` rule::
@@ -24,162 +25,23 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, model_validator
+from engine.sends.common import SendsError
 
-from common.ids import MAX_ID
-from engine.sends.common import CamelModel, SendsError
-
-STEP_ID = r"^[A-Za-z0-9_.:?!-]{1,64}$"
-MAX_STEPS = 100
-Operator = Literal["eq", "neq", "gt", "gte", "lt", "lte", "contains", "in", "exists", "not_exists"]
+# Whether running a step of each type can send email: the one fact the ``allow_sends`` gate
+# (``can_send``) asks. api/models/journeys.py's step models state theirs from here.
+STEP_SENDS: dict[str, bool] = {"send_email": True, "wait": False, "branch": False, "exit": False}
 
 
-class Filter(CamelModel):
-    property: str = Field(min_length=1, max_length=255)
-    operator: Operator = "eq"
-    value: Any = None
-
-
-class EventTrigger(CamelModel):
-    type: Literal["event"]
-    event_type: str = Field(min_length=1, max_length=255)
-    filters: list[Filter] = Field(default_factory=list, max_length=20)
-
-
-class SegmentTrigger(CamelModel):
-    type: Literal["segment"]
-    segment_id: int = Field(ge=1, le=MAX_ID)
-
-
-class ApiTrigger(CamelModel):
-    type: Literal["api"]
-
-
-Trigger = Annotated[EventTrigger | SegmentTrigger | ApiTrigger, Field(discriminator="type")]
-
-
-class SegmentCondition(CamelModel):
-    type: Literal["segment"]
-    segment_id: int = Field(ge=1, le=MAX_ID)
-
-
-class TraitCondition(CamelModel):
-    type: Literal["trait"]
-    trait: str = Field(min_length=1, max_length=255)
-    operator: Operator = "eq"
-    value: Any = None
-
-
-class EventCondition(CamelModel):
-    """True when the recipient had an event of ``eventType`` since the run started."""
-
-    type: Literal["event"]
-    event_type: str = Field(min_length=1, max_length=255)
-
-
-Condition = Annotated[SegmentCondition | TraitCondition | EventCondition, Field(discriminator="type")]
-
-
-class Duration(CamelModel):
-    days: float = Field(0, ge=0, le=366)
-    hours: float = Field(0, ge=0, le=24 * 366)
-    minutes: float = Field(0, ge=0, le=60 * 24 * 366)
-    seconds: float = Field(0, ge=0, le=86400 * 366)
-
-    def delta(self) -> timedelta:
-        return timedelta(days=self.days, hours=self.hours, minutes=self.minutes, seconds=self.seconds)
-
-    @model_validator(mode="after")
-    def _positive(self):
-        if self.delta() <= timedelta(0):
-            raise ValueError("a wait must last more than zero")
-        return self
-
-
-class StepModel(CamelModel):
-    """A step type. ``sends`` says whether running it can send email: the one fact the
-    ``allow_sends`` gate (``can_send``) asks, so every step type must state it (a new sending
-    step is gated without a list to update)."""
-
-    sends: ClassVar[bool]
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "sends" not in cls.__dict__:
-            raise TypeError(f"{cls.__name__} must say whether it sends (sends = True/False)")
-
-
-class SendEmailStep(StepModel):
-    sends = True
-    id: str = Field(pattern=STEP_ID)
-    type: Literal["send_email"]
-    template_id: int = Field(ge=1, le=MAX_ID)
-    next: str | None = None
-
-
-class WaitStep(StepModel):
-    sends = False
-    id: str = Field(pattern=STEP_ID)
-    type: Literal["wait"]
-    duration: Duration | None = None
-    until_time_of_day: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    next: str | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self):
-        if (self.duration is None) == (self.until_time_of_day is None):
-            raise ValueError("give exactly one of duration or untilTimeOfDay")
-        return self
-
-
-class BranchStep(StepModel):
-    sends = False
-    id: str = Field(pattern=STEP_ID)
-    type: Literal["branch"]
-    condition: Condition
-    then: str | None = None
-    else_: str | None = Field(None, alias="else")
-
-
-class ExitStep(StepModel):
-    sends = False
-    id: str = Field(pattern=STEP_ID)
-    type: Literal["exit"]
-
-
-Step = Annotated[SendEmailStep | WaitStep | BranchStep | ExitStep, Field(discriminator="type")]
-# "send_email" -> SendEmailStep, ...: stored definitions name their steps' types.
-STEP_TYPES: dict[str, type[StepModel]] = {get_args(cls.model_fields["type"].annotation)[0]: cls
-                                          for cls in get_args(get_args(Step)[0])}
-
-
-class Reentry(CamelModel):
-    mode: Literal["once", "after", "always"]
-    days: float | None = Field(None, gt=0, le=3650)
-
-    @model_validator(mode="after")
-    def _days(self):
-        if (self.mode == "after") != (self.days is not None):
-            raise ValueError("days is required with mode 'after' and only then")
-        return self
-
-
-class JourneyDefinition(CamelModel):
-    trigger: Trigger
-    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
-    exit_condition: Condition | None = None
-    reentry: Reentry | None = None
-
-
-def normalize(definition: JourneyDefinition) -> dict[str, Any]:
-    """The stored form: every step's successors resolved (``next``; ``then``/``else`` for
-    branches; None = the run completes), references and acyclicity checked, reentry defaulted
-    (``always`` for API-triggered journeys, ``once`` otherwise)."""
-    steps = definition.steps
-    ids = [s.id for s in steps]
+def normalize(definition: dict[str, Any]) -> dict[str, Any]:
+    """The stored form of a validated document (api/models/journeys.py ``definition()``): every
+    step's successors resolved (``next``; ``then``/``else`` for branches; absent = the step after it,
+    None = the run completes), references and acyclicity checked, reentry defaulted (``always`` for
+    API-triggered journeys, ``once`` otherwise). Raises SendsError (InvalidInput) naming the field."""
+    steps = definition["steps"]
+    ids = [s["id"] for s in steps]
     seen: set[str] = set()
     for i, step_id in enumerate(ids):
         if step_id in seen:
@@ -187,33 +49,30 @@ def normalize(definition: JourneyDefinition) -> dict[str, Any]:
         seen.add(step_id)
     out = []
     for i, step in enumerate(steps):
-        doc = step.model_dump(mode="json", by_alias=True, exclude_none=True)
+        doc = dict(step)
         following = ids[i + 1] if i + 1 < len(ids) else None
-        if isinstance(step, BranchStep):
-            doc["then"] = step.then if "then" in step.model_fields_set else following
-            doc["else"] = step.else_ if "else_" in step.model_fields_set else following
+        if step["type"] == "branch":
+            doc.setdefault("then", following)
+            doc.setdefault("else", following)
             targets = (("then", doc["then"]), ("else", doc["else"]))
-        elif isinstance(step, ExitStep):
+        elif step["type"] == "exit":
             targets = ()
         else:
-            doc["next"] = step.next if "next" in step.model_fields_set else following
+            doc.setdefault("next", following)
             targets = (("next", doc["next"]),)
         for name, target in targets:
             if target is not None and target not in seen:
                 raise SendsError(f"steps[{i}].{name}", f"no step {target!r}", "unknown_step")
         out.append(doc)
     _check_acyclic(out)
-    reentry = definition.reentry or Reentry(mode="always" if isinstance(definition.trigger, ApiTrigger) else "once")
-    return {"trigger": definition.trigger.model_dump(mode="json", by_alias=True),
-            "steps": out,
-            "exitCondition": (definition.exit_condition.model_dump(mode="json", by_alias=True)
-                              if definition.exit_condition else None),
-            "reentry": reentry.model_dump(mode="json", by_alias=True, exclude_none=True)}
+    reentry = definition.get("reentry") or {"mode": "always" if definition["trigger"]["type"] == "api" else "once"}
+    return {"trigger": definition["trigger"], "steps": out, "exitCondition": definition.get("exitCondition"),
+            "reentry": reentry}
 
 
 def can_send(definition: dict[str, Any]) -> bool:
     """Whether a run of this stored definition can send email (some step's type sends)."""
-    return any(STEP_TYPES[step["type"]].sends for step in definition["steps"])
+    return any(STEP_SENDS[step["type"]] for step in definition["steps"])
 
 
 def successors(step: dict[str, Any]) -> list[str]:

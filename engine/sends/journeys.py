@@ -30,11 +30,11 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from common.time import api_time, db_time, parse_db_time, utc_now
+from engine.errors import Conflict, Forbidden, Unprocessable
 from engine.segments import SegmentStore
 from engine.sends.common import NotFound, SendsError, dumps, loads
 from engine.sends.emails import snapshot_template
 from engine.sends.journey_model import (
-    JourneyDefinition,
     can_send,
     compare,
     filters_match,
@@ -136,8 +136,8 @@ class _Lost(Exception):
 
 def _check_may_send(definition: dict[str, Any], may_send: bool, doing: str) -> None:
     if not may_send and can_send(definition):
-        raise SendsError("allow_sends", f"this credential may not send (allow_sends is false), so it cannot {doing} "
-                                        "that sends email", "sends_not_allowed", status=403)
+        raise Forbidden(f"this credential may not send (allow_sends is false), so it cannot {doing} that sends email",
+                        code="sends_not_allowed", field="allow_sends")
 
 
 class Journeys:
@@ -223,9 +223,10 @@ class Journeys:
         trigger = definition["trigger"]
         return trigger["type"], trigger.get("eventType"), trigger.get("segmentId")
 
-    def create(self, tenant_id: int, name: str, model: JourneyDefinition, status: str = "draft", *,
+    def create(self, tenant_id: int, name: str, document: dict[str, Any], status: str = "draft", *,
                may_send: bool) -> dict[str, Any]:
-        definition = normalize(model)
+        """``document``: a validated journey document (journey_model.normalize)."""
+        definition = normalize(document)
         if status not in ("draft", "active"):
             raise SendsError("status", "a new journey is draft or active", "invalid_status")
         if status == "active":
@@ -243,16 +244,16 @@ class Journeys:
         return self.get(tenant_id, cur.lastrowid)
 
     def update(self, tenant_id: int, journey_id: int, *, name: str | None = None,
-               model: JourneyDefinition | None = None, status: str | None = None,
+               document: dict[str, Any] | None = None, status: str | None = None,
                may_send: bool) -> dict[str, Any]:
         row = self.row(tenant_id, journey_id)
         if row["status"] == "archived":
-            raise SendsError("status", "an archived journey cannot change", "journey_archived", status=409)
+            raise Conflict("an archived journey cannot change", code="journey_archived", field="status")
         if status is not None and status != row["status"] and status not in TRANSITIONS[row["status"]]:
-            raise SendsError("status", f"cannot go from {row['status']} to {status}", "invalid_transition", status=409)
+            raise Conflict(f"cannot go from {row['status']} to {status}", code="invalid_transition", field="status")
         new_status = status or row["status"]
         current = self.definition(journey_id, row["version"])
-        definition = normalize(model) if model is not None else current
+        definition = normalize(document) if document is not None else current
         changed = definition != current
         if new_status == "active" and (row["status"] != "active" or changed):
             doing = "activate a journey" if row["status"] != "active" else "change an active journey into one"
@@ -312,20 +313,20 @@ class Journeys:
         """The API entry: one recipient -> a run id."""
         row = self.row(tenant_id, journey_id)
         if row["trigger_type"] != "api":
-            raise SendsError("trigger", f"this journey is entered by its {row['trigger_type']} trigger, not the API",
-                             "not_api_triggered", status=409)
+            raise Conflict(f"this journey is entered by its {row['trigger_type']} trigger, not the API",
+                           code="not_api_triggered", field="trigger")
         if row["status"] != "active":
-            raise SendsError("status", f"the journey is {row['status']}", "journey_not_active", status=409)
+            raise Conflict(f"the journey is {row['status']}", code="journey_not_active", field="status")
         _check_may_send(self.definition(journey_id, row["version"]), may_send, "trigger a journey")
         if email is None:
             profile = self.sends.profiles.one(tenant_id, user_id) or {}
             if valid_address(profile.get("email")) is None:
-                raise SendsError("userId", f"profile {user_id!r} has no valid email trait; pass email",
-                                 "no_email_address", status=422)
+                raise Unprocessable(f"profile {user_id!r} has no valid email trait; pass email",
+                                    code="no_email_address", field="userId")
         started = self.start_runs(row, [Entry(user_id, f"api:{uuid.uuid4().hex}", data, email)])
         if not started:
-            raise SendsError("userId", "the journey's re-entry rule does not let this recipient in again",
-                             "reentry_blocked", status=409)
+            raise Conflict("the journey's re-entry rule does not let this recipient in again",
+                           code="reentry_blocked", field="userId")
         return self.run(tenant_id, journey_id, started[0])
 
     def on_events(self, tenant_id: int, events) -> int:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from engine.errors import Unprocessable
 from engine.sends.assets import AssetStore
 from engine.sends.brand import BrandKitStore
 from engine.sends.broadcasts import Broadcasts
@@ -20,7 +21,8 @@ from engine.sends.journeys import Journeys
 from engine.sends.outbound import Outbound, mail_domain
 from engine.sends.profiles import ProfileDirectory
 from engine.sends.recipients import Recipients, Signer
-from engine.sends.templates import TemplateStore
+from engine.sends.sandbox import RenderLimit
+from engine.sends.templates import CompiledContent, Content, TemplateStore, merge_context
 from engine.sends.transport import Transport, transport_from_settings
 from storage.objectstore import open_store
 
@@ -54,6 +56,27 @@ class Sends:
     def wake(self) -> None:
         """New work exists (queued sends, due runs): the worker of this process looks now."""
         self.wakeup.set()
+
+    def preview_template(self, tenant_id: int, template_id: int, user_id: str | None, traits: dict[str, Any],
+                         data_variables: dict[str, Any]) -> dict[str, Any]:
+        """The template rendered for a profile (``user_id``) and/or given ``traits``; nothing is sent.
+        A render over the sandbox's limits, or one that fails, is Unprocessable (the template saved fine)."""
+        self.templates.row(tenant_id, template_id)  # NotFound for a missing or another tenant's id
+        content, template = self.templates.content(tenant_id, template_id, allow_archived=True)
+        traits = dict(traits)
+        if user_id is not None:
+            traits = {**(self.profiles.one(tenant_id, user_id) or {}), **traits}
+        kit = self.brand_kits.for_template(tenant_id, template["brandKitId"])
+        compiled = CompiledContent(Content(content.subject, content.html, content.text, content.purpose, content.topic))
+        context = merge_context(traits, data_variables, email=traits.get("email"), user_id=user_id,
+                                unsubscribe_url=f"{self.base_url}/api/recipients/unsubscribe/preview/", brand=kit)
+        try:
+            subject, html, text = compiled.render(context)
+        except RenderLimit as err:
+            raise Unprocessable(err.reason, code="template_too_expensive", field=err.part) from None
+        except Exception as err:  # noqa: BLE001 - any render failure is the template's, answered to its author
+            raise Unprocessable(f"template error: {type(err).__name__}: {err}", code="template_render_error") from None
+        return {"subject": subject, "html": html, "text": text, "unknownMergeFields": template["unknownMergeFields"]}
 
     @cached_property
     def journeys(self) -> Journeys:

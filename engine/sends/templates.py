@@ -25,6 +25,7 @@ from typing import Any
 from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, meta
 
 from common.time import api_time, db_time, utc_now
+from engine.errors import Conflict
 from engine.sends.common import NotFound, SendsError, dumps, loads
 from engine.sends.sandbox import BoundedEnvironment, RenderLimit, bounded_join, render_limits
 from storage.metadata import MetadataStore
@@ -275,7 +276,7 @@ class TemplateStore:
     def update(self, tenant_id: int, template_id: int, changes: dict[str, Any]) -> dict[str, Any]:
         row = self.row(tenant_id, template_id)
         if row["archived_at"] is not None:
-            raise SendsError("archived", "unarchive the template before editing it", "template_archived", status=409)
+            raise Conflict("unarchive the template before editing it", code="template_archived", field="archived")
         current = template_json(row)
         doc = {**current, **changes}
         unknown = self._check(tenant_id, doc)  # may read the lake: done before taking the write lock
@@ -288,8 +289,8 @@ class TemplateStore:
             (*values, dumps(unknown), db_time(utc_now()), int(content_changed), template_id, tenant_id,
              row["updated_at"])).rowcount
         if not updated:
-            raise SendsError("template", "the template changed meanwhile; read it again and retry", "conflict",
-                             status=409)
+            raise Conflict("the template changed meanwhile; read it again and retry",
+                           code="conflict", field="template")
         return self.get(tenant_id, template_id)
 
     def duplicate(self, tenant_id: int, template_id: int, name: str | None) -> dict[str, Any]:
