@@ -513,7 +513,7 @@ class EventLake:
         delta = (doc.get("delta") or {}).get("key")
         return ProfilesSnapshot(tenant_id, seq, self.store.duckdb_path(doc["key"]),
                                 dict(Catalog.from_json(doc["catalog"]).columns), doc["rows"],
-                                self.store.duckdb_path(delta) if delta else None)
+                                self.store.duckdb_path(delta) if delta else None, doc["key"], delta)
 
 
 def _naive_utc(value: datetime) -> datetime:

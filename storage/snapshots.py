@@ -69,6 +69,8 @@ class ProfilesSnapshot:
     traits: dict[str, tuple[str, str]] = field(default_factory=dict)
     rows: int = 0
     delta: str | None = None  # rows of users changed since ``file`` was written; they replace its rows
+    base_key: str | None = None  # the object keys of ``file`` and ``delta`` (for readers other than DuckDB)
+    delta_key: str | None = None
 
 
 @dataclass(frozen=True)
