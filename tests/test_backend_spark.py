@@ -3,16 +3,29 @@ guarantee on PySpark local mode over real lake files (the shared contract runs i
 tests/test_backend_contract.py with the ``backend`` parameter)."""
 from __future__ import annotations
 
+import csv
+import io
 import subprocess
 import sys
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from sqlglot import exp
 
-from backends.base import BackendError
+from backends import relations as rel
+from backends.base import BackendError, SourceMissing, UnsupportedInput
+from backends.spark.backend import SCRATCH_PREFIX, SparkBackend
 from backends.spark.session import REQUIRED_CONF, SparkConfError, read_defaults_file, session_conf
 from engine.settings import Settings, SettingsError
-from tests.spark_fixtures import spark_settings
+from storage.lake import EventLake
+from storage.objectstore import open_store
+from tests.spark_fixtures import spark, spark_settings  # noqa: F401  (spark: the session-wide session)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -127,3 +140,134 @@ def test_without_pyspark_the_backend_says_which_extra_to_install(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         f"{BackendError.__module__}.BackendError: the spark query backend needs pyspark: "
         "pip install 'segops[spark]'")
+
+
+# -- on Spark: scans and writes over a real lake ------------------------------------------------
+DAY0 = datetime(2026, 1, 1)
+
+
+def _events(lake: EventLake, rows, tenant_id: int = 1) -> None:
+    """Commit (user, event_type, day offset, properties) rows."""
+    lake.append_events(tenant_id, pa.table({
+        "event_id": [uuid.uuid4().hex for _ in rows],
+        "tenant_id": pa.array([tenant_id] * len(rows), pa.int64()),
+        "user_id": [row[0] for row in rows], "event_type": [row[1] for row in rows],
+        "occurred_at": pa.array([DAY0 + timedelta(days=row[2]) for row in rows], pa.timestamp("us")),
+        "received_at": pa.array([DAY0 + timedelta(days=40)] * len(rows), pa.timestamp("us")),
+        "properties": [orjson.dumps(row[3]).decode() for row in rows]}))
+
+
+@dataclass
+class SparkWorld:
+    lake: EventLake
+    backend: SparkBackend
+    tenant: rel.TenantLake
+
+    @property
+    def relations(self):
+        return self.backend.relations(self.tenant)
+
+    def rows(self, relation, *columns: str) -> list[tuple]:
+        table = self.backend.fetch_arrow(exp.select(*columns).from_(relation)).to_pylist()
+        return sorted(tuple(row[c] for c in columns) for row in table)
+
+
+@pytest.fixture(scope="module")
+def world(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("spark-world")
+    lake = EventLake(open_store(spark_settings(root)))
+    _events(lake, [("a", "x", 0, {}), ("b", "x", 1, {})])  # before p_total existed: these files lack it
+    _events(lake, [("c", "x", 0, {"total": 5}), ("a", "y", 2, {"total": 7.5})])
+    day = f"events/tenant_id=1/event_date={DAY0.date()}"
+    uncommitted = root / "uncommitted.parquet"  # a complete file no manifest lists (a writer that died)
+    pq.write_table(pa.table({"user_id": ["ghost"], "event_type": ["x"]}), uncommitted)
+    lake.store.put_file(f"{day}/uncommitted.parquet", uncommitted)
+    lake.store.put_bytes(f"{day}/stray.parquet", b"not parquet at all")  # garbage a glob would choke on
+    lake.upsert_profiles(1, [{"user_id": u, "traits": {"plan": f"p{u}"}, "updated_at": DAY0} for u in "abcdefgh"])
+    lake.upsert_profiles(1, [{"user_id": u, "traits": {"plan": f"q{u}"}, "updated_at": DAY0 + timedelta(days=1)}
+                             for u in "bz"])  # a delta: b replaced, z new
+    assert lake.profiles_snapshot(1).delta_key is not None
+    backend = SparkBackend(lake.store, spark_settings(root), session=spark)
+    yield SparkWorld(lake, backend, rel.describe(lake.snapshot(1), lake.profiles_snapshot(1)))
+    backend.close()
+
+
+@pytest.mark.slow
+def test_only_committed_files_are_read_and_a_column_a_file_lacks_is_null(world):
+    assert world.rows(world.relations.events, "user_id", "event_type", "p_total", "event_date") == [
+        ("a", "x", None, DAY0.date()), ("a", "y", 7.5, date(2026, 1, 3)), ("b", "x", None, date(2026, 1, 2)),
+        ("c", "x", 5.0, DAY0.date())]
+
+
+@pytest.mark.slow
+def test_the_profiles_delta_replaces_base_rows_by_row_index_as_by_user_id(world):
+    expected = [*((u, f"p{u}") for u in "acdefgh"), ("b", "qb"), ("z", "qz")]
+    assert world.backend.scans.supports_row_position
+    assert world.rows(world.relations.profiles, "user_id", "t_plan") == sorted(expected)
+    by_user_id = rel.profiles(world.backend.scans, world.lake.profiles_snapshot(1), by_user_id=True)
+    assert world.rows(by_user_id, "user_id", "t_plan") == sorted(expected)
+
+
+@pytest.mark.slow
+def test_count_sample_and_members_come_sorted(world):
+    members = exp.select("user_id").from_(world.relations.profiles)
+    assert world.backend.count_and_sample(members, 3) == (9, ["a", "b", "c"])
+    assert world.backend.count_and_sample(members, 0) == (9, [])
+    table = world.backend.members_arrow(members)
+    assert table.schema == pa.schema([("user_id", pa.string())])
+    assert table.column("user_id").to_pylist() == sorted("abcdefghz")
+
+
+@pytest.mark.slow
+def test_a_physical_type_other_than_the_catalog_s_is_refused_naming_file_and_column(world, tmp_path):
+    key = "events/tenant_id=1/event_date=2026-03-01/int-total.parquet"
+    pq.write_table(pa.table({"user_id": ["i"], "p_total": pa.array([3], pa.int64())}), tmp_path / "f.parquet")
+    world.lake.store.put_file(key, tmp_path / "f.parquet")
+    scan = world.backend.scans.scan([key], {"user_id": rel.data_type("VARCHAR"), "p_total": rel.data_type("DOUBLE")},
+                                    partitions={"tenant_id": rel.data_type("BIGINT")}, root=rel.EVENTS_ROOT)
+    with pytest.raises(UnsupportedInput, match=rf"^events file {key}: column p_total is INT64, catalog says DOUBLE$"):
+        world.backend.fetch_arrow(exp.select("p_total").from_(scan))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_a_write_is_one_complete_object_and_leaves_no_scratch(world, tmp_path, fmt):
+    profiles = world.relations.profiles
+    query = exp.select("user_id", "t_plan").from_(profiles)
+    key = f"exports/t1/members.{fmt}"
+    written = world.backend.write_file(query, key, fmt, order_by=["user_id"])
+    assert (written.key, written.rows, written.bytes) == (key, 9, world.lake.store.size(key))
+    (tmp_path / "out").write_bytes(world.lake.store.get_bytes(key))
+    if fmt == "parquet":
+        got = pq.read_table(tmp_path / "out").to_pylist()
+    elif fmt == "csv":
+        got = list(csv.DictReader(io.StringIO((tmp_path / "out").read_text())))
+    else:
+        got = [orjson.loads(line) for line in (tmp_path / "out").read_text().splitlines()]
+    assert [row["user_id"] for row in got] == sorted("abcdefghz")
+    assert got[1] == {"user_id": "b", "t_plan": "qb"}
+    assert world.lake.store.list(SCRATCH_PREFIX) == []
+
+
+@pytest.mark.slow
+def test_a_failing_write_leaves_nothing_under_its_key_or_in_scratch(world):
+    # ANSI mode: a cast of a non-number fails inside the write's task
+    failing = exp.select(exp.cast(exp.column("user_id"), "INT").as_("n")).from_(world.relations.profiles)
+    with pytest.raises(Exception, match="CAST_INVALID_INPUT"):
+        world.backend.write_parquet(failing, "computations/t1/broken/members.parquet")
+    assert not world.lake.store.exists("computations/t1/broken/members.parquet")
+    assert world.lake.store.list(SCRATCH_PREFIX) == []
+
+
+@pytest.mark.slow
+def test_a_file_gone_since_the_snapshot_is_source_missing(world, tmp_path):
+    key = "events/tenant_id=1/event_date=2026-03-02/gone.parquet"
+    pq.write_table(pa.table({"user_id": ["g"]}), tmp_path / "g.parquet")
+    world.lake.store.put_file(key, tmp_path / "g.parquet")
+    columns = {"user_id": rel.data_type("VARCHAR")}
+    scan = world.backend.scans.scan([key], columns, partitions={}, root="")
+    world.lake.store.delete(key)
+    with pytest.raises(SourceMissing):
+        world.backend.fetch_arrow(exp.select("user_id").from_(scan))
+    with pytest.raises(SourceMissing):  # gone before the scan is made
+        world.backend.scans.scan([key], columns, partitions={}, root="")
