@@ -59,6 +59,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from compiler import DefinitionError
+from engine.members import read_members
 from engine.runtime import WORKERS
 from engine.segment_query import compile_definition, member_table
 from engine.segments import SegmentNotFound, api_time, db_time, ensure_schema, parse_db_time, utc_now
@@ -318,7 +319,7 @@ def _compute(runtime: Runtime, claim: _Claim, written: list[str]) -> Computation
                  (db_time(as_of), version, previous_id, claim.job_id))
 
     compiled = compile_definition(runtime, claim.tenant_id, orjson.loads(segment["definition"]), as_of=as_of)
-    members = member_table(runtime, compiled).column("user_id").combine_chunks()
+    members = member_table(runtime, compiled, runtime.backends.batch).column("user_id").combine_chunks()
     previous = _previous_members(runtime, previous_id)
     entered = members.filter(pc.invert(pc.is_in(members, value_set=previous)))
     exited = previous.filter(pc.invert(pc.is_in(previous, value_set=members)))
@@ -360,8 +361,7 @@ def _previous_members(runtime: Runtime, computation_id: int | None) -> pa.Array:
     row = runtime.meta.query_one("SELECT members_key FROM segment_computations WHERE id = ?", (computation_id,))
     if row is None or row["members_key"] is None:
         return empty
-    data = runtime.lake.store.get_bytes(row["members_key"])
-    return pq.read_table(pa.BufferReader(data), columns=["user_id"]).column("user_id").combine_chunks()
+    return read_members(runtime.lake.store, row["members_key"])
 
 
 def _put_table(store, key: str, table: pa.Table, written: list[str]) -> None:
@@ -477,7 +477,7 @@ def start_compute_worker(runtime: Runtime) -> None:
     """WORKERS entry: the scheduler and job runner thread (not in read-only processes)."""
     if runtime.settings.read_only:
         return
-    runtime.segment_queries  # noqa: B018 - created first so that it is closed after the worker stops
+    runtime.backends  # noqa: B018 - created first so that it is closed after the worker stops
     stop = threading.Event()
     thread = threading.Thread(target=_worker_loop, args=(runtime, stop), name="segops-compute", daemon=True)
 

@@ -2,10 +2,11 @@
 
 An export pins the segment's current computation when it is requested, so it is reproducible
 whatever recomputes follow. A worker thread (``WORKERS``) runs queued exports; tests and the
-CLI call ``Exports.run`` directly. Each export is one DuckDB statement,
-``COPY (SELECT members [LEFT JOIN profiles]) TO ...``, written straight to its final place:
-locally into the store's scratch directory and then renamed under its key, on S3 by httpfs's
-multipart upload, which becomes visible only when complete. Either way nobody sees half a file.
+CLI call ``Exports.run`` directly. Each export is one query of the batch backend,
+``SELECT members [LEFT JOIN profiles]``, written by ``QueryBackend.write_file`` straight to its
+final place (DuckDB: ``COPY``, locally into the store's scratch directory and then renamed under
+its key, on S3 by httpfs's multipart upload, which becomes visible only when complete). Either
+way nobody sees half a file.
 
 File columns: ``user_id``, ``computed_at`` (Parquet: naive UTC timestamp; CSV/JSONL:
 ISO 8601 text with ``Z``), then one column per requested trait, named as the trait.
@@ -25,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlglot import exp
 
-from engine.query_db import profiles_expression
+from backends import relations
 from engine.runtime import WORKERS
 from engine.segments import SegmentNotFound, api_time, db_time, ensure_schema, utc_now
 
 if TYPE_CHECKING:
+    from backends.base import QueryBackend
     from engine.runtime import Runtime
 
 log = logging.getLogger("segops.exports")
@@ -39,7 +41,6 @@ MAX_TRAITS = 100
 POLL_SECONDS = 2.0
 CONTENT_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv; charset=utf-8",
                  "jsonl": "application/x-ndjson"}
-_COPY_OPTIONS = {"parquet": "FORMAT parquet", "csv": "FORMAT csv, HEADER true", "jsonl": "FORMAT json"}
 _RESERVED_COLUMNS = ("user_id", "computed_at")
 
 SCHEMA = """
@@ -206,7 +207,7 @@ class Exports:
             " WHERE id = ?", (key, rows, size, db_time(utc_now()), export_id))
 
     def _write(self, row, progress: Callable[[float], None] | None) -> tuple[str, int, int]:
-        runtime, store = self._runtime, self._runtime.lake.store
+        backend = self._runtime.backends.batch
         computation = self._meta.query_one(
             "SELECT members_key FROM segment_computations WHERE id = ? AND files_deleted_at IS NULL",
             (row["computation_id"],))
@@ -214,46 +215,31 @@ class Exports:
             raise FileNotFoundError(f"the members of computation {row['computation_id']} are no longer kept")
         fmt = row["format"]
         key = f"exports/tenant_id={row['tenant_id']}/export={row['id']}/members.{fmt}"
-        query = self._select(row["tenant_id"], store.duckdb_path(computation["members_key"]), fmt,
-                             orjson.loads(row["traits"]))
-        scratch = None if store.is_remote else store.new_scratch_path(f".{fmt}")
-        target = store.duckdb_path(key) if scratch is None else str(scratch)
-        sql = f"COPY ({query}) TO {exp.Literal.string(target).sql('duckdb')} ({_COPY_OPTIONS[fmt]})"
-        cursor = runtime.segment_queries.cursor()
-        try:
-            with _ProgressReporter(cursor, progress):
-                rows = cursor.execute(sql).fetchone()[0]
-            if scratch is None:
-                return key, rows, store.size(key)
-            size = scratch.stat().st_size
-            store.put_file(key, scratch, move=True)
-            return key, rows, size
-        finally:
-            cursor.close()
-            if scratch is not None:
-                scratch.unlink(missing_ok=True)  # a failed COPY's partial file
+        traits = orjson.loads(row["traits"])
+        query = self._select(backend, row["tenant_id"], computation["members_key"], fmt, traits)
+        # The members file is in user_id order; a join with profiles needs the order restored.
+        written = backend.write_file(query, key, fmt, order_by=("user_id",) if traits else (), progress=progress)
+        return written.key, written.rows, written.bytes
 
-    def _select(self, tenant_id: int, members_path: str, fmt: str, traits: list[str]) -> str:
-        """The export's SELECT; every name and path is a quoted identifier or literal."""
-        members = exp.Table(this=exp.Anonymous(this="read_parquet", expressions=[exp.Literal.string(members_path)]),
-                            alias=exp.TableAlias(this=exp.to_identifier("m")))
+    def _select(self, backend: QueryBackend, tenant_id: int, members_key: str, fmt: str, traits: list[str]) -> exp.Select:
+        """The export's SELECT; every name is a quoted identifier."""
+        members = relations.aliased(backend.members(members_key), "m")
         computed_at = exp.column("computed_at", table="m", quoted=True)
         if fmt != "parquet":
-            computed_at = exp.Anonymous(this="strftime", expressions=[
-                computed_at, exp.Literal.string("%Y-%m-%dT%H:%M:%SZ")])
+            computed_at = relations.iso_text(computed_at)
         columns = [exp.column("user_id", table="m", quoted=True),
                    exp.alias_(computed_at, "computed_at", quoted=True)]
         query = exp.select(*columns).from_(members)
         if traits:
-            snapshot = self._runtime.lake.profiles_snapshot(tenant_id)
+            lake = self._runtime.backends.tenant_lake(tenant_id)
             for name in traits:
-                column, _ = snapshot.traits[name]
+                column, _ = lake.profiles.traits[name]
                 query = query.select(exp.alias_(exp.column(column, table="p", quoted=True), name, quoted=True))
-            profiles = profiles_expression(snapshot).as_("p")
+            profiles = relations.aliased(backend.relations(lake).profiles, "p")
             query = query.join(profiles, on=exp.EQ(this=exp.column("user_id", table="m", quoted=True),
                                                    expression=exp.column("user_id", table="p", quoted=True)),
-                               join_type="left").order_by(exp.column("user_id", table="m", quoted=True))
-        return query.sql(dialect="duckdb")
+                               join_type="left")
+        return query
 
     # -- worker -----------------------------------------------------------------------
     def wake(self) -> None:
@@ -268,33 +254,6 @@ class Exports:
             self._wake.wait(POLL_SECONDS)
             self._wake.clear()
         self._meta.close()
-
-
-class _ProgressReporter:
-    """Polls DuckDB's progress of the running statement on ``cursor`` from a side thread."""
-
-    def __init__(self, cursor, progress: Callable[[float], None] | None):
-        self._cursor, self._progress = cursor, progress
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True) if progress else None
-
-    def __enter__(self) -> _ProgressReporter:
-        if self._thread:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._thread:
-            self._stop.set()
-            self._thread.join()
-            if exc[0] is None:
-                self._progress(100.0)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            value = self._cursor.query_progress()
-            if value >= 0:
-                self._progress(value)
 
 
 def start_export_worker(runtime: Runtime) -> None:

@@ -1,6 +1,6 @@
 """Paging through a segment's members, pinned to one computation.
 
-A page reads the computation's ``members.parquet`` (sorted by user_id) with DuckDB:
+A page reads the computation's ``members.parquet`` (sorted by user_id) on the interactive backend:
 ``user_id > last ORDER BY user_id LIMIT n`` stops after n rows and skips row groups by their
 statistics. The caller's cursor carries (computation id, last user_id), so paging continues on
 the snapshot it started on even while a recompute swaps the segment's current computation;
@@ -12,12 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlglot import exp
 
+from backends.base import SourceMissing
+from backends.relations import aliased, iso_text
 from engine.segments import SegmentNotFound, ensure_schema
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
+    from storage.objectstore import ObjectStore
 
 MAX_MEMBERS_LIMIT = 10_000
 DEFAULT_MEMBERS_LIMIT = 1000
@@ -64,19 +69,19 @@ def members_page(runtime: Runtime, tenant_id: int, segment_id: int, limit: int,
         raise ForeignCursor(computation_id)
     if row["files_deleted_at"] is not None:
         raise SnapshotExpired(computation_id)
-    store = runtime.lake.store
-    where, params = ("WHERE user_id > ? ", [after[1]]) if after else ("", [])
-    cursor = runtime.segment_queries.cursor()
+    store, backend = runtime.lake.store, runtime.backends.interactive
+    user_id = exp.column("user_id", table="m", quoted=True)
+    query = (exp.select(user_id, exp.alias_(iso_text(exp.column("computed_at", table="m", quoted=True)), "computed_at"))
+             .from_(aliased(backend.members(row["members_key"]), "m"))
+             .order_by(user_id.copy()).limit(limit + 1))
+    if after:
+        query = query.where(exp.GT(this=user_id.copy(), expression=exp.Literal.string(after[1])))
     try:
-        fetched = cursor.execute(
-            "SELECT user_id, strftime(computed_at, '%Y-%m-%dT%H:%M:%SZ') FROM read_parquet(?) "
-            f"{where}ORDER BY user_id LIMIT ?", [store.duckdb_path(row["members_key"]), *params, limit + 1]).fetchall()
-    except duckdb.IOException:
+        fetched = [tuple(r.values()) for r in backend.fetch_arrow(query).to_pylist()]
+    except SourceMissing:
         if not store.exists(row["members_key"]):  # retention removed it since the check above
             raise SnapshotExpired(computation_id) from None
         raise
-    finally:
-        cursor.close()
     more = len(fetched) > limit
     fetched = fetched[:limit]
     return MembersPage(
@@ -85,3 +90,12 @@ def members_page(runtime: Runtime, tenant_id: int, segment_id: int, limit: int,
         last_user_id=fetched[-1][0] if more else None,
         count=row["member_count"],
     )
+
+
+def read_members(store: ObjectStore, members_key: str) -> pa.Array:
+    """The ``user_id`` column of a computation's members file (unique, ascending): the one
+    reader of members files outside queries (compute's previous members, the membership index,
+    broadcast audiences)."""
+    source = pa.BufferReader(store.get_bytes(members_key)) if store.is_remote else store.duckdb_path(members_key)
+    column = pq.ParquetFile(source).read(columns=["user_id"]).column("user_id")
+    return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)

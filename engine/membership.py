@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from engine.members import read_members
 from engine.segments import ensure_schema
 
 if TYPE_CHECKING:
@@ -372,10 +372,7 @@ class MembershipIndex:
         return True
 
     def _read_members(self, members_key: str) -> pa.Array:
-        source = (pa.BufferReader(self._store.get_bytes(members_key)) if self._store.is_remote
-                  else self._store.duckdb_path(members_key))
-        column = pq.ParquetFile(source).read(columns=["user_id"]).column("user_id")
-        return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+        return read_members(self._store, members_key)
 
     @staticmethod
     def _with_users(view: _View, users: pa.Array) -> tuple[_View, np.ndarray]:

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from storage.duck import current_profiles_sql
+from sqlglot import exp
+
+from backends.relations import EVENTS_TABLE, PROFILES_TABLE, bind, placeholder
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
@@ -31,50 +33,46 @@ def _profile_json(user_id: str, updated_at: datetime, traits: str) -> dict[str, 
 def search_profiles(runtime: Runtime, tenant_id: int, search: str | None, limit: int,
                     offset: int) -> tuple[int, list[dict[str, Any]]]:
     """(matching profiles, one page of them in user_id order)."""
-    snapshot = runtime.lake.profiles_snapshot(tenant_id)
-    if snapshot.file is None:
+    lake = runtime.backends.tenant_lake(tenant_id)
+    if lake.profiles.file is None:
         return 0, []
-    where = ""
+    count_query = exp.select(exp.Count(this=exp.Star())).from_(placeholder(PROFILES_TABLE))
+    page_query = (exp.select(*map(exp.column, ("user_id", "updated_at", "traits"))).from_(placeholder(PROFILES_TABLE))
+                  .order_by(exp.column("user_id")).limit(limit).offset(offset))
     if search:
-        string_columns = [column for column, kind in snapshot.traits.values() if kind == "string"]
-        # Column names come from the lake's catalog ([a-z0-9_] only); values are bound.
-        tests = ["starts_with(user_id, $search)"] + [
-            f'starts_with(lower("{column}"), lower($search))' for column in string_columns]
-        where = " WHERE " + " OR ".join(tests)
-    named = {"search": search} if search else {}
-    profiles = current_profiles_sql(snapshot.file, snapshot.delta)
-    cursor = runtime.segment_queries.cursor()
-    try:
-        count = cursor.execute(f"SELECT count(*) FROM {profiles}{where}", named).fetchone()[0]
-        rows = cursor.execute(
-            f"SELECT user_id, updated_at, traits FROM {profiles}{where} ORDER BY user_id"
-            " LIMIT $limit OFFSET $offset", {**named, "limit": limit, "offset": offset}).fetchall()
-    finally:
-        cursor.close()
-    return count, [_profile_json(*row) for row in rows]
+        string_columns = [column for column, kind in lake.profiles.traits.values() if kind == "string"]
+        text = exp.Literal.string(search)
+        where = exp.or_(exp.StartsWith(this=exp.column("user_id"), expression=text.copy()), *(
+            exp.StartsWith(this=exp.Lower(this=exp.column(column, quoted=True)), expression=exp.Lower(this=text.copy()))
+            for column in string_columns))
+        count_query, page_query = count_query.where(where), page_query.where(where.copy())
+    backend = runtime.backends.interactive
+    relations = backend.relations(lake)
+    count = backend.fetch_arrow(bind(count_query, relations)).column(0)[0].as_py()
+    rows = backend.fetch_arrow(bind(page_query, relations)).to_pylist()
+    return count, [_profile_json(row["user_id"], row["updated_at"], row["traits"]) for row in rows]
 
 
 def get_profile(runtime: Runtime, tenant_id: int, user_id: str) -> dict[str, Any] | None:
     """Traits, the newest ``RECENT_EVENTS`` events and current segment ids; None when the
     tenant has neither a profile nor an event for ``user_id``."""
-    profiles = runtime.lake.profiles_snapshot(tenant_id)
-    events = runtime.lake.snapshot(tenant_id)
-    cursor = runtime.segment_queries.cursor()
-    try:
-        profile = None
-        if profiles.file is not None:
-            profile = cursor.execute(
-                f"SELECT user_id, updated_at, traits FROM {current_profiles_sql(profiles.file, profiles.delta)}"
-                " WHERE user_id = $user", {"user": user_id}).fetchone()
-        recent = []
-        if events.files:
-            recent = cursor.execute(
-                "SELECT event_id, event_type, occurred_at, received_at, properties"
-                " FROM read_parquet($files, hive_partitioning = true, union_by_name = true)"
-                " WHERE user_id = $user ORDER BY occurred_at DESC, received_at DESC, event_id LIMIT $n",
-                {"files": list(events.files), "user": user_id, "n": RECENT_EVENTS}).fetchall()
-    finally:
-        cursor.close()
+    lake = runtime.backends.tenant_lake(tenant_id)
+    backend = runtime.backends.interactive
+    relations = backend.relations(lake)
+    is_user = exp.EQ(this=exp.column("user_id"), expression=exp.Literal.string(user_id))
+
+    def fetch(table: str, columns: tuple[str, ...], query=lambda q: q) -> list[tuple]:
+        select = exp.select(*map(exp.column, columns)).from_(placeholder(table)).where(is_user.copy())
+        return [tuple(row.values()) for row in backend.fetch_arrow(bind(query(select), relations)).to_pylist()]
+
+    profile = None
+    if lake.profiles.file is not None:
+        profile = next(iter(fetch(PROFILES_TABLE, ("user_id", "updated_at", "traits"))), None)
+    recent = []
+    if lake.events.files:
+        recent = fetch(EVENTS_TABLE, ("event_id", "event_type", "occurred_at", "received_at", "properties"),
+                       lambda q: q.order_by(exp.column("occurred_at").desc(), exp.column("received_at").desc(),
+                                            exp.column("event_id")).limit(RECENT_EVENTS))
     if profile is None and not recent:
         return None
     body = _profile_json(*profile) if profile else {"user_id": user_id, "traits": {}, "updated_at": None}

@@ -80,11 +80,13 @@ class Runtime:
         return DeadLetters(self.settings.dead_letter_dir)
 
     @cached_property
-    def segment_queries(self):
-        """The DuckDB database that runs segment previews and computations (engine.segment_query)."""
-        from engine.query_db import SegmentQueries
+    def backends(self):
+        """The query backends that run previews, computations, exports and lake reads (backends/)."""
+        from backends.registry import Backends
 
-        return SegmentQueries(self)
+        backends = Backends(self.settings, self.lake)
+        self.on_stop(backends.close)
+        return backends
 
     @cached_property
     def segment_jobs(self):

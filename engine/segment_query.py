@@ -7,8 +7,8 @@ swapped, as sqlglot nodes, for ``read_parquet([...committed files...])`` of the 
 current snapshot — or for an empty relation with the right columns when the tenant has no
 files yet. Nothing user-supplied is ever parsed as SQL.
 
-Queries run in the process's segment query database (``runtime.segment_queries``,
-``engine.query_db``), which decides which files each query reads.
+Queries run on a query backend (``runtime.backends``, ``backends/``): previews and on-demand
+evaluation on the interactive one, computations on the one the caller passes.
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from sqlglot import exp
 from compiler import EVENT_DATES, DefinitionError, compile_segment, parse_definition, to_sql
 from compiler.model import Definition, parse_timestamp
 from compiler.timestamps import InstantOutOfRange, to_utc_naive
-from engine.query_db import PLACEHOLDER_DB, SegmentQueries, TenantLake, tenant_lake
+from backends.base import QueryBackend, Relations
+from backends.relations import TenantLake, bind
 from engine.segments import SegmentStore, utc_now
 
 if TYPE_CHECKING:
@@ -47,22 +48,11 @@ class CompiledSegment:
     def display_sql(self, pretty: bool = True) -> str:
         return to_sql(self.query, dialect="duckdb", pretty=pretty)
 
-    def executable(self, relations: dict[str, exp.Expression] | None = None) -> exp.Select:
-        """The query with the placeholders replaced by the snapshot's relations (default:
-        ``read_parquet`` of its files, runnable on any DuckDB connection; the segment
-        query database passes its views)."""
-        relations = relations or self.lake.relations
-
-        def bind(node: exp.Expression) -> exp.Expression:
-            if isinstance(node, exp.Table) and node.db == PLACEHOLDER_DB and node.name in relations:
-                relation = relations[node.name].copy()
-                alias = node.args.get("alias")
-                if alias is not None:
-                    relation.set("alias", alias.copy())
-                return relation
-            return node
-
-        return self.query.transform(bind)
+    def executable(self, backend: QueryBackend) -> exp.Select:
+        """The query bound to ``backend``'s relations of the snapshot (only the days of events
+        its windows reach, ``EVENT_DATES``)."""
+        relations: Relations = backend.relations(self.lake, self.query.meta.get(EVENT_DATES))
+        return bind(self.query, relations)
 
 
 def normalize_as_of(as_of: datetime | str | None) -> datetime:
@@ -88,7 +78,7 @@ def compile_definition(runtime: Runtime, tenant_id: int, definition: Definition 
     Raises DefinitionError (paths rooted at ``definition``)."""
     definition = parse_definition(definition)
     as_of = normalize_as_of(as_of)
-    lake = lake or tenant_lake(runtime, tenant_id)
+    lake = lake or runtime.backends.tenant_lake(tenant_id)
     resolve = resolve or SegmentStore(runtime.meta).resolver(tenant_id)
     query = compile_segment(definition, lake.schema, tenant_id=tenant_id, as_of=as_of, resolve_segment=resolve)
     return CompiledSegment(query, lake, as_of)
@@ -132,30 +122,13 @@ class Preview:
         return {"matched_users": self.matched_users, "sample_user_ids": self.sample_user_ids, "sql": self.sql}
 
 
-def _members(runtime: Runtime, compiled: CompiledSegment, name: str = "members") -> tuple[exp.Subquery, exp.Column]:
-    """The members query over the segment query database's snapshot views."""
-    relations = runtime.segment_queries.relations(compiled.lake, compiled.query.meta.get(EVENT_DATES))
-    return compiled.executable(relations).subquery(name), exp.column("user_id", table=name, quoted=True)
-
-
 def run_preview(runtime: Runtime, compiled: CompiledSegment, limit: int = 10) -> Preview:
-    """Count and the ``limit`` smallest user ids in one pass (``arg_min(x, x, n)`` keeps a top-n
-    heap instead of sorting every member)."""
+    """Count and the ``limit`` smallest user ids, on the interactive backend."""
     if not 0 <= limit <= MAX_PREVIEW_LIMIT:
         raise ValueError(f"limit must be within 0..{MAX_PREVIEW_LIMIT}")
-    members, user_id = _members(runtime, compiled)
-    columns = [exp.alias_(exp.Count(this=exp.Star()), "matched")]
-    if limit:
-        columns.append(exp.alias_(exp.Anonymous(this="arg_min", expressions=[
-            user_id, user_id.copy(), exp.Literal.number(limit)]), "sample"))
-    sql = exp.select(*columns).from_(members).sql(dialect="duckdb")
-    cursor = runtime.segment_queries.cursor()
-    try:
-        row = cursor.execute(sql).fetchone()
-    finally:
-        cursor.close()
-    sample = list(row[1] or []) if limit else []
-    return Preview(matched_users=row[0], sample_user_ids=sample, compiled=compiled)
+    backend = runtime.backends.interactive
+    matched, sample = backend.count_and_sample(compiled.executable(backend), limit)
+    return Preview(matched_users=matched, sample_user_ids=sample, compiled=compiled)
 
 
 def preview(runtime: Runtime, tenant_id: int, definition: Definition | Any, *, limit: int = 10,
@@ -163,16 +136,11 @@ def preview(runtime: Runtime, tenant_id: int, definition: Definition | Any, *, l
     return run_preview(runtime, compile_definition(runtime, tenant_id, definition, as_of=as_of), limit)
 
 
-def member_table(runtime: Runtime, compiled: CompiledSegment) -> pa.Table:
-    """All members as an Arrow table with one column ``user_id`` (string), sorted ascending."""
-    members, user_id = _members(runtime, compiled)
-    sql = exp.select(user_id).from_(members).order_by(user_id.copy()).sql(dialect="duckdb")
-    cursor = runtime.segment_queries.cursor()
-    try:
-        table = cursor.execute(sql).to_arrow_table()
-    finally:
-        cursor.close()
-    return table.cast(pa.schema([pa.field("user_id", pa.string())]))
+def member_table(runtime: Runtime, compiled: CompiledSegment, backend: QueryBackend | None = None) -> pa.Table:
+    """All members as an Arrow table with one column ``user_id`` (string), sorted ascending;
+    on ``backend`` (default: the interactive one)."""
+    backend = backend or runtime.backends.interactive
+    return backend.members_arrow(compiled.executable(backend))
 
 
 def evaluate_for_users(runtime: Runtime, tenant_id: int, definition: Definition | Any,
@@ -183,19 +151,15 @@ def evaluate_for_users(runtime: Runtime, tenant_id: int, definition: Definition 
     if not wanted:
         return set()
     compiled = compile_definition(runtime, tenant_id, definition, as_of=as_of)
-    members, user_id = _members(runtime, compiled)
-    sql = (exp.select(user_id).from_(members)
-           .where(exp.In(this=user_id.copy(), expressions=[exp.Literal.string(u) for u in wanted]))
-           .sql(dialect="duckdb"))
-    cursor = runtime.segment_queries.cursor()
-    try:
-        return {row[0] for row in cursor.execute(sql).fetchall()}
-    finally:
-        cursor.close()
+    backend = runtime.backends.interactive
+    user_id = exp.column("user_id", table="members", quoted=True)
+    query = (exp.select(user_id).from_(compiled.executable(backend).subquery("members"))
+             .where(exp.In(this=user_id.copy(), expressions=[exp.Literal.string(u) for u in wanted])))
+    return set(backend.fetch_arrow(query).column(0).to_pylist())
 
 
 __all__ = [
-    "SegmentQueries", "TenantLake", "tenant_lake", "CompiledSegment", "compile_definition",
+    "TenantLake", "CompiledSegment", "compile_definition",
     "validate_definition", "Preview", "run_preview", "preview", "member_table", "evaluate_for_users",
     "normalize_as_of", "DefinitionError", "MAX_PREVIEW_LIMIT",
 ]

@@ -93,6 +93,16 @@ class ObjectStore(ABC):
         """What DuckDB's read_parquet/COPY accept for this key."""
 
     @abstractmethod
+    def uri(self, key: str) -> str:
+        """The object's URI for other readers: ``file:///...`` or ``s3://bucket/...`` (a Hadoop
+        reader maps ``s3://`` to its ``s3a://``)."""
+
+    @abstractmethod
+    def move(self, src: str, dst: str) -> None:
+        """Put the object ``src`` under ``dst`` (replacing it) and remove ``src``: ``dst``
+        appears whole or not at all. FileNotFoundError if ``src`` is missing."""
+
+    @abstractmethod
     def presigned_get(self, key: str, expires: int = 3600) -> str | None:
         """Time-limited download URL (S3); None for the local store."""
 
@@ -270,6 +280,19 @@ class LocalObjectStore(ObjectStore):
     def duckdb_path(self, key: str) -> str:
         return str(self._path(key))
 
+    def uri(self, key: str) -> str:
+        return self._path(key).absolute().as_uri()
+
+    def move(self, src: str, dst: str) -> None:
+        """A rename, durable like ``put_file``."""
+        source, final = self._path(src), self._path(dst)
+        if not source.is_file():
+            raise FileNotFoundError(src)
+        created = _make_dirs(final.parent)
+        os.replace(source, final)
+        for directory in {final.parent, source.parent, *created}:
+            fsync_path(directory)
+
     def presigned_get(self, key: str, expires: int = 3600) -> str | None:
         return None
 
@@ -392,6 +415,17 @@ class S3ObjectStore(ObjectStore):
 
     def duckdb_path(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._full(key)}"
+
+    def uri(self, key: str) -> str:
+        return self.duckdb_path(key)
+
+    def move(self, src: str, dst: str) -> None:
+        """Server-side copy, then delete ``src``. boto3's managed copy switches to a multipart
+        copy above its threshold (one CopyObject is limited to 5 GB); either completes whole."""
+        if self._head(src) is None:
+            raise FileNotFoundError(src)
+        self.client.copy({"Bucket": self.bucket, "Key": self._full(src)}, self.bucket, self._full(dst))
+        self.delete(src)
 
     def presigned_get(self, key: str, expires: int = 3600) -> str | None:
         return self.client.generate_presigned_url(

@@ -1,4 +1,4 @@
-"""Which files a segment query reads (engine.query_db): only the days its windows reach,
+"""Which files a segment query reads (backends.duckdb): only the days its windows reach,
 with ``union_by_name`` only when those files differ in columns, and always the right rows.
 
 The lake here has files of two schemas (a property that appears only in recent events)
@@ -16,7 +16,6 @@ from __future__ import annotations
 from sqlglot import exp
 
 from engine import segment_query
-from engine.query_db import EVENTS_TABLE
 from tests.segments_fixtures import AS_OF, DAY, append_events
 
 pytest_plugins = ["tests.api_fixtures", "tests.segments_fixtures"]
@@ -68,7 +67,7 @@ def test_a_windowed_query_names_only_the_files_of_its_days(runtime, tenant_a):
     compiled = segment_query.compile_definition(runtime, tenant, SPRING_VIEWS_7D, as_of=AS_OF)
     first, last = compiled.query.meta[segment_query.EVENT_DATES]
     assert (first, last) == ((AS_OF - 7 * DAY).date(), AS_OF.date())
-    relation = runtime.segment_queries.relations(compiled.lake, (first, last))[EVENTS_TABLE]
+    relation = runtime.backends.interactive.relations(compiled.lake, (first, last)).events
     read = relation.find(exp.ReadParquet)
     named = [literal.this for literal in read.expressions[0].expressions]
     recent_days = {(AS_OF - before).date().isoformat() for _, _, before, _ in RECENT}
@@ -85,3 +84,16 @@ def test_a_window_without_files_reads_nothing(runtime, tenant_a):
     assert segment_query.member_table(runtime, compiled).num_rows == 0
     compiled = segment_query.compile_definition(runtime, tenant, VIEWED_30D, as_of=as_of)
     assert set(segment_query.member_table(runtime, compiled).column("user_id").to_pylist()) == {"cy"}  # day 20
+
+
+def test_a_window_over_days_older_than_a_property_reads_it_as_null(runtime, tenant_a):
+    """Design 13, 1.1: the pruned days' files all lack ``coupon`` (the catalog gained it later),
+    so the scan must still have the column, NULL (it used to be a binder error)."""
+    tenant = tenant_a.tenant_id
+    _lake(runtime, tenant)
+    as_of = AS_OF - 15 * DAY  # 7 days back reach only cy's view of day 20, before coupons existed
+    compiled = segment_query.compile_definition(runtime, tenant, SPRING_VIEWS_7D | {"window_days": 7}, as_of=as_of)
+    assert segment_query.member_table(runtime, compiled).num_rows == 0
+    no_coupon = {"type": "frequency", "event_type": "page_viewed", "operator": "gte", "value": 1, "window_days": 7,
+                 "where": [{"property": "coupon", "operator": "is_not_set"}]}
+    assert segment_query.preview(runtime, tenant, no_coupon, as_of=as_of).sample_user_ids == ["cy"]

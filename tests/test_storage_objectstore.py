@@ -52,6 +52,29 @@ def test_move_from_scratch_leaves_nothing_listed(object_store):
     assert object_store.list() == ["events/x.parquet"]
 
 
+def test_move_replaces_the_destination_and_removes_the_source(object_store, tmp_path):
+    object_store.put_bytes("out/part.parquet", b"new")
+    object_store.put_bytes("final/members.parquet", b"old")
+    object_store.move("out/part.parquet", "final/members.parquet")
+    assert object_store.get_bytes("final/members.parquet") == b"new"
+    assert not object_store.exists("out/part.parquet")
+    object_store.move("final/members.parquet", "elsewhere/deep/members.parquet")  # parents are created
+    assert object_store.list("") == ["elsewhere/deep/members.parquet"]
+    with pytest.raises(FileNotFoundError):
+        object_store.move("out/part.parquet", "final/members.parquet")
+    assert not object_store.exists("final/members.parquet")
+
+
+def test_uri_names_the_object(object_store):
+    object_store.put_bytes("a/b.bin", b"x")
+    uri = object_store.uri("a/b.bin")
+    if isinstance(object_store, LocalObjectStore):
+        assert uri == (object_store.root / "a" / "b.bin").absolute().as_uri()
+        assert urllib.request.urlopen(uri).read() == b"x"
+    else:
+        assert uri == f"s3://{object_store.bucket}/{object_store.prefix}/a/b.bin"
+
+
 def test_duckdb_reads_and_writes_through_store_paths(object_store):
     con = duck.connect(object_store)
     size = duck.copy_to_store(con, "SELECT range AS n FROM range(?)", object_store, "data/n.parquet", params=[10])

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from engine.members import read_members
 from engine.segment_query import DefinitionError, compile_definition, member_table
 from engine.segments import SegmentStore
 from engine.sends.common import NotFound, SendsError, api_time, db_time, dumps, loads, parse_time, utc_now
@@ -76,11 +76,7 @@ class Broadcasts:
             if row is None:
                 raise SendsError("audience.segmentId", f"no segment {segment_id}", "segment_not_found")
             if row["members_key"] is not None:
-                store = self.runtime.lake.store
-                source = (pa.BufferReader(store.get_bytes(row["members_key"])) if store.is_remote
-                          else store.duckdb_path(row["members_key"]))
-                users = pq.ParquetFile(source).read(columns=["user_id"]).column("user_id")
-                return pc.unique(users.combine_chunks()).sort()
+                return pc.unique(read_members(self.runtime.lake.store, row["members_key"])).sort()
             found = SegmentStore(self.meta).definition(tenant_id, segment_id)
             if found is None:
                 raise SendsError("audience.segmentId", f"segment {segment_id} has no definition yet",

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from storage.duck import current_profiles_sql
+from sqlglot import exp
+
+from backends.relations import PROFILES_TABLE, bind, placeholder
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
@@ -26,17 +28,15 @@ class ProfileDirectory:
     def traits(self, tenant_id: int, user_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """user_id -> traits for those of ``user_ids`` that have a profile."""
         wanted = sorted({str(u) for u in user_ids})
-        snapshot = self.runtime.lake.profiles_snapshot(tenant_id)
-        if not wanted or snapshot.file is None:
+        backends = self.runtime.backends
+        lake = backends.tenant_lake(tenant_id)
+        if not wanted or lake.profiles.file is None:
             return {}
-        cursor = self.runtime.segment_queries.cursor()
-        try:
-            rows = cursor.execute(
-                f"SELECT user_id, traits FROM {current_profiles_sql(snapshot.file, snapshot.delta)}"
-                " WHERE user_id IN (SELECT unnest(?::VARCHAR[]))", [wanted]).fetchall()
-        finally:
-            cursor.close()
-        return {user_id: orjson.loads(traits) if traits else {} for user_id, traits in rows}
+        backend = backends.interactive
+        query = (exp.select(exp.column("user_id"), exp.column("traits")).from_(placeholder(PROFILES_TABLE))
+                 .where(exp.In(this=exp.column("user_id"), expressions=[exp.Literal.string(u) for u in wanted])))
+        rows = backend.fetch_arrow(bind(query, backend.relations(lake))).to_pylist()
+        return {r["user_id"]: orjson.loads(r["traits"]) if r["traits"] else {} for r in rows}
 
     def one(self, tenant_id: int, user_id: str) -> dict[str, Any] | None:
         return self.traits(tenant_id, [user_id]).get(str(user_id))
