@@ -271,3 +271,14 @@ def test_a_file_gone_since_the_snapshot_is_source_missing(world, tmp_path):
         world.backend.fetch_arrow(exp.select("user_id").from_(scan))
     with pytest.raises(SourceMissing):  # gone before the scan is made
         world.backend.scans.scan([key], columns, partitions={}, root="")
+
+
+def test_the_settings_choose_the_batch_and_interactive_backends_without_starting_spark(tmp_path):
+    from engine.runtime import Runtime
+
+    runtime = Runtime(spark_settings(tmp_path / "d", run_workers=False, query_backend="spark"))
+    try:
+        assert (runtime.backends.batch.name, runtime.backends.interactive.name) == ("spark", "duckdb")
+        assert runtime.backends.batch._session is None  # the JVM starts with the first Spark query
+    finally:
+        runtime.stop()
