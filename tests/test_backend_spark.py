@@ -28,6 +28,8 @@ from storage.objectstore import open_store
 from tests.spark_fixtures import spark, spark_settings  # noqa: F401  (spark: the session-wide session)
 
 REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["tests.api_fixtures"]
+pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -282,3 +284,32 @@ def test_the_settings_choose_the_batch_and_interactive_backends_without_starting
         assert runtime.backends.batch._session is None  # the JVM starts with the first Spark query
     finally:
         runtime.stop()
+
+
+@pytest.mark.slow
+def test_segops_compute_backend_spark_finds_the_members_duckdb_finds(spark, runtime, tenants, data_dir):
+    import typer
+    from typer.testing import CliRunner
+
+    from engine import cli_segments
+    from engine.members import read_members
+    from tests.membership_fixtures import add_events, create_segment, frequency
+
+    a = tenants.a.tenant_id
+    add_events(runtime, a, [(f"c{i}", "buy", {}) for i in range(5)] + [("x", "view", {}), ("c1", "buy", {})])
+    segment = create_segment(runtime, a, frequency("buy"))
+    app = typer.Typer()
+    cli_segments.register(app)
+    env = {"SEGOPS_DATA_DIR": str(data_dir), "SEGOPS_SPARK_MASTER": "local[2]"}
+    members, jobs = {}, spark.sparkContext.statusTracker().getJobIdsForGroup(None)
+    for backend in ("spark", "duckdb"):
+        done = CliRunner().invoke(app, ["compute", str(segment), "--tenant", str(a), "--backend", backend], env=env)
+        assert done.exit_code == 0, done.output
+        assert "5 members" in done.output
+        row = runtime.meta.query_one("SELECT members_key FROM segment_computations ORDER BY id DESC LIMIT 1")
+        members[backend] = read_members(runtime.lake.store, row["members_key"]).to_pylist()
+        if backend == "spark":  # the computation ran Spark jobs
+            assert len(spark.sparkContext.statusTracker().getJobIdsForGroup(None)) > len(jobs)
+    assert members["spark"] == members["duckdb"] == [f"c{i}" for i in range(5)]
+    bad = CliRunner().invoke(app, ["compute", str(segment), "--tenant", str(a), "--backend", "presto"], env=env)
+    assert bad.exit_code == 2 and "--backend must be duckdb or spark" in bad.output
