@@ -61,6 +61,7 @@ class SourceMissing(BackendError):
 class QueryBackend(Protocol):
     name: ClassVar[str]      # "duckdb" | "spark"
     dialect: ClassVar[str]   # the sqlglot dialect handed to compiler.to_sql
+    scans: Scans             # its leaf reader (what ``relations`` builds from)
 
     def relations(self, lake: TenantLake, event_dates: tuple[date | None, date] | None = None) -> Relations:
         """The snapshot's relations; with ``event_dates`` (first day or None, last day) events

@@ -58,13 +58,14 @@ def describe(events: EventsSnapshot, profiles: ProfilesSnapshot) -> TenantLake:
         return {name: TypedColumn(column=col, kind=kind) for name, (col, kind) in catalog.items()}
 
     schema = LakeSchema(
-        events=EventsRelation(relation=_placeholder(EVENTS_TABLE), properties=typed(events.properties)),
-        profiles=ProfilesRelation(relation=_placeholder(PROFILES_TABLE), traits=typed(profiles.traits)),
+        events=EventsRelation(relation=placeholder(EVENTS_TABLE), properties=typed(events.properties)),
+        profiles=ProfilesRelation(relation=placeholder(PROFILES_TABLE), traits=typed(profiles.traits)),
     )
     return TenantLake(schema, (int(events.tenant_id), events.seq, profiles.seq), events, profiles)
 
 
-def _placeholder(name: str) -> exp.Table:
+def placeholder(name: str) -> exp.Table:
+    """The display schema's table ``lake.<name>`` (``EVENTS_TABLE``, ``PROFILES_TABLE``): what ``bind`` swaps."""
     return exp.Table(this=exp.to_identifier(name), db=exp.to_identifier(PLACEHOLDER_DB))
 
 
@@ -107,7 +108,7 @@ def profiles(scans: Scans, snapshot: ProfilesSnapshot, *, by_user_id: bool | Non
     base_on, delta_on = ("user_id", "user_id") if by_user_id else (ROW_POSITION, BASE_ROW_COLUMN)
     base = scans.scan([snapshot.base_key], columns, row_position=not by_user_id, **scan)
     delta = scans.scan([snapshot.delta_key], {**columns, BASE_ROW_COLUMN: data_type("BIGINT")}, **scan)
-    replaced = (exp.select(exp.column(delta_on, quoted=True)).from_(_aliased(delta, "d0"))
+    replaced = (exp.select(exp.column(delta_on, quoted=True)).from_(aliased(delta, "d0"))
                 .where(exp.Not(this=exp.Is(this=exp.column(BASE_ROW_COLUMN, quoted=True), expression=exp.null())))
                 .subquery("d"))
     kept = _select(names, base, "o").join(replaced, join_type="anti", on=exp.EQ(
@@ -120,7 +121,8 @@ def members(scans: Scans, key: str) -> exp.Expression:
     return _select(list(MEMBERS_COLUMNS), scans.scan([key], MEMBERS_COLUMNS, partitions={}, root="")).subquery()
 
 
-def _aliased(relation: exp.Expression, alias: str) -> exp.Expression:
+def aliased(relation: exp.Expression, alias: str) -> exp.Expression:
+    """``relation`` (a table, a subquery or a select) under the table alias ``alias``."""
     if isinstance(relation, exp.Select):
         return relation.subquery(alias)
     relation = relation.copy()
@@ -130,7 +132,7 @@ def _aliased(relation: exp.Expression, alias: str) -> exp.Expression:
 
 def _select(names: Sequence[str], relation: exp.Expression, alias: str = "s") -> exp.Select:
     """``SELECT alias.name, ... FROM relation AS alias``."""
-    return exp.select(*(exp.column(name, table=alias, quoted=True) for name in names)).from_(_aliased(relation, alias))
+    return exp.select(*(exp.column(name, table=alias, quoted=True) for name in names)).from_(aliased(relation, alias))
 
 
 def empty(columns: dict[str, exp.DataType]) -> exp.Subquery:

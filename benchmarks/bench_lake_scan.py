@@ -6,7 +6,7 @@
   one nested) into a tenant that already has its catalog; events/s of the median run.
   Target: >= 500k events/s end to end, i.e. well under 2 s per 1M.
 * scan: ``sum(p_total)`` over N events read the way segops reads them (the snapshot's
-  relation in the segment query database, ``engine.query_db``) versus the same rows in ONE
+  relation in the DuckDB backend, ``backends.duckdb``) versus the same rows in ONE
   hand-made Parquet file, in the same DuckDB database; after appends of 1M rows (30 small
   files each) and again after ``compact``. Target: ratio <= 1.5 (from 10M events).
   At ``--size 100m`` (``python -m benchmarks``) the scan runs on the 100M-event benchmark
@@ -29,7 +29,7 @@ from pathlib import Path
 import duckdb
 
 from benchmarks.harness import timed
-from engine.query_db import EVENTS_TABLE, tenant_lake
+from compiler import to_sql
 from engine.runtime import Runtime
 from engine.settings import Settings
 from storage import duck
@@ -82,13 +82,13 @@ class _Scans:
     def __init__(self, runtime: Runtime, tenant_id: int, single: Path, runs: int, events: int):
         self.runtime, self.tenant_id, self.single, self.runs = runtime, tenant_id, single, runs
         self.events = events
-        self.con = runtime.segment_queries.cursor()
+        self.con = runtime.backends.get("duckdb").cursor()
         self.user = self.con.execute("SELECT user_id FROM read_parquet(?) LIMIT 1", [str(single)]).fetchone()[0]
 
     def segops_relation(self) -> str:
         """What a segment query over all history reads (a view of the current snapshot)."""
-        lake = tenant_lake(self.runtime, self.tenant_id)
-        return self.runtime.segment_queries.relations(lake)[EVENTS_TABLE].sql(dialect="duckdb")
+        lake = self.runtime.backends.tenant_lake(self.tenant_id)
+        return to_sql(self.runtime.backends.get("duckdb").relations(lake).events, "duckdb", pretty=False)
 
     def timed(self, relation, select: str, by_user: bool = False):
         where = " WHERE user_id = $u" if by_user else ""
@@ -165,7 +165,7 @@ def measure_dataset(dataset, runs: int) -> list[dict]:
         files = runtime.lake.snapshot(dataset.tenant_id).files
         if not single.exists():
             print(f"writing the one-file copy of {dataset.events:,} events to {single} (once)", flush=True)
-            _copy_to_one_file(runtime.segment_queries.cursor(), files, single)
+            _copy_to_one_file(runtime.backends.get("duckdb").cursor(), files, single)
         scans = _Scans(runtime, dataset.tenant_id, single, runs, dataset.events)
         compare(scans, "benchmark dataset", len(files), baseline(scans, dataset.events, rows), rows)
     finally:

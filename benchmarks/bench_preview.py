@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     from engine import segment_query
     from engine.runtime import Runtime
     from engine.settings import Settings
-    from storage.duck import connect, events_relation
+    from sqlglot import exp
+
+    from backends import relations
+    from compiler import to_sql
+    from storage.duck import connect
 
     dataset = ensure_dataset(args.size, root=args.root)
     seed = next(segment for segment in SUITE if segment.name == "high_value_churners")
@@ -67,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
         hand_con = connect(settings)
         hand_con.execute("SET parquet_metadata_cache = true")  # same footing as the engine
-        events_relation(hand_con, dataset.snapshot).create_view("events")
+        events = relations.events(runtime.backends.get("duckdb").scans, dataset.snapshot, dataset.snapshot.entries)
+        hand_con.execute(f"CREATE VIEW events AS {to_sql(exp.select(exp.Star()).from_(events), 'duckdb')}")
         hand_sql = (f"SELECT count(*), arg_min(user_id, user_id, {SAMPLE}) FROM ("
                     f"{seed.hand_sql(SqlContext(dataset, 'duckdb'))}) AS hand")
 

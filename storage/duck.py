@@ -5,9 +5,9 @@ store it loads httpfs from the ``duckdb-extension-httpfs`` wheel (extensions
 cannot be downloaded here; the extension directory is kept inside the data dir)
 and creates an S3 secret scoped to the store's bucket.
 
-``events_relation`` / ``create_events_view`` turn an ``EventsSnapshot`` into a
-relation over exactly the committed files (an empty snapshot becomes an empty
-relation with the base schema, since ``read_parquet([])`` is an error).
+Queries read the lake through ``backends`` (``backends.relations``); what is left here is
+the lake writer's side: connections, ``copy_to_store`` and the profile merge's
+``current_profiles_sql``.
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from storage.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore, op
 
 if TYPE_CHECKING:
     from storage.lake import EventLake
-    from storage.snapshots import EventsSnapshot, ProfilesSnapshot
 
 _install_lock = threading.Lock()
 _installed_dirs: set[str] = set()
@@ -40,8 +39,6 @@ PROFILES_BASE_SQL_TYPES = {
 }
 KIND_SQL_TYPES = {"number": "DOUBLE", "string": "VARCHAR", "boolean": "BOOLEAN"}
 BASE_ROW_COLUMN = "__base_row"  # in a profiles delta file: the position in the base of the row it replaces
-HIVE_TYPES = {"tenant_id": "BIGINT", "event_date": "DATE"}
-_HIVE_TYPES_SQL = "{" + ", ".join(f"'{k}': {v}" for k, v in HIVE_TYPES.items()) + "}"
 
 
 # 0001-01-01 00:00:00 and 9999-12-31 23:59:59.999999 as microseconds since 1970 (Python's datetime range).
@@ -164,23 +161,6 @@ def sql_literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _empty_relation(con: duckdb.DuckDBPyConnection, columns: dict[str, str]) -> duckdb.DuckDBPyRelation:
-    select = ", ".join(f"NULL::{sql_type} AS \"{name}\"" for name, sql_type in columns.items())
-    return con.sql(f"SELECT {select} LIMIT 0")
-
-
-def events_relation(con: duckdb.DuckDBPyConnection, snapshot: "EventsSnapshot") -> duckdb.DuckDBPyRelation:
-    """All committed events of the snapshot, with hive columns ``tenant_id`` and ``event_date``.
-
-    Typed property columns missing from older files read as NULL (union_by_name)."""
-    if not snapshot.files:
-        columns = dict(EVENTS_BASE_SQL_TYPES)
-        columns.update({col: KIND_SQL_TYPES[kind] for col, kind in snapshot.properties.values()})
-        return _empty_relation(con, columns)
-    return con.sql(f"SELECT * FROM read_parquet([{', '.join(map(sql_literal, snapshot.files))}], "
-                   f"hive_partitioning=true, union_by_name=true, hive_types={_HIVE_TYPES_SQL})")
-
-
 def current_profiles_sql(base: str, delta: str | None = None, *, hive: bool = True) -> str:
     """A relation (SQL text, a parenthesized query) of the profile rows of a base file and
     an optional delta file (DuckDB paths, ours): a user's delta row replaces its base row.
@@ -200,22 +180,3 @@ def current_profiles_sql(base: str, delta: str | None = None, *, hive: bool = Tr
             f"ANTI JOIN (SELECT {BASE_ROW_COLUMN} FROM {read(delta)} WHERE {BASE_ROW_COLUMN} IS NOT NULL) d "
             f"ON o.file_row_number = d.{BASE_ROW_COLUMN} "
             f"UNION ALL BY NAME SELECT * EXCLUDE ({BASE_ROW_COLUMN}) FROM {read(delta)})")
-
-
-def profiles_relation(con: duckdb.DuckDBPyConnection, snapshot: "ProfilesSnapshot") -> duckdb.DuckDBPyRelation:
-    """One row per user with the latest traits (hive column ``tenant_id``)."""
-    if snapshot.file is None:
-        columns = dict(PROFILES_BASE_SQL_TYPES)
-        columns.update({col: KIND_SQL_TYPES[kind] for col, kind in snapshot.traits.values()})
-        return _empty_relation(con, columns)
-    return con.sql(f"SELECT * FROM {current_profiles_sql(snapshot.file, snapshot.delta)}")
-
-
-def create_events_view(con: duckdb.DuckDBPyConnection, snapshot: "EventsSnapshot", name: str = "events") -> None:
-    """Register the snapshot as a view ``name`` on ``con`` (replacing it)."""
-    events_relation(con, snapshot).create_view(name, replace=True)
-
-
-def create_profiles_view(con: duckdb.DuckDBPyConnection, snapshot: "ProfilesSnapshot",
-                         name: str = "profiles") -> None:
-    profiles_relation(con, snapshot).create_view(name, replace=True)

@@ -9,7 +9,8 @@ import pyarrow as pa
 from engine.maintenance import maintain_lake
 from engine.runtime import Runtime
 from engine.settings import Settings
-from storage.duck import connect, events_relation
+from storage.duck import connect
+from tests.backend_fixtures import events_relation
 
 
 def _batch(start: int, n: int) -> pa.Table:
@@ -35,6 +36,6 @@ def test_maintain_lake_compacts_without_losing_or_duplicating(tmp_path):
     assert len(before.files) == 6 and len(after.files) == 1
 
     con = connect(runtime.lake)
-    rel = events_relation(con, after)
+    rel = events_relation(con, runtime.lake.store, after)
     count, distinct, total = rel.aggregate("count(*), count(DISTINCT event_id), sum(p_total)").fetchone()
     assert (count, distinct, total) == (300, 300, float(sum(range(300))))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import duckdb
 
 from engine import segment_query
-from storage.duck import events_relation
+from tests.backend_fixtures import lake_view
 from tests.segments_fixtures import (
     AS_OF,
     SEED_DEFINITION,
@@ -62,7 +62,7 @@ def test_preview_sql_runs_by_hand_on_the_lake(client, tenant_a, runtime, world):
     """The SQL shown is the query: bound to the lake files it gives the same members."""
     sql = preview(client, tenant_a.headers, SEED_DEFINITION).json()["sql"]
     con = duckdb.connect()
-    events_relation(con, runtime.lake.snapshot(world.tenant_a)).create_view("all_events")
+    lake_view(con, runtime.lake.store, runtime.lake.snapshot(world.tenant_a), "all_events")
     con.execute("CREATE SCHEMA lake")
     con.execute("CREATE VIEW lake.events AS SELECT * FROM all_events")
     assert {row[0] for row in con.execute(sql).fetchall()} == SEED_MEMBERS_A

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage import duck
+from tests.backend_fixtures import lake_view
 from storage.lake import APPEND_ROW_GROUP_SIZE, EventLake
 from storage.objectstore import LocalObjectStore
 
@@ -52,7 +53,7 @@ def query(lake: EventLake, sql: str, tenant: int = T, snapshot=None) -> list[tup
     snapshot = snapshot or lake.snapshot(tenant)
     con = duck.connect(lake.store)
     if not snapshot.files:  # read_parquet([]) is an error; the helper gives an empty relation
-        duck.create_events_view(con, snapshot)
+        lake_view(con, lake.store, snapshot)
         return con.execute(sql).fetchall()
     return con.execute(
         "WITH events AS (SELECT * FROM read_parquet($files, hive_partitioning=true, union_by_name=true)) " + sql,
@@ -335,7 +336,7 @@ def test_profiles_latest_value_per_trait_wins(lake):
     assert snap.traits == {"age": ("t_age", "number"), "plan": ("t_plan", "string"), "vip": ("t_vip", "boolean"),
                            "city": ("t_city", "string")}
     con = duck.connect(lake.store)
-    duck.create_profiles_view(con, snap)
+    lake_view(con, lake.store, snap)
     got = {r[0]: r[1:] for r in con.execute(
         "SELECT user_id, tenant_id, updated_at, traits, t_plan, t_age, t_vip, t_city FROM profiles").fetchall()}
     assert got["u1"] == (T, t0 + timedelta(days=2),
@@ -359,7 +360,7 @@ def test_identify_flushes_rewrite_the_delta_until_it_outgrows_its_share_of_the_b
                                  for u in users])
         snap = lake.profiles_snapshot(T)
         con = duck.connect(lake.store)
-        duck.create_profiles_view(con, snap)
+        lake_view(con, lake.store, snap)
         return snap, dict(con.execute("SELECT user_id, t_plan FROM profiles").fetchall())
 
     snap, plans = flush(["u1", "new"], "pro", 1)  # 2 changed rows: not over max(2, 12 // 4)
@@ -404,7 +405,7 @@ def test_profiles_merge_matches_reference(tmp_path_factory, calls, delta_min_row
                     latest[(row["user_id"], trait)] = (order, value)
     con = duck.connect(lake.store)
     snap = lake.profiles_snapshot(T)
-    duck.create_profiles_view(con, snap)
+    lake_view(con, lake.store, snap)
     got = {u: (ts, json.loads(traits))
            for u, ts, traits in con.execute("SELECT user_id, updated_at, traits FROM profiles").fetchall()}
     want = {u: (ts, {t: v for (uu, t), (_, v) in latest.items() if uu == u}) for u, ts in seen.items()}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from benchmarks.engines.base import Engine
 from benchmarks.suite import SuiteSegment, resolve_segment
+from compiler import to_sql
 from engine.runtime import Runtime
 from engine.segment_query import compile_definition, member_table, run_preview
 from engine.settings import Settings
@@ -26,8 +27,8 @@ class SegopsEngine(Engine):
                                   as_of=self.dataset.as_of, resolve=resolve_segment)
 
     def sql(self, segment: SuiteSegment) -> str:
-        """The executable SQL (over the snapshot's files) for the compiler-perf notes."""
-        return self.compiled(segment).executable().sql(dialect="duckdb", pretty=True)
+        """The executable SQL (over the DuckDB backend's relations) for the compiler-perf notes."""
+        return to_sql(self.compiled(segment).executable(self.runtime.backends.get("duckdb")), "duckdb")
 
     def count(self, segment: SuiteSegment) -> int:
         return run_preview(self.runtime, self.compiled(segment), limit=0).matched_users
