@@ -3,8 +3,7 @@
 A scan reads exactly the committed objects it is given (``spark.read.parquet(*uris)``: a list of
 files, never a directory or a glob, so uncommitted and garbage files stay invisible) with the
 catalog's schema, so a column a file lacks reads NULL. Each scan is a temp view owned by the
-snapshot view built over it and dropped with it. Events are not narrowed to a query's days here:
-Spark prunes the listed files by their ``event_date`` partition itself.
+snapshot view built over it and dropped with it.
 
 Writes go to a scratch prefix as one part file (``repartition(1)``) that is then moved onto its
 key, so an object appears under its key only complete. Nothing here is a Python UDF: executors
@@ -51,7 +50,7 @@ class SparkBackend:
     name: ClassVar[str] = "spark"
     dialect: ClassVar[str] = "spark"
     VIEWS_KEPT = 4  # snapshot views per tenant and table, as DuckDBBackend
-    MEMBERS_KEPT = 16  # members scans (a computation's previous members) kept registered
+    MEMBERS_KEPT = 16  # members files' scans kept registered (they belong to no snapshot view)
 
     def __init__(self, store: ObjectStore, settings, *, session: SparkSession | None = None):
         self._store, self._settings, self._session = store, settings, session
@@ -69,17 +68,23 @@ class SparkBackend:
 
     # -- relations -----------------------------------------------------------------------
     def relations(self, lake: rel.TenantLake, event_dates: tuple[date | None, date] | None = None) -> Relations:
-        """Views of the snapshot (``event_dates`` is not needed: Spark prunes partitions itself)."""
+        """Views of the snapshot; for events within ``event_dates`` a view of just those days'
+        files (a group of its own, so a run of day ranges does not push out the whole snapshot's)."""
         tenant_id, events_seq, profiles_seq = lake.key
 
-        def view(table: str, seq: int, body: Callable[[], exp.Expression]) -> exp.Expression:
-            name = f"lake_t{tenant_id}_{table}_s{seq}"
-            return self._views.view((tenant_id, table), name, lambda: self.scans.owned_by(name, body))
+        def view(group: str, name: str, body: Callable[[], exp.Expression]) -> exp.Expression:
+            name = f"lake_t{tenant_id}_{name}"
+            return self._views.view((tenant_id, group), name, lambda: self.scans.owned_by(name, body))
 
-        return Relations(
-            events=lambda: view(rel.EVENTS_TABLE, events_seq,
-                                lambda: rel.events(self.scans, lake.events, lake.events.entries)),
-            profiles=lambda: view(rel.PROFILES_TABLE, profiles_seq, lambda: rel.profiles(self.scans, lake.profiles)))
+        def events() -> exp.Expression:
+            entries = rel.files_between(lake.events, event_dates)
+            name, group = f"events_s{events_seq}", rel.EVENTS_TABLE
+            if len(entries) != len(lake.events.entries):
+                name, group = f"{name}_{event_dates[0]:%Y%m%d}_{event_dates[1]:%Y%m%d}", "events_days"
+            return view(group, name, lambda: rel.events(self.scans, lake.events, entries))
+
+        return Relations(events=events, profiles=lambda: view(
+            rel.PROFILES_TABLE, f"profiles_s{profiles_seq}", lambda: rel.profiles(self.scans, lake.profiles)))
 
     def members(self, key: str) -> exp.Expression:
         return rel.members(self.scans, key)
