@@ -156,13 +156,12 @@ def bind(query: exp.Select, relations: Relations) -> exp.Select:
     return query.transform(swap)
 
 
-def files_between(snapshot: EventsSnapshot, event_dates: tuple[date | None, date] | None) -> tuple[FileEntry, ...]:
+def event_entries(snapshot: EventsSnapshot, event_dates: tuple[date | None, date] | None) -> tuple[FileEntry, ...]:
     """The entries a query within ``event_dates`` (first day or None, last day) reads: all
     entries unless a first day is given."""
     if event_dates is None or event_dates[0] is None:
         return snapshot.entries
-    first, last = event_dates
-    return tuple(e for e in snapshot.entries if first <= e.day <= last)
+    return snapshot.entries_between(*event_dates)
 
 
 def iso_text(column: exp.Expression) -> exp.Expression:

@@ -71,12 +71,13 @@ def members_page(runtime: Runtime, tenant_id: int, segment_id: int, limit: int,
         raise SnapshotExpired(computation_id)
     store, backend = runtime.lake.store, runtime.backends.interactive
     user_id = exp.column("user_id", table="m", quoted=True)
-    query = (exp.select(user_id, exp.alias_(iso_text(exp.column("computed_at", table="m", quoted=True)), "computed_at"))
-             .from_(aliased(backend.members(row["members_key"]), "m"))
-             .order_by(user_id.copy()).limit(limit + 1))
-    if after:
-        query = query.where(exp.GT(this=user_id.copy(), expression=exp.Literal.string(after[1])))
     try:
+        query = (exp.select(user_id, exp.alias_(iso_text(exp.column("computed_at", table="m", quoted=True)),
+                                                "computed_at"))
+                 .from_(aliased(backend.members(row["members_key"]), "m"))
+                 .order_by(user_id.copy()).limit(limit + 1))
+        if after:
+            query = query.where(exp.GT(this=user_id.copy(), expression=exp.Literal.string(after[1])))
         fetched = [tuple(r.values()) for r in backend.fetch_arrow(query).to_pylist()]
     except SourceMissing:
         if not store.exists(row["members_key"]):  # retention removed it since the check above

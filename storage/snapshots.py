@@ -32,7 +32,7 @@ class EventsSnapshot:
     """A consistent view of one tenant's committed events.
 
     ``files``: DuckDB paths for ``read_parquet(files, hive_partitioning=true,
-    union_by_name=true)`` (or ``storage.duck.events_relation``); empty when the tenant
+    union_by_name=true)`` (or ``backends.relations.events``); empty when the tenant
     has no events. ``properties``: property name -> (physical column, kind), kind in
     {"number", "string", "boolean"}. ``entries`` carry per-file day, row count, bytes
     and occurred_at/received_at ranges for pruning.
@@ -50,14 +50,17 @@ class EventsSnapshot:
 
     def files_between(self, start: date | None = None, end: date | None = None) -> tuple[str, ...]:
         """Files whose day lies in [start, end] (inclusive): cheap pruning before DuckDB."""
-        return tuple(e.path for e in self.entries
-                     if (start is None or e.day >= start) and (end is None or e.day <= end))
+        return tuple(e.path for e in self.entries_between(start, end))
+
+    def entries_between(self, start: date | None = None, end: date | None = None) -> tuple[FileEntry, ...]:
+        """The entries of the files whose day lies in [start, end] (inclusive)."""
+        return tuple(e for e in self.entries if (start is None or e.day >= start) and (end is None or e.day <= end))
 
 
 @dataclass(frozen=True)
 class ProfilesSnapshot:
     """One tenant's profile table: ``file`` (DuckDB path, or None before the first upsert)
-    and ``delta`` (read both with ``storage.duck.current_profiles_sql``),
+    and ``delta`` (read both with ``backends.relations.profiles``),
     one row per user with columns user_id, updated_at (latest identify), traits (JSON
     object of latest values), trait_times (JSON object trait -> epoch microseconds of its
     value) and t_<name> typed columns; tenant_id comes from the hive path.

@@ -56,7 +56,7 @@ class DuckDBBackend:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
         self._views = ViewCache(self.VIEWS_KEPT, self._create_view, self._drop_view)
-        self.scans = DuckDBScans(self)
+        self.scans = DuckDBScans(store, self._execute)
 
     # -- relations -----------------------------------------------------------------------
     def relations(self, lake: rel.TenantLake, event_dates: tuple[date | None, date] | None = None) -> Relations:
@@ -68,7 +68,7 @@ class DuckDBBackend:
                                     lambda: rel.profiles(self.scans, lake.profiles))
 
         def events() -> exp.Expression:
-            entries = rel.files_between(lake.events, event_dates)
+            entries = rel.event_entries(lake.events, event_dates)
             if len(entries) == len(lake.events.entries):
                 return self._views.view((tenant_id, rel.EVENTS_TABLE), f"lake_t{tenant_id}_events_s{events_seq}",
                                         lambda: rel.events(self.scans, lake.events, entries))
@@ -185,15 +185,15 @@ class DuckDBScans:
     supports_row_position = True
     SCHEMAS_KEPT = 100_000  # file schemas remembered (a flusher adds a file a second)
 
-    def __init__(self, backend: DuckDBBackend):
-        self._backend = backend
+    def __init__(self, store: ObjectStore, execute: Callable[[str, list], list[tuple]]):
+        self._store, self._execute = store, execute
         self._lock = threading.Lock()
         self._schemas: dict[str, int] = {}  # file path -> hash of its column names and types
         self._columns: dict[int, frozenset[str]] = {}  # that hash -> the column names
 
     def scan(self, keys: Sequence[str], columns: dict[str, exp.DataType], *,
              partitions: dict[str, exp.DataType], root: str, row_position: bool = False) -> exp.Expression:
-        paths = [self._backend._store.duckdb_path(key) for key in keys]
+        paths = [self._store.duckdb_path(key) for key in keys]
         schemas = self._schemas_of(paths)
         present = frozenset().union(*(self._columns[s] for s in schemas))
         read = _read_parquet(paths, partitions, union_by_name=len(schemas) > 1, row_numbers=row_position)
@@ -205,18 +205,19 @@ class DuckDBScans:
 
     def _schemas_of(self, paths: list[str]) -> set[int]:
         """The distinct schemas (hashes) of ``paths``, reading the footers of unknown files once."""
-        unknown = [p for p in paths if p not in self._schemas]
+        known = {p: self._schemas.get(p) for p in paths}
+        unknown = [p for p, digest in known.items() if digest is None]
         if unknown:
-            rows = self._backend._execute(
+            rows = self._execute(
                 "SELECT file_name, list((name, type, converted_type) ORDER BY name) FROM parquet_schema(?) "
                 "WHERE num_children IS NULL GROUP BY file_name", [unknown])
             with self._lock:
                 if len(self._schemas) > self.SCHEMAS_KEPT:  # compacted-away files: forget them
-                    self._schemas = {p: self._schemas[p] for p in paths if p in self._schemas}
+                    self._schemas = {p: d for p, d in known.items() if d is not None}
                 for path, schema in rows:
-                    self._schemas[path] = digest = hash(tuple(map(tuple, schema)))
+                    self._schemas[path] = known[path] = digest = hash(tuple(map(tuple, schema)))
                     self._columns.setdefault(digest, frozenset(column[0] for column in schema))
-        return {self._schemas[p] for p in paths}
+        return set(known.values())
 
 
 def _read_parquet(paths: Sequence[str], partitions: dict[str, exp.DataType], union_by_name: bool,
