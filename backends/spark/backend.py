@@ -77,7 +77,7 @@ class SparkBackend:
             return self._views.view((tenant_id, group), name, lambda: self.scans.owned_by(name, body))
 
         def events() -> exp.Expression:
-            entries = rel.files_between(lake.events, event_dates)
+            entries = rel.event_entries(lake.events, event_dates)
             name, group = f"events_s{events_seq}", rel.EVENTS_TABLE
             if len(entries) != len(lake.events.entries):
                 name, group = f"{name}_{event_dates[0]:%Y%m%d}_{event_dates[1]:%Y%m%d}", "events_days"
