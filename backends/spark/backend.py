@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import date
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import unquote
@@ -41,6 +41,7 @@ _USER_ID_ONLY = pa.schema([pa.field("user_id", pa.string())])
 _TYPE_MISMATCH = re.compile(r"reading file (\S+?)\. Data type mismatches when reading Parquet column \[?([^\]\s]+)\]?"
                             r"\. Expected Spark type (\w+), actual Parquet type (\w+)")
 _MISSING = re.compile(r"\[(PATH_NOT_FOUND|FAILED_READ_FILE\.FILE_NOT_EXIST)\]")
+_SCHEME = re.compile(r"^(file:/*|s3a://)")
 
 
 class SparkBackend:
@@ -56,7 +57,11 @@ class SparkBackend:
         self._store, self._settings, self._session = store, settings, session
         self._lock = threading.Lock()
         self._views = ViewCache(self.VIEWS_KEPT, self._create_view, self._drop_view)
-        self.scans = SparkScans(self)
+        self._view_names: set[str] = set()
+        # Temp views live in the session, which other backends of this process may share (tests): a
+        # per-backend prefix keeps two lakes' lake_t1_events_s2 apart.
+        self._prefix = f"lake_{uuid.uuid4().hex[:8]}"
+        self.scans = SparkScans(store, lambda: self.spark, self._reading, self.MEMBERS_KEPT, self._prefix)
 
     @property
     def spark(self) -> SparkSession:
@@ -73,7 +78,7 @@ class SparkBackend:
         tenant_id, events_seq, profiles_seq = lake.key
 
         def view(group: str, name: str, body: Callable[[], exp.Expression]) -> exp.Expression:
-            name = f"lake_t{tenant_id}_{name}"
+            name = f"{self._prefix}_t{tenant_id}_{name}"
             return self._views.view((tenant_id, group), name, lambda: self.scans.owned_by(name, body))
 
         def events() -> exp.Expression:
@@ -91,9 +96,13 @@ class SparkBackend:
 
     def _create_view(self, name: str, body: exp.Expression) -> None:
         self._sql(exp.select(exp.Star()).from_(body), prefix=f"CREATE OR REPLACE TEMPORARY VIEW `{name}` AS ")
+        with self._lock:
+            self._view_names.add(name)
 
     def _drop_view(self, name: str) -> None:
         self.spark.catalog.dropTempView(name)
+        with self._lock:
+            self._view_names.discard(name)
         self.scans.drop_owned(name)
 
     # -- running -------------------------------------------------------------------------
@@ -134,7 +143,7 @@ class SparkBackend:
         if order_by:
             frame = frame.sortWithinPartitions(*order_by)
         writer = frame.observe(rows, F.count(F.lit(1)).alias("rows")).write.mode("errorifexists")
-        target = self._store.uri(f"{prefix}out")
+        target = spark_uri(self._store.uri(f"{prefix}out"))
         try:
             with self._reading():
                 if fmt == "parquet":
@@ -180,8 +189,10 @@ class SparkBackend:
 
     def close(self) -> None:
         """Drops this backend's views; the session stays (one per process, other users may share it)."""
-        if self._session is not None:
-            for name in self.scans.names():
+        with self._lock:
+            names, self._view_names = [*self._view_names, *self.scans.names()], set()
+        if self._session is not None and self._session.sparkContext._jsc is not None:
+            for name in names:
                 self._session.catalog.dropTempView(name)
         self._views.clear()
         self.scans.clear()
@@ -190,12 +201,14 @@ class SparkBackend:
 class SparkScans:
     """``spark.read.schema(catalog).parquet(*uris)`` of exactly the given objects, registered as
     temp views. A scan made while a snapshot view is built belongs to it (``owned_by``) and is
-    dropped with it; the others (members files) are the newest ``MEMBERS_KEPT``."""
+    dropped with it; the others (members files) are the newest ``kept``."""
 
     supports_row_position = True  # Parquet's _metadata.row_index
 
-    def __init__(self, backend: SparkBackend):
-        self._backend = backend
+    def __init__(self, store: ObjectStore, spark: Callable[[], SparkSession],
+                 reading: Callable[[], AbstractContextManager], kept: int, prefix: str = "lake"):
+        self._store, self._spark, self._reading, self._kept, self._prefix = store, spark, reading, kept, prefix
+        self._root = spark_uri(store.uri("x"))[:-1]  # the URI of key "" (a prefix, not an object)
         self._owner = threading.local()
         self._lock = threading.Lock()
         self._owned: dict[str, list[str]] = {}
@@ -203,18 +216,16 @@ class SparkScans:
 
     def scan(self, keys: Sequence[str], columns: dict[str, exp.DataType], *,
              partitions: dict[str, exp.DataType], root: str, row_position: bool = False) -> exp.Expression:
-        backend = self._backend
-        store = backend._store
-        uris = [spark_uri(store.uri(key)) for key in keys]
-        schema = ", ".join(exp.ColumnDef(this=exp.to_identifier(name, quoted=True), kind=data).sql("spark")
+        uris = [spark_uri(self._store.uri(key)) for key in keys]
+        schema = ", ".join(to_sql(exp.ColumnDef(this=exp.to_identifier(name, quoted=True), kind=data), "spark", False)
                            for name, data in {**columns, **partitions}.items())
         owner = getattr(self._owner, "name", None)
         digest = hashlib.sha256(repr((owner, keys, schema, row_position)).encode()).hexdigest()[:16]
-        name = f"{owner or 'lake_scan'}_{digest}"
-        reader = backend.spark.read.schema(schema)
+        name = f"{owner or self._prefix + '_scan'}_{digest}"
+        reader = self._spark().read.schema(schema)
         if partitions:  # hive columns from the path under root, typed by the schema
-            reader = reader.option("basePath", uris[0][:len(uris[0]) - len(keys[0])] + root)
-        with backend._reading():
+            reader = reader.option("basePath", self._root + root)
+        with self._reading():
             frame = reader.parquet(*uris)
         if row_position:
             frame = frame.select("*", frame["_metadata.row_index"].alias(rel.ROW_POSITION))
@@ -229,11 +240,11 @@ class SparkScans:
                 return
             self._loose[name] = None
             self._loose.move_to_end(name)
-            stale = list(self._loose)[:-self._backend.MEMBERS_KEPT]
+            stale = list(self._loose)[:-self._kept]
             for old in stale:
                 del self._loose[old]
         for old in stale:
-            self._backend.spark.catalog.dropTempView(old)
+            self._spark().catalog.dropTempView(old)
 
     def owned_by(self, owner: str, build: Callable[[], exp.Expression]) -> exp.Expression:
         """``build()``, with the scans it makes belonging to the view ``owner``."""
@@ -247,7 +258,7 @@ class SparkScans:
         with self._lock:
             names = self._owned.pop(owner, [])
         for name in names:
-            self._backend.spark.catalog.dropTempView(name)
+            self._spark().catalog.dropTempView(name)
 
     def names(self) -> list[str]:
         with self._lock:
@@ -260,10 +271,8 @@ class SparkScans:
 
     def key_of(self, path: str) -> str:
         """The object key of a file as Spark names it (``file:/…``, ``file:///…``, ``s3a://…``)."""
-        base = spark_uri(self._backend._store.uri("x"))[:-1]
-        strip = re.compile(r"^(file:/*|s3a://)")
-        path, base = strip.sub("", path), strip.sub("", base)
-        return path[len(base):] if path.startswith(base) else path
+        path, root = _SCHEME.sub("", path), _SCHEME.sub("", self._root)
+        return path[len(root):] if path.startswith(root) else path
 
 
 def spark_uri(uri: str) -> str:
