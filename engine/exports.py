@@ -221,7 +221,8 @@ class Exports:
         written = backend.write_file(query, key, fmt, order_by=("user_id",) if traits else (), progress=progress)
         return written.key, written.rows, written.bytes
 
-    def _select(self, backend: QueryBackend, tenant_id: int, members_key: str, fmt: str, traits: list[str]) -> exp.Select:
+    def _select(self, backend: QueryBackend, tenant_id: int, members_key: str, fmt: str,
+                traits: list[str]) -> exp.Select:
         """The export's SELECT; every name is a quoted identifier."""
         members = relations.aliased(backend.members(members_key), "m")
         computed_at = exp.column("computed_at", table="m", quoted=True)

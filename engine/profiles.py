@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-
 from sqlglot import exp
 
 from backends.relations import EVENTS_TABLE, PROFILES_TABLE, bind, placeholder
@@ -59,20 +58,22 @@ def get_profile(runtime: Runtime, tenant_id: int, user_id: str) -> dict[str, Any
     lake = runtime.backends.tenant_lake(tenant_id)
     backend = runtime.backends.interactive
     relations = backend.relations(lake)
-    is_user = exp.EQ(this=exp.column("user_id"), expression=exp.Literal.string(user_id))
 
-    def fetch(table: str, columns: tuple[str, ...], query=lambda q: q) -> list[tuple]:
-        select = exp.select(*map(exp.column, columns)).from_(placeholder(table)).where(is_user.copy())
-        return [tuple(row.values()) for row in backend.fetch_arrow(bind(query(select), relations)).to_pylist()]
+    def of_user(table: str, *columns: str) -> exp.Select:
+        return exp.select(*map(exp.column, columns)).from_(placeholder(table)).where(
+            exp.EQ(this=exp.column("user_id"), expression=exp.Literal.string(user_id)))
+
+    def rows(query: exp.Select) -> list[tuple]:
+        return [tuple(row.values()) for row in backend.fetch_arrow(bind(query, relations)).to_pylist()]
 
     profile = None
     if lake.profiles.file is not None:
-        profile = next(iter(fetch(PROFILES_TABLE, ("user_id", "updated_at", "traits"))), None)
+        profile = next(iter(rows(of_user(PROFILES_TABLE, "user_id", "updated_at", "traits"))), None)
     recent = []
     if lake.events.files:
-        recent = fetch(EVENTS_TABLE, ("event_id", "event_type", "occurred_at", "received_at", "properties"),
-                       lambda q: q.order_by(exp.column("occurred_at").desc(), exp.column("received_at").desc(),
-                                            exp.column("event_id")).limit(RECENT_EVENTS))
+        recent = rows(of_user(EVENTS_TABLE, "event_id", "event_type", "occurred_at", "received_at", "properties")
+                      .order_by(exp.column("occurred_at").desc(), exp.column("received_at").desc(),
+                                exp.column("event_id")).limit(RECENT_EVENTS))
     if profile is None and not recent:
         return None
     body = _profile_json(*profile) if profile else {"user_id": user_id, "traits": {}, "updated_at": None}

@@ -17,6 +17,7 @@ from sqlglot import exp
 
 from backends import relations
 from backends.base import SourceMissing
+from backends.registry import Backends
 from backends.relations import EVENTS_TABLE, PROFILES_TABLE, bind, placeholder
 
 pytest_plugins = ["tests.backend_fixtures"]
@@ -200,14 +201,24 @@ def test_members_file_as_a_relation(backend_world):
     table = pa.table({"user_id": ["a", "b", "c"], "computed_at": pa.array([at] * 3, pa.timestamp("us"))})
     path = store.new_scratch_path(".parquet")
     pq.write_table(table, path)
-    store.put_file("segments/tenant_id=3/segment_id=1/computation=1/members.parquet", path, move=True)
-    members = relations.aliased(world.backend.members("segments/tenant_id=3/segment_id=1/computation=1/members.parquet"),
-                                "m")
-    query = exp.select(exp.column("user_id", table="m"), exp.alias_(
-        relations.iso_text(exp.column("computed_at", table="m")), "at")).from_(members).where(
-        exp.GT(this=exp.column("user_id", table="m"), expression=exp.Literal.string("a"))).order_by(exp.column("user_id", table="m"))
+    key = "segments/tenant_id=3/segment_id=1/computation=1/members.parquet"
+    store.put_file(key, path, move=True)
+    user_id = exp.column("user_id", table="m")
+    query = (exp.select(user_id, exp.alias_(relations.iso_text(exp.column("computed_at", table="m")), "at"))
+             .from_(relations.aliased(world.backend.members(key), "m"))
+             .where(exp.GT(this=user_id.copy(), expression=exp.Literal.string("a"))).order_by(user_id.copy()))
     assert world.backend.fetch_arrow(query).to_pylist() == [{"user_id": "b", "at": "2025-02-03T04:05:06Z"},
                                                             {"user_id": "c", "at": "2025-02-03T04:05:06Z"}]
-    store.delete("segments/tenant_id=3/segment_id=1/computation=1/members.parquet")
+    store.delete(key)
     with pytest.raises(SourceMissing):
         world.backend.fetch_arrow(query)
+
+
+def test_registry_names_its_backends(backend_world, backend_name):
+    backends = backend_world.backends
+    assert backends.get(backend_name) is backends.interactive is backends.batch is backend_world.backend
+    assert backend_world.backend.name == backend_name
+    with pytest.raises(ValueError, match="unknown query backend 'nope'"):
+        backends.get("nope")
+    with pytest.raises(ValueError, match="unknown query backend"):
+        Backends(backend_world.settings, backend_world.lake, batch="nope")

@@ -92,7 +92,7 @@ def test_a_window_over_days_older_than_a_property_reads_it_as_null(runtime, tena
     tenant = tenant_a.tenant_id
     _lake(runtime, tenant)
     as_of = AS_OF - 15 * DAY  # 7 days back reach only cy's view of day 20, before coupons existed
-    compiled = segment_query.compile_definition(runtime, tenant, SPRING_VIEWS_7D | {"window_days": 7}, as_of=as_of)
+    compiled = segment_query.compile_definition(runtime, tenant, SPRING_VIEWS_7D, as_of=as_of)
     assert segment_query.member_table(runtime, compiled).num_rows == 0
     no_coupon = {"type": "frequency", "event_type": "page_viewed", "operator": "gte", "value": 1, "window_days": 7,
                  "where": [{"property": "coupon", "operator": "is_not_set"}]}

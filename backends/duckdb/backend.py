@@ -15,8 +15,12 @@ is reconciled per query): at 183 daily files, about 4 ms and 7 ms, more than a
   (files are immutable, so each file's schema is read once per process), and a catalog
   column none of them has reads as a typed NULL.
 
-``COPY`` and the ``read_parquet`` options are the only SQL text written here; every query
-is rendered by ``compiler.to_sql(..., "duckdb", pretty=False)``.
+``COPY``, the ``read_parquet`` options and the footer lookup are the only SQL text written
+here; every query is rendered by ``compiler.to_sql(..., "duckdb", pretty=False)``.
+
+Compute does not use ``write_parquet`` yet: it takes the members through ``members_arrow`` and
+writes members and changes from Arrow (``engine.compute``), today's path, until
+``bench_compute`` shows a ``COPY`` + join equal (design 13, risk 3).
 """
 from __future__ import annotations
 
