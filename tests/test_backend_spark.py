@@ -313,3 +313,17 @@ def test_segops_compute_backend_spark_finds_the_members_duckdb_finds(spark, runt
     assert members["spark"] == members["duckdb"] == [f"c{i}" for i in range(5)]
     bad = CliRunner().invoke(app, ["compute", str(segment), "--tenant", str(a), "--backend", "presto"], env=env)
     assert bad.exit_code == 2 and "--backend must be duckdb or spark" in bad.output
+
+
+def test_spark_reads_s3_through_s3a_and_local_paths_unescaped(tmp_path):
+    from backends.spark.backend import SparkScans, spark_uri
+    from storage.objectstore import LocalObjectStore, S3ObjectStore
+
+    assert spark_uri("s3://bucket/lake/events/tenant_id=1/a.parquet") == "s3a://bucket/lake/events/tenant_id=1/a.parquet"
+    local = LocalObjectStore(tmp_path / "my lake")
+    key = "events/tenant_id=1/event_date=2026-01-01/a.parquet"
+    assert spark_uri(local.uri(key)) == f"file://{tmp_path}/my lake/{key}"  # Hadoop takes %3D and %20 literally
+    s3 = S3ObjectStore("bucket", "lake", endpoint_url="http://127.0.0.1:9", access_key_id="a", secret_access_key="b")
+    for store, spark_path in ((local, f"file:{tmp_path}/my lake/{key}"), (s3, f"s3a://bucket/lake/{key}")):
+        scans = SparkScans(store, spark=lambda: None, reading=lambda: None, kept=1)
+        assert scans.key_of(spark_path) == key  # how an error names the file
