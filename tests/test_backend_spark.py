@@ -319,7 +319,7 @@ def test_spark_reads_s3_through_s3a_and_local_paths_unescaped(tmp_path):
     from backends.spark.backend import SparkScans, spark_uri
     from storage.objectstore import LocalObjectStore, S3ObjectStore
 
-    assert spark_uri("s3://bucket/lake/events/tenant_id=1/a.parquet") == "s3a://bucket/lake/events/tenant_id=1/a.parquet"
+    assert spark_uri("s3://bucket/lake/events/a.parquet") == "s3a://bucket/lake/events/a.parquet"
     local = LocalObjectStore(tmp_path / "my lake")
     key = "events/tenant_id=1/event_date=2026-01-01/a.parquet"
     assert spark_uri(local.uri(key)) == f"file://{tmp_path}/my lake/{key}"  # Hadoop takes %3D and %20 literally
