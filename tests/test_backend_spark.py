@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import subprocess
 import sys
 import uuid
@@ -287,7 +288,8 @@ def test_the_settings_choose_the_batch_and_interactive_backends_without_starting
 
 
 @pytest.mark.slow
-def test_segops_compute_backend_spark_finds_the_members_duckdb_finds(spark, runtime, tenants, data_dir):
+def test_segops_compute_and_export_on_spark_give_duckdb_s_members_and_files(spark, runtime, tenants, data_dir,
+                                                                               tmp_path):
     import typer
     from typer.testing import CliRunner
 
@@ -313,6 +315,20 @@ def test_segops_compute_backend_spark_finds_the_members_duckdb_finds(spark, runt
     assert members["spark"] == members["duckdb"] == [f"c{i}" for i in range(5)]
     bad = CliRunner().invoke(app, ["compute", str(segment), "--tenant", str(a), "--backend", "presto"], env=env)
     assert bad.exit_code == 2 and "--backend must be duckdb or spark" in bad.output
+
+    exported = {}  # exports run on SEGOPS_QUERY_BACKEND
+    for backend, fmt in itertools.product(("spark", "duckdb"), ("parquet", "csv", "jsonl")):
+        out = tmp_path / f"{backend}.{fmt}"
+        done = CliRunner().invoke(app, ["export", str(segment), "--tenant", str(a), "--format", fmt, "-o", str(out)],
+                                  env={**env, "SEGOPS_QUERY_BACKEND": backend})
+        assert done.exit_code == 0, done.output
+        exported[backend, fmt] = pq.read_table(out).to_pylist() if fmt == "parquet" else out.read_text()
+        if backend == "spark":  # written by Spark
+            assert len(spark.sparkContext.statusTracker().getJobIdsForGroup(None)) > len(jobs)
+            jobs = spark.sparkContext.statusTracker().getJobIdsForGroup(None)
+    assert exported["spark", "csv"].splitlines()[0].startswith("user_id,")
+    for fmt in ("parquet", "csv", "jsonl"):
+        assert exported["spark", fmt] == exported["duckdb", fmt], fmt
 
 
 def test_spark_reads_s3_through_s3a_and_local_paths_unescaped(tmp_path):
