@@ -24,8 +24,15 @@ def _duckdb(settings, lake: EventLake) -> QueryBackend:
     return DuckDBBackend(lake.store, settings)
 
 
+def _spark(settings, lake: EventLake) -> QueryBackend:
+    from backends.spark.backend import SparkBackend
+
+    return SparkBackend(lake.store, settings)
+
+
 FACTORIES: dict[str, Callable[..., QueryBackend]] = {
     "duckdb": _duckdb,
+    "spark": _spark,
 }
 
 

@@ -44,10 +44,11 @@ def check_data_dir(settings: Settings, *, create: bool) -> None:
     typer.echo(f"created data directory {path.resolve()}", err=True)
 
 
-def open_runtime(*, create: bool = False, workers: bool = False) -> "Runtime":
-    """The Runtime a command works with; without ``workers``, background workers stay off."""
+def open_runtime(*, create: bool = False, workers: bool = False, **overrides) -> "Runtime":
+    """The Runtime a command works with; without ``workers``, background workers stay off;
+    ``overrides`` are settings a command's options set (``compute --backend``)."""
     from engine.runtime import Runtime
 
-    settings = load_settings() if workers else load_settings(run_workers=False)
+    settings = load_settings(**overrides) if workers else load_settings(run_workers=False, **overrides)
     check_data_dir(settings, create=create)
     return Runtime(settings)

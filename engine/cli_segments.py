@@ -91,12 +91,16 @@ def _download(runtime: Runtime, key: str, size: int, output: Path) -> None:
 def compute(
     segment: int = typer.Argument(..., help="Segment id"),
     tenant: int | None = typer.Option(None, "--tenant", help="Tenant id (default: the only tenant)"),
+    backend: str | None = typer.Option(None, "--backend", help="duckdb or spark: the engine of this run's "
+                                                               "computations (default: SEGOPS_QUERY_BACKEND)"),
 ) -> None:
     """Compute a segment's membership now (and any other queued computation)."""
     from engine import compute as compute_jobs
     from engine.segments import SegmentNotFound
 
-    runtime = open_runtime()
+    if backend not in (None, "duckdb", "spark"):
+        _fail(f"--backend must be duckdb or spark, not {backend!r}")
+    runtime = open_runtime(**({"query_backend": backend} if backend else {}))
     tenant_id = _tenant(runtime, tenant)
     try:
         job_id = compute_jobs.enqueue(runtime, tenant_id, segment, "cli")

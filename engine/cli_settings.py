@@ -11,6 +11,7 @@ from engine.cli_common import load_settings
 from engine.settings import Settings, describe_settings
 
 _URL_PASSWORD = re.compile(r"(://[^/:@]*:)[^/@]*@")
+_SECRET_CONF_KEY = re.compile(r"secret|password|key", re.I)  # spark.hadoop.fs.s3a.secret.key, ...
 
 
 def settings_table() -> str:
@@ -29,6 +30,9 @@ def shown(value: object) -> str:
         return ""
     if isinstance(value, SecretStr):
         return "****"
+    if isinstance(value, dict):  # SEGOPS_SPARK_CONF_*: key=value pairs, credential-like keys masked
+        return "; ".join(f"{key}={'****' if _SECRET_CONF_KEY.search(key) else shown(item)}"
+                        for key, item in sorted(value.items()))
     return _URL_PASSWORD.sub(r"\1****@", str(value))
 
 

@@ -120,7 +120,8 @@ class Runtime:
         """The query backends that run previews, computations, exports and lake reads (backends/)."""
         from backends.registry import Backends
 
-        backends = Backends(self.settings, self.lake)
+        backends = Backends(self.settings, self.lake, interactive=self.settings.preview_backend,
+                            batch=self.settings.query_backend)
         self.on_stop(backends.close)
         return backends
 

@@ -8,18 +8,44 @@ force (secrets masked).
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, FilePath, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from storage.objectstore import write_private
 
 
 class SettingsError(ValueError):
     """A setting failed validation; the message names the environment variable."""
+
+
+SPARK_CONF_PREFIX = "SEGOPS_SPARK_CONF_"
+_SPARK_MASTER = re.compile(r"local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|(spark|k8s|mesos)://\S+|yarn")
+
+
+class _SparkConfSource(PydanticBaseSettingsSource):
+    """Every ``SEGOPS_SPARK_CONF_<ANY>`` whose value is ``key=value``, from the environment (winning)
+    and the .env file, as (variable, value) pairs in variable order. The key is in the value because
+    Spark keys are dotted and case-sensitive, which a variable name cannot carry."""
+
+    def __init__(self, settings_cls: type[BaseSettings], *sources: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self._sources = sources  # the env and dotenv sources, highest priority first
+
+    def get_field_value(self, field, field_name):  # required by the base class; __call__ does the work
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, str] = {}
+        for source in reversed(self._sources):
+            found.update((name.upper(), value) for name, value in getattr(source, "env_vars", {}).items()
+                         if value and name.upper().startswith(SPARK_CONF_PREFIX))
+        return {"spark_conf": sorted(found.items())} if found else {}
 
 
 class Settings(BaseSettings):
@@ -80,6 +106,50 @@ class Settings(BaseSettings):
     metrics_clients: str = Field(
         "127.0.0.0/8,::1", description="Comma-separated client networks that may read GET /metrics without a "
                                        "token (used only while SEGOPS_METRICS_TOKEN is unset; empty: nobody).")
+
+    query_backend: Literal["duckdb", "spark"] = Field(
+        "duckdb", description="Engine of compute jobs and exports: `duckdb` (embedded) or `spark` (see Scale out).")
+    preview_backend: Literal["duckdb", "spark"] = Field(
+        "duckdb", description="Engine of previews, on-demand evaluation, members pages and profile reads.")
+    spark_master: str = Field(
+        "local[*]", description="Spark master of the `spark` backend: `local[*]`, `local[N]`, `spark://host:port`, "
+                                "`yarn` or `k8s://https://host:port`.")
+    spark_defaults_file: FilePath | None = Field(
+        None, description="A `spark-defaults.conf` file (`key value` per line) for the `spark` backend's session.")
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict, repr=False, validation_alias=AliasChoices(f"{SPARK_CONF_PREFIX}*"),
+        description="Spark conf, one `key=value` per variable of any suffix, e.g. "
+                    "`SEGOPS_SPARK_CONF_MEM=spark.executor.memory=8g`; wins over the defaults file.")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings, _SparkConfSource(settings_cls, env_settings,
+                                                                               dotenv_settings), file_secret_settings)
+
+    @field_validator("spark_master")
+    @classmethod
+    def _spark_master(cls, value: str) -> str:
+        if not _SPARK_MASTER.fullmatch(value):
+            raise PydanticCustomError("spark_master", "not a Spark master URL (local[*], local[N], spark://host:port, "
+                                                      "yarn, k8s://https://host:port)")
+        return value
+
+    @field_validator("spark_conf", mode="before")
+    @classmethod
+    def _spark_conf(cls, value: Any) -> Any:
+        """(variable, "key=value") pairs from the environment become {key: value}; a dict passes as is."""
+        if isinstance(value, dict):
+            return value
+        conf = {}
+        for variable, text in value:
+            key, sep, item = text.partition("=")
+            if not sep or not key.strip() or any(c.isspace() for c in key.strip()):
+                # the value is not echoed: it may hold a credential
+                raise PydanticCustomError("spark_conf", "{variable} must be key=value, e.g. spark.executor.memory=8g",
+                                          {"variable": variable})
+            conf[key.strip()] = item.strip()
+        return conf
 
     @field_validator("metrics_clients")
     @classmethod
@@ -159,15 +229,23 @@ class Settings(BaseSettings):
 
 def _variable(loc: tuple) -> str:
     name = str(loc[0]) if loc else "?"
+    if name in Settings.model_fields:
+        return _field_variable(name)
     return name if name.startswith(("SEGOPS_", "AWS_")) else f"SEGOPS_{name.upper()}"
+
+
+def _field_variable(name: str) -> str:
+    """The variable a field is documented under: its first alias, else SEGOPS_<NAME>."""
+    alias = Settings.model_fields[name].validation_alias
+    return alias.choices[0] if isinstance(alias, AliasChoices) else f"SEGOPS_{name.upper()}"
 
 
 def describe_settings() -> list[tuple[str, str, str]]:
     """(variable, default, description) for every setting: the README's table and `segops settings`."""
     rows = []
     for name, field in Settings.model_fields.items():
-        alias = field.validation_alias
-        variable = alias.choices[0] if isinstance(alias, AliasChoices) else f"SEGOPS_{name.upper()}"
-        default = "" if field.default is None else str(field.default)
+        variable = _field_variable(name)
+        default = field.get_default(call_default_factory=True)
+        default = "" if default is None or default == {} else str(default)
         rows.append((variable, default, field.description or ""))
     return rows

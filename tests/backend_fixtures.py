@@ -29,8 +29,9 @@ from engine.settings import Settings
 from storage.lake import EventLake
 from storage.objectstore import ObjectStore
 from storage.snapshots import EventsSnapshot, ProfilesSnapshot
+from tests.spark_fixtures import spark  # noqa: F401  (the session-wide Spark session, for the spark param)
 
-BACKENDS = [pytest.param("duckdb", id="duckdb")]
+BACKENDS = [pytest.param("duckdb", id="duckdb"), pytest.param("spark", id="spark", marks=pytest.mark.slow)]
 
 
 @dataclass
@@ -50,8 +51,10 @@ def backend_name(request) -> str:
 
 
 @pytest.fixture
-def backend_world(backend_name, tmp_path):
-    settings = Settings(data_dir=tmp_path / "data", run_workers=False)
+def backend_world(backend_name, tmp_path, request):
+    if backend_name == "spark":  # first, so the registry's build_session finds the test session running
+        request.getfixturevalue("spark")
+    settings = Settings(data_dir=tmp_path / "data", run_workers=False, spark_master="local[2]")
     lake = EventLake.from_settings(settings)
     backends = Backends(settings, lake, interactive=backend_name, batch=backend_name)
     try:

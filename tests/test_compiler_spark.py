@@ -19,31 +19,13 @@ from tests.compiler_cases import (
 from tests.compiler_fixtures import table_lake
 from tests.reference_eval import ReferenceEvaluator
 from tests.segment_strategies import DefinitionMaker, World, random_world
+from tests.spark_fixtures import spark  # noqa: F401  (the session-wide local[2] session of build_session)
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning"),
 ]
 pyspark_sql = pytest.importorskip("pyspark.sql")
-
-
-@pytest.fixture(scope="module")
-def spark():
-    session = (
-        pyspark_sql.SparkSession.builder.master("local[2]")
-        .appName("segops-compiler-tests")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.default.parallelism", "2")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
 
 
 class SparkLake:
