@@ -24,7 +24,6 @@ from engine.ingest import now_us
 from engine.ingest_parse import EventColumns
 from engine.runtime import Runtime
 from engine.segments import Author, SegmentStore
-from engine.sends.journey_model import JourneyDefinition
 from engine.settings import Settings
 
 data_dir, tenant_id = sys.argv[1], int(sys.argv[2])
@@ -35,8 +34,9 @@ segment = SegmentStore(rt.meta).create(
 
 
 def journey(trigger):
-    definition = JourneyDefinition.model_validate(
-        {"trigger": trigger, "steps": [{"id": "wait", "type": "wait", "duration": {"minutes": 5}}]})
+    # the document as api.models.journeys' JourneyDefinition.definition() hands it to the engine
+    definition = {"trigger": trigger, "exitCondition": None, "reentry": None, "steps": [
+        {"id": "wait", "type": "wait", "duration": {"days": 0.0, "hours": 0.0, "minutes": 5.0, "seconds": 0.0}}]}
     return rt.sends.journeys.create(tenant_id, "J", definition, "active", may_send=False)["id"]
 
 
@@ -44,7 +44,7 @@ def runs(journey_id):
     return [r["user_id"] for r in rt.meta.query("SELECT user_id FROM journey_runs WHERE journey_id = ?", (journey_id,))]
 
 
-on_event = journey({"type": "event", "eventType": "signup"})
+on_event = journey({"type": "event", "eventType": "signup", "filters": []})
 on_entry = journey({"type": "segment", "segmentId": segment["id"]})
 received = now_us()
 columns = EventColumns(event_ids=["e-1", "e-2"], user_ids=["ann", "bob"], event_types=["signup", "viewed"],
