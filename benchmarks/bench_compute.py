@@ -1,4 +1,4 @@
-"""Compute of every suite segment through the real pipeline (engine.compute: compile, run,
+"""Compute of every suite segment through the real pipeline (engine.membership.compute: compile, run,
 materialize members.parquet, entered/exited changes, swap), as `POST .../compute/` does.
 
     python -m benchmarks.bench_compute --size small
@@ -23,9 +23,10 @@ from benchmarks.suite import SUITE
 
 def run(size: str = "small", *, dataset=None, runs: int = 5, root: Path = Path("data")) -> list[dict]:
     from compiler import parse_definition
-    from engine import compute, segment_query
+    from engine.membership import compute
+    from engine.segments import query as segment_query
     from engine.runtime import Runtime
-    from engine.segments import Author, SegmentStore
+    from engine.segments.store import Author, SegmentStore
     from engine.settings import Settings
 
     dataset = dataset or ensure_dataset(size, root=root)

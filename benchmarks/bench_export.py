@@ -39,7 +39,7 @@ def run(size: str = "small", dataset=None, runs: int | None = None, *, users: in
         " WHERE s.id = ?", (segment,))[0]
     members_path = runtime.lake.store.duckdb_path(members_key)
     plain_con = connect(runtime.settings)
-    plain_con.execute("SET parquet_metadata_cache = true")  # as engine.segment_query's connection
+    plain_con.execute("SET parquet_metadata_cache = true")  # as engine.segments.query's connection
     plain_target = runtime.lake.store.new_scratch_path(".parquet")  # the same file system as the export
 
     def export() -> int:

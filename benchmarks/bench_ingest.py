@@ -13,13 +13,13 @@
   Also the server's CPU seconds per 1M events (meaningful on a busy machine).
   Afterwards the server is stopped (SIGTERM: final flush) and the lake must hold exactly
   the acknowledged events, or the benchmark fails.
-* bulk: ``engine.bulk_ingest.ingest_file`` of an NDJSON and a Parquet file of demo events
+* bulk: ``engine.ingest.bulk.ingest_file`` of an NDJSON and a Parquet file of demo events
   into an empty tenant. Target: >= 500k events/s. Beside it, the same load as before two
   changes: in commits of 1M rows, and with appends' row groups fixed at 120Ki rows.
 * parts: in-process pieces of a track request beside what they replaced: parsing a
   1,000-event body (msgspec fast path vs the reference validator) and the dedup window's
   worst and mean claim of 1,000 ids over 2.6M ids (generations vs one set per tenant).
-* demo: ``engine.demo.event_batches`` (frames only, no lake) events/s.
+* demo: ``cli.demo.event_batches`` (frames only, no lake) events/s.
 """
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ def _wait_ready(url: str, key: str, server: subprocess.Popen, log: Path) -> None
 
 def _write_files(events: int, directory: Path) -> dict[str, Path]:
     """Demo events as NDJSON (properties as nested objects) and Parquet."""
-    from engine import demo
+    from cli import demo
 
     con = duckdb.connect()
     # (the end is the generator's former fixed end for seed 99, so the files stay as they were)
@@ -235,7 +235,7 @@ def bench_bulk(events: int, repeats: int = 2) -> list[dict]:
     """Each file loaded as the lake does now and, side by side, as it did before each of
     two changes: commits of 1M rows, and appends with row groups of 120Ki rows whatever
     the days' sizes. Runs alternate; each figure is its best of ``repeats``."""
-    from engine.bulk_ingest import CHUNK_ROWS, ingest_file
+    from engine.ingest.bulk import CHUNK_ROWS, ingest_file
     from storage.lake import APPEND_ROW_GROUP_SIZE, EventLake
     from storage.objectstore import LocalObjectStore
 
@@ -283,8 +283,8 @@ def bench_hot_path(ids: int = 2_600_000, bodies: int = 100) -> list[dict]:
     * the dedup window claiming ``ids`` ids in batches of 1,000: generations of sets
       (``SeenIds``) vs one set per tenant (``generation_size`` above ``ids``, as before).
       A set's rehash holds the GIL; the worst claim is what a request in flight waits."""
-    from engine.ingest_parse import parse_track, parse_track_checked
-    from engine.seen_ids import SeenIds
+    from engine.ingest.parse import parse_track, parse_track_checked
+    from engine.ingest.seen_ids import SeenIds
 
     item = ('{"event_id":"e%d","user_id":"user-%d","event_type":"order_placed",'
             '"occurred_at":"2026-11-20T10:%02d:%02d.%03dZ","properties":{"total":%d.5,"sku":"sku-%d","qty":%d}}')
@@ -326,7 +326,7 @@ def bench_hot_path(ids: int = 2_600_000, bodies: int = 100) -> list[dict]:
 
 
 def bench_demo(events: int) -> list[dict]:
-    from engine import demo
+    from cli import demo
 
     started = time.perf_counter()
     produced = sum(t.num_rows for t in demo.event_batches(max(1000, events // 50), events, 7,

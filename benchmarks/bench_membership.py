@@ -11,8 +11,8 @@ Steps:
   1. Build (once, cached under ``<root>/bench/membership-<users>``) a tenant whose users each
      have one event with two properties ``a``, ``b`` in 0..99, and ``--segments`` segments
      ``a in {...}`` / ``b in {...}`` (the first one matching everyone), computed by
-     engine.compute (the real pipeline).
-  2. Designs, in-process: the index as built (a bit per segment per user; see engine.membership)
+     engine.membership.compute (the real pipeline).
+  2. Designs, in-process: the index as built (a bit per segment per user; see engine.membership.index)
      against one interned frozenset of user ids per segment; memory (RSS growth while
      building), build time and lookup time. Both are checked against the generator's own
      membership for a sample of users.
@@ -123,10 +123,10 @@ def _build(data_dir: Path, params: dict) -> Audience:
     import pyarrow.compute as pc
 
     from compiler import parse_definition
-    from engine import compute
+    from engine.membership import compute
     from engine.runtime import Runtime
     from common.time import naive_utc_now
-    from engine.segments import Author, SegmentStore
+    from engine.segments.store import Author, SegmentStore
     from engine.settings import Settings
 
     users, rng = params["users"], np.random.default_rng(params["seed"])
@@ -180,8 +180,8 @@ def compare_designs(audience: Audience, lookups: int = 200_000) -> dict:
     from engine.runtime import Runtime
     from engine.settings import Settings
 
-    import engine.membership  # noqa: F401 - imports (DuckDB, sqlglot, ...) are not index memory
-    import engine.segment_query  # noqa: F401
+    import engine.membership.index  # noqa: F401 - imports (DuckDB, sqlglot, ...) are not index memory
+    import engine.segments.query  # noqa: F401
 
     runtime = Runtime(Settings(data_dir=audience.data_dir, run_workers=False, read_only=True))
     first = runtime.meta.query_one("SELECT members_key FROM segment_computations WHERE status = 'done'")[0]
@@ -415,7 +415,7 @@ def run(size: str = "small", dataset=None, runs: int | None = None, *, users: in
           f"{audience.members_total:,} memberships")
     designs = compare_designs(audience)
     print(f"{'design':<34}{'build s':>9}{'data MB':>9}{'RSS +MB':>9}{'lookup us':>11}")
-    print(f"{'bit per segment (engine.membership)':<34}{designs['bitmask_build_s']:>9.2f}"
+    print(f"{'bit per segment (engine.membership.index)':<34}{designs['bitmask_build_s']:>9.2f}"
           f"{designs['bitmask_mb']:>9.0f}{designs['bitmask_rss_mb']:>9.0f}{designs['bitmask_lookup_us']:>11.2f}"
           f"   ({designs['bitmask_raw_lookup_us']:.2f} us without the SQLite change check)")
     print(f"{'frozenset per segment':<34}{designs['frozenset_build_s']:>9.2f}"

@@ -3,7 +3,7 @@
     python -m benchmarks.bench_preview --size 10m      # target: median <= 0.3 s
 
 Three ways, each answering the same question (matched count + the 10 smallest user ids):
-  * engine  ``engine.segment_query.preview``: snapshot, compile, bind, one DuckDB query;
+  * engine  ``engine.segments.query.preview``: snapshot, compile, bind, one DuckDB query;
   * http    ``POST /api/segments/preview/`` through the real ASGI app in-process (auth,
             validation, threadpool, JSON);
   * hand    the hand-written SQL of ``benchmarks.suite`` over the same Parquet files, wrapped
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from fastapi.testclient import TestClient
 
     from api.app import create_app
-    from engine import segment_query
+    from engine.segments import query as segment_query
     from engine.runtime import Runtime
     from engine.settings import Settings
     from sqlglot import exp

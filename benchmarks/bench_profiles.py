@@ -33,7 +33,7 @@ from backends import relations
 from backends.duckdb import DuckDBBackend
 from benchmarks.harness import timed
 from compiler import to_sql
-from engine.demo import profile_table
+from cli.demo import profile_table
 from storage import duck
 from storage.lake import PROFILE_DELTA_FRACTION, EventLake
 from storage.objectstore import LocalObjectStore

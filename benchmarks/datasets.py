@@ -1,7 +1,7 @@
 """The benchmark datasets: demo-generator events and profiles in a real segops lake, built once.
 
 ``ensure_dataset("10m")`` returns the cached dataset in ``data/bench/10m/`` (a segops data
-dir: the lake is ``<data_dir>/lake``), generating it first (``engine.demo.generate``) if it
+dir: the lake is ``<data_dir>/lake``), generating it first (``cli.demo.generate``) if it
 is missing or was built with other parameters. Generation is deterministic (fixed seed and
 a fixed end of the data, ``END``), so every machine measures the same rows, and ``as_of`` is
 that end, so segment results do not depend on when the benchmark runs.
@@ -114,7 +114,7 @@ def _dataset(name: str, data_dir: Path, stored: dict) -> Dataset:
 def _generate(data_dir: Path, *, events: int, users: int, seed: int, batch_rows: int, quiet: bool) -> datetime:
     """Write the demo generator's profiles and events (ending at ``END``) through the lake,
     compact each day to one file. Returns ``END``, the suite's ``as_of``."""
-    from engine.demo import generate
+    from cli.demo import generate
 
     lake = EventLake(LocalObjectStore(data_dir / "lake"), grace_seconds=0)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]

@@ -4,9 +4,9 @@ The lake stores naive UTC microseconds and everything that reads them back (Pyth
 DuckDB's conversion of dates to Python) ends at 0001-01-01 and 9999-12-31. ``0001-01-01T00:00:00+14:00``
 is a valid ISO 8601 string whose instant lies in year 0: accepted, it stopped the lake's flusher
 for every tenant (issue 12). So every entry point applies this one rule: HTTP track and identify
-(``engine.ingest_parse``), bulk files (``engine.bulk_ingest``, the same bounds in SQL), a
+(``engine.ingest.parse``), bulk files (``engine.ingest.bulk``, the same bounds in SQL), a
 definition's ``since``/``until`` and filter timestamps (``compiler.model.parse_timestamp``) and a
-preview's ``as_of`` (``engine.segment_query.normalize_as_of``).
+preview's ``as_of`` (``engine.segments.query.normalize_as_of``).
 
 It lives in the compiler because the compiler imports nothing of ours, and both it and the engine
 need it.

@@ -30,7 +30,7 @@ from backends import relations
 from common.time import api_time, db_time, utc_now
 from engine.errors import InvalidInput
 from engine.jobs import JobWorker, Lease
-from engine.segments import SegmentNotComputed, SegmentNotFound, ensure_schema
+from engine.segments.store import SegmentNotComputed, SegmentNotFound, ensure_schema
 
 if TYPE_CHECKING:
     from backends.base import QueryBackend

@@ -148,7 +148,7 @@ class _StateCollector(Collector):
         tables = {row[0] for row in meta.query(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('email_sends', 'segment_computations')")}
         if "email_sends" in tables:
-            # counted through the partial indexes of engine/sends/outbound.py: the cost is the queue's
+            # counted through the partial indexes of engagement/outbound.py: the cost is the queue's
             # length, not the table's (which keeps every send ever made)
             family = GaugeMetricFamily("segops_send_queue_depth", "Emails waiting to be handed to the transport "
                                        "(queued) or being handed off, across every process.", labels=["status"])

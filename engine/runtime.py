@@ -14,14 +14,14 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from engine.event_feed import EventFeed
+from engine.ingest.feed import EventFeed
 from engine.settings import Settings
 from storage.metadata import MetadataStore
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from engine.compute import ComputationResult
+    from engine.membership.compute import ComputationResult
 
 
 class Runtime:
@@ -99,9 +99,9 @@ class Runtime:
 
     @cached_property
     def ingest(self):
-        """Event ingest: WAL group commit, dedup window, flusher (engine.ingest). Opening it
+        """Event ingest: WAL group commit, dedup window, flusher (engine.ingest.service). Opening it
         replays what an earlier run left in the WAL."""
-        from engine.ingest import IngestService
+        from engine.ingest.service import IngestService
 
         service = IngestService.open(self)
         self.on_stop(service.close)
@@ -134,8 +134,8 @@ class Runtime:
 
     @cached_property
     def membership(self):
-        """The online membership index, loaded from SQLite + the lake (engine.membership)."""
-        from engine.membership import build_index
+        """The online membership index, loaded from SQLite + the lake (engine.membership.index)."""
+        from engine.membership.index import build_index
 
         return build_index(self)
 
@@ -148,8 +148,8 @@ class Runtime:
 
     @cached_property
     def sends(self):
-        """Templates, brand kits, assets, recipients, emails, journeys, broadcasts (engine.sends)."""
-        from engine.sends.service import Sends
+        """Templates, brand kits, assets, recipients, emails, journeys, broadcasts (engagement)."""
+        from engagement.service import Sends
 
         return Sends(self)
 
@@ -164,11 +164,11 @@ class Runtime:
         """Start the background workers, in this order (``stop`` stops them in reverse). Each start
         function skips what a read-only process must not run, hands its threads to ``add_worker``
         and its stop to ``on_stop``."""
-        from engine.compute import start_compute_worker
+        from engine.membership.compute import start_compute_worker
         from engine.exports import start_export_worker
-        from engine.ingest import start_flusher
+        from engine.ingest.service import start_flusher
         from engine.maintenance import start_lake_maintenance
-        from engine.sends.worker import start_send_worker
+        from engagement.worker import start_send_worker
 
         start_flusher(self)
         start_compute_worker(self)

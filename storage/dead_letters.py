@@ -2,7 +2,7 @@
 
 A record that fails to write (an instant no reader can convert, a WAL record that no
 longer decodes, ...) must not hold back everything behind it: the flusher moves it here
-and carries on (``engine.ingest``). Layout under ``<data>/dead-letter/``::
+and carries on (``engine.ingest.service``). Layout under ``<data>/dead-letter/``::
 
     tenant_id=<id>/<time_ns:020d>-<rand>-<n>.ndjson     n dead letters of one flush
     tenant_id=none/...                                    records whose tenant is unknown

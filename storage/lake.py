@@ -82,7 +82,7 @@ PROFILE_DELTA_MIN_ROWS = 50_000
 def is_store_failure(exc: BaseException) -> bool:
     """Does this exception of a lake write say nothing about the rows being written? (The disk,
     the object store, memory or a racing writer failed: retry later.) Any other failure of a
-    write is taken to be caused by its rows; ``engine.ingest`` then isolates them."""
+    write is taken to be caused by its rows; ``engine.ingest.service`` then isolates them."""
     if isinstance(exc, (OSError, MemoryError, ConcurrentCommitError, duckdb.OperationalError,
                         duckdb.InterruptException, duckdb.FatalException)):
         return True

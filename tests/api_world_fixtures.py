@@ -17,7 +17,7 @@ import orjson
 import pyarrow as pa
 
 from common.time import naive_utc_now as utc_now
-from engine import compute
+from engine.membership import compute
 
 USER_ID = "world-user"
 EMAIL = "world-user@example.com"

@@ -1,5 +1,5 @@
 """Helpers for membership, export and profile tests: real events and profiles in the lake,
-real segments computed by engine.compute.
+real segments computed by engine.membership.compute.
 
 Use with ``pytest_plugins = ["tests.api_fixtures"]`` and import the helpers::
 
@@ -16,8 +16,8 @@ import orjson
 import pyarrow as pa
 
 from compiler import parse_definition
-from engine import compute as compute_module
-from engine.segments import Author, SegmentStore
+from engine.membership import compute as compute_module
+from engine.segments.store import Author, SegmentStore
 
 NOW = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
@@ -71,13 +71,13 @@ def compute(runtime, tenant_id: int, segment_id: int) -> int:
 
 
 def record_computation(runtime, tenant_id: int, segment_id: int, members) -> int:
-    """A done computation with exactly ``members``, as engine.compute leaves it (members.parquet
+    """A done computation with exactly ``members``, as engine.membership.compute leaves it (members.parquet
     under its key, the row, the segment's current pointer), without evaluating a definition:
     for index tests that need many arbitrary member sets quickly. Returns its id."""
     import pyarrow.parquet as pq
 
     from common.time import db_time
-    from engine.segments import ensure_schema
+    from engine.segments.store import ensure_schema
 
     ensure_schema(runtime.meta)
     now = db_time(NOW)

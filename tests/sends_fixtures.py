@@ -96,7 +96,7 @@ def make_template(client, headers, **fields) -> dict:
 
 def drain(runtime, max_cycles: int = 100) -> None:
     """Run the journey/send worker's cycle in this thread until nothing is due."""
-    from engine.sends.worker import SendWorker
+    from engagement.worker import SendWorker
 
     worker = SendWorker(runtime)
     for _ in range(max_cycles):

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from engine.ingest_parse import MAX_BATCH_BYTES
+from engine.ingest.parse import MAX_BATCH_BYTES
 from engine.runtime import Runtime
 from engine.settings import Settings
 

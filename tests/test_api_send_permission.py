@@ -25,7 +25,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from engine import compute
+from engine.membership import compute
 from engine.accounts import SCOPES
 from engine.runtime import Runtime
 from engine.settings import Settings

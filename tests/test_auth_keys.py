@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from api.app import create_app
 from api.deps import Principal, require
-from engine import cli
+from cli import app as cli
 from engine.runtime import Runtime
 from engine.settings import Settings
 

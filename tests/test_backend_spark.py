@@ -293,8 +293,8 @@ def test_segops_compute_and_export_on_spark_give_duckdb_s_members_and_files(spar
     import typer
     from typer.testing import CliRunner
 
-    from engine import cli_segments
-    from engine.members import read_members
+    from cli import segments as cli_segments
+    from engine.membership.computations import read_members
     from tests.membership_fixtures import add_events, create_segment, frequency
 
     a = tenants.a.tenant_id

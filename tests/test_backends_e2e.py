@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 
 from compiler import DefinitionError, parse_definition
-from engine import segment_query
+from engine.segments import query as segment_query
 from engine.runtime import Runtime
-from engine.segments import Author, SegmentStore
+from engine.segments.store import Author, SegmentStore
 from engine.settings import Settings
 from tests.compiler_cases import SEED_AS_OF, SEED_DEFINITION, SEED_MEMBERS, seed_world
 from tests.reference_eval import ReferenceEvaluator

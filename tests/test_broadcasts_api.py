@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from common.time import db_time, utc_now
-from engine import compute
+from engine.membership import compute
 from tests.sends_fixtures import drain, make_template, outbox, profiles
 
 pytest_plugins = ["tests.api_fixtures", "tests.sends_fixtures"]

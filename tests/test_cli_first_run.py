@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import add_command_groups, app
-from engine.cli_settings import settings_table
+from cli.app import add_command_groups, app
+from cli.settings import settings_table
 from engine.settings import Settings, describe_settings
 from tests.ingest_fixtures import lake_rows
 

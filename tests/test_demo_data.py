@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from engine import demo
+from cli import demo
 from tests.ingest_fixtures import lake_rows
 
 pytest_plugins = ["tests.api_fixtures"]
@@ -96,7 +96,7 @@ def test_generate_writes_through_the_lake_and_cli_skips_if_present(runtime, data
     assert sorted(r["event_id"] for r in rows) == sorted(expected.column("event_id").to_pylist())
     assert runtime.lake.profiles_snapshot(tenant_a.tenant_id).rows == 50
 
-    from engine.cli import add_command_groups, app
+    from cli.app import add_command_groups, app
 
     monkeypatch.setenv("SEGOPS_DATA_DIR", str(data_dir))
     add_command_groups()
@@ -108,7 +108,7 @@ def test_generate_writes_through_the_lake_and_cli_skips_if_present(runtime, data
 
 
 def _demo_data(data_dir, *args: str):
-    from engine.cli import add_command_groups, app
+    from cli.app import add_command_groups, app
 
     add_command_groups()
     return CliRunner().invoke(app, ["--data", str(data_dir), "demo-data", "--users", "60", "--events", "4000",

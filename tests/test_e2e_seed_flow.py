@@ -2,7 +2,7 @@
 app with its background workers running, every answer checked against the independent
 reference evaluator (tests/reference_eval.py) on the same raw events and profiles.
 
-Data: demo shop cohorts (engine.demo) posted through ``POST /api/events/`` and
+Data: demo shop cohorts (cli.demo) posted through ``POST /api/events/`` and
 ``/api/events/identify/``, then flushed into the lake. The demo's spenders are also its most
 frequent visitors, so one cohort alone yields almost no "high-value churner"; tenant A
 therefore gets two cohorts: ``user-*`` whose data ends a day inside the 30-day window (recent
@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from common.time import naive_utc_now as utc_now
-from engine import demo
+from cli import demo
 from engine.runtime import Runtime
 from engine.settings import Settings
 from tests.api_fixtures import PASSWORD

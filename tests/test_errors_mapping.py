@@ -12,8 +12,8 @@ from api.deps import Principal, require
 from api.errors import STATUS_OF_KIND, ApiError, to_api_error
 from compiler import DefinitionError
 from engine.accounts import AccountConflict, AccountError, AuthError, TenantNotFound
-from engine.bulk_ingest import BulkIngestError
-from engine.compute import SegmentHasNoDefinition
+from engine.ingest.bulk import BulkIngestError
+from engine.membership.compute import SegmentHasNoDefinition
 from engine.errors import (
     Conflict,
     DomainError,
@@ -29,11 +29,11 @@ from engine.errors import (
     UnsupportedMedia,
 )
 from engine.exports import ExportError
-from engine.ingest import IngestUnavailable
-from engine.ingest_parse import IngestError, IngestTooLarge
-from engine.members import ForeignCursor, SnapshotExpired
-from engine.segments import SegmentInUse, SegmentNotComputed, SegmentNotFound
-from engine.sends.common import SendsError
+from engine.ingest.service import IngestUnavailable
+from engine.ingest.parse import IngestError, IngestTooLarge
+from engine.membership.computations import ForeignCursor, SnapshotExpired
+from engine.segments.store import SegmentInUse, SegmentNotComputed, SegmentNotFound
+from engagement.common import SendsError
 
 pytest_plugins = ["tests.api_fixtures"]
 

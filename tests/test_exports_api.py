@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from common.time import db_time, utc_now
-from engine import compute as compute_module
+from engine.membership import compute as compute_module
 from tests.membership_fixtures import add_events, add_profiles, compute, create_segment, frequency
 
 pytest_plugins = ["tests.api_fixtures"]

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from engine import cli_segments
+from cli import segments as cli_segments
 from tests.membership_fixtures import add_events, add_profiles, create_segment, frequency
 
 pytest_plugins = ["tests.api_fixtures"]
@@ -72,6 +72,6 @@ def test_export_checks_the_destination_before_any_work(runtime, tenants, segops,
 
 
 def test_segops_has_the_commands():
-    r = subprocess.run([sys.executable, "-c", "from engine.cli import main; main()", "export", "--help"],
+    r = subprocess.run([sys.executable, "-c", "from cli.app import main; main()", "export", "--help"],
                        capture_output=True, text=True, timeout=120, cwd=REPO)
     assert r.returncode == 0 and "--format" in r.stdout and "--tenant" in r.stdout

@@ -7,7 +7,7 @@ from datetime import datetime
 import orjson
 import pytest
 
-from engine.ingest_parse import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_EVENT_BYTES
+from engine.ingest.parse import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_EVENT_BYTES
 from tests.ingest_fixtures import event_ids, lake_rows, post
 
 pytest_plugins = ["tests.api_fixtures"]

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from engine.bulk_ingest import BulkIngestError, ingest_file
+from engine.ingest.bulk import BulkIngestError, ingest_file
 from tests.ingest_fixtures import event_ids, lake_rows, post
 
 pytest_plugins = ["tests.api_fixtures"]
@@ -123,7 +123,7 @@ def test_ids_accepted_by_the_api_are_not_loaded_twice(client, runtime, tenant_a,
 
 
 def test_cli_ingest_reports_and_fails_cleanly(runtime, data_dir, tenant_a, tmp_path, monkeypatch):
-    from engine.cli import add_command_groups, app
+    from cli.app import add_command_groups, app
 
     monkeypatch.setenv("SEGOPS_DATA_DIR", str(data_dir))
     add_command_groups()

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.bulk_ingest import BulkIngestError, _chunks, ingest_file
+from engine.ingest.bulk import BulkIngestError, _chunks, ingest_file
 from storage import duck
 from storage.lake import EventLake
 from storage.objectstore import LocalObjectStore

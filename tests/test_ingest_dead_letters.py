@@ -13,8 +13,10 @@ import pyarrow as pa
 import typer
 from typer.testing import CliRunner
 
-from engine import cli_data, ingest
-from engine.ingest import EVENT_SCHEMA, PROFILE_SCHEMA, encode_record, now_us
+from cli import data as cli_data
+
+from engine.ingest import service as ingest
+from engine.ingest.service import EVENT_SCHEMA, PROFILE_SCHEMA, encode_record, now_us
 from tests.ingest_fixtures import event_ids, post, serving
 
 pytest_plugins = ["tests.api_fixtures"]
@@ -184,7 +186,7 @@ def test_a_flush_retried_after_a_store_failure_writes_each_event_once(client, ru
 
 
 def test_a_dead_letters_reason_names_no_server_path():
-    from engine.ingest import _reason
+    from engine.ingest.service import _reason
 
     reason = _reason(OSError("IO Error: cannot write '/srv/segops/data/lake/events/x.parquet' or s3://bucket/p/y"))
     assert reason.startswith("OSError: IO Error: cannot write") and "/srv" not in reason and "bucket" not in reason

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from engine.ingest import EVENT_SCHEMA, LakeWatch
+from engine.ingest.service import EVENT_SCHEMA, LakeWatch
 from storage.lake import EventLake
 from storage.objectstore import LocalObjectStore
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.ingest_parse import (
+from engine.ingest.parse import (
     MAX_ID_CHARS,
     EventColumns,
     IngestError,

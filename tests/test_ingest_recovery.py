@@ -7,7 +7,7 @@ import shutil
 import threading
 import time
 
-from engine.ingest_parse import parse_track
+from engine.ingest.parse import parse_track
 from tests.ingest_fixtures import event_ids, post, serving
 
 pytest_plugins = ["tests.api_fixtures"]

@@ -1,4 +1,4 @@
-"""The dedup window (engine.seen_ids.SeenIds, generations of sets) against a plain model:
+"""The dedup window (engine.ingest.seen_ids.SeenIds, generations of sets) against a plain model:
 one set of (tenant, id) plus the list of (day, tenant, id) each day expires. Generations
 of 3 ids make every operation cross generation boundaries."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.seen_ids import SeenIds
+from engine.ingest.seen_ids import SeenIds
 
 NAMES = [f"e{i}" for i in range(40)]
 ids = st.lists(st.one_of(st.none(), st.sampled_from(NAMES)), max_size=12)

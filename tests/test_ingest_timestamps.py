@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from engine.bulk_ingest import BulkIngestError, ingest_file
+from engine.ingest.bulk import BulkIngestError, ingest_file
 from tests.ingest_fixtures import lake_rows, post
 
 pytest_plugins = ["tests.api_fixtures"]

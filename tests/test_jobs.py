@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from engine.jobs import JobQueue, JobWorker
-from engine.segments import db_time, utc_now
+from engine.segments.store import db_time, utc_now
 from storage.metadata import MetadataStore
 
 LEASE = timedelta(seconds=60)

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine import compute
+from engine.membership import compute
 from engine.runtime import Runtime
 from engine.settings import Settings
 from storage.metadata import MetadataStore

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from engine.sends.journey_model import next_time_of_day
+from engagement.journeys.model import next_time_of_day
 from tests.sends_fixtures import drain, fast_forward, make_journey, make_template, outbox, profiles
 
 pytest_plugins = ["tests.api_fixtures", "tests.sends_fixtures"]
@@ -241,7 +241,7 @@ def test_next_time_of_day_across_dst_and_bad_zones():
 
 
 def test_segment_entry_triggers_runs_for_entered_recipients_only(client, setup, runtime, data_dir):
-    from engine import compute
+    from engine.membership import compute
 
     a, welcome, pro, free = setup
     segment = client.post("/api/segments/", json={"name": "Pro", "segment_type": "rule", "definition": {

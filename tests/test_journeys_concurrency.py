@@ -7,7 +7,7 @@ import time
 from collections import Counter
 
 from engine.runtime import Runtime
-from engine.sends.worker import SendWorker
+from engagement.worker import SendWorker
 from engine.settings import Settings
 from tests.sends_fixtures import make_template, outbox_headers, profiles
 

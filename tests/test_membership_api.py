@@ -4,7 +4,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from engine.segments import SegmentStore
+from engine.segments.store import SegmentStore
 from tests.membership_fixtures import add_events, compute, create_segment, frequency
 
 pytest_plugins = ["tests.api_fixtures"]

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.membership import MembershipIndex
+from engine.membership.index import MembershipIndex
 from engine.runtime import Runtime
-from engine.segments import SegmentStore
+from engine.segments.store import SegmentStore
 from engine.settings import Settings
 from tests.membership_fixtures import add_events, compute, create_segment, frequency, record_computation
 

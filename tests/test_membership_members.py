@@ -7,7 +7,7 @@ import pytest
 
 from api.pagination import encode_cursor
 from common.time import utc_now
-from engine import compute as compute_module
+from engine.membership import compute as compute_module
 from tests.membership_fixtures import add_events, compute, create_segment, frequency
 
 pytest_plugins = ["tests.api_fixtures"]

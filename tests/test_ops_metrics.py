@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from engine import compute
+from engine.membership import compute
 from engine.runtime import Runtime
 from engine.settings import Settings
 from tests.sends_fixtures import make_template, profiles

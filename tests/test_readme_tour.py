@@ -22,7 +22,7 @@ from tests.sends_fixtures import free_port
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-SEGOPS = [sys.executable, "-c", "from engine.cli import main; main()"]
+SEGOPS = [sys.executable, "-c", "from cli.app import main; main()"]
 
 
 def tour_script() -> str:

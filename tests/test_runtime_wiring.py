@@ -1,6 +1,6 @@
 """engine.runtime wires consumers and workers explicitly: nothing depends on which modules a
 process happened to import (journeys used to hear about events only once the api had loaded
-engine.sends.worker)."""
+engagement.worker)."""
 from __future__ import annotations
 
 import json
@@ -19,11 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 _ACCEPT_WITHOUT_API = """
 import json, sys
 from compiler import parse_definition
-from engine import compute
-from engine.ingest import now_us
-from engine.ingest_parse import EventColumns
+from engine.membership import compute
+from engine.ingest.service import now_us
+from engine.ingest.parse import EventColumns
 from engine.runtime import Runtime
-from engine.segments import Author, SegmentStore
+from engine.segments.store import Author, SegmentStore
 from engine.settings import Settings
 
 data_dir, tenant_id = sys.argv[1], int(sys.argv[2])

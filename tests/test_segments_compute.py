@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from common.time import db_time, naive_utc, parse_db_time, utc_now
-from engine import compute
+from engine.membership import compute
 from tests.segments_fixtures import DAY, append_events, create_segment
 
 pytest_plugins = ["tests.api_fixtures", "tests.segments_fixtures"]

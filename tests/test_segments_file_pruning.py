@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from engine import segment_query
+from engine.segments import query as segment_query
 from tests.segments_fixtures import AS_OF, DAY, append_events
 
 pytest_plugins = ["tests.api_fixtures", "tests.segments_fixtures"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import duckdb
 
-from engine import segment_query
+from engine.segments import query as segment_query
 from tests.backend_fixtures import lake_view
 from tests.segments_fixtures import (
     AS_OF,

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 
 from compiler import DefinitionError, parse_definition
-from engine import segment_query
+from engine.segments import query as segment_query
 from engine.runtime import Runtime
-from engine.segments import Author, SegmentStore
+from engine.segments.store import Author, SegmentStore
 from engine.settings import Settings
 from tests.reference_eval import ReferenceEvaluator
 from tests.segment_strategies import TENANT, Catalog, Scenario, scenarios

@@ -7,7 +7,7 @@ import io
 import pyarrow.parquet as pq
 import pytest
 
-from engine import compute
+from engine.membership import compute
 from engine.runtime import Runtime
 from engine.settings import Settings
 from tests.segments_fixtures import DAY, SEED_DEFINITION, SEED_MEMBERS_A, append_events, create_segment

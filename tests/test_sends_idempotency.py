@@ -58,7 +58,7 @@ def test_in_progress_key_answers_409(client, tenants, runtime):
     a = tenants.a
     t = make_template(client, a.headers)
     store = runtime.sends.idempotency
-    from engine.sends.idempotency import fingerprint
+    from engagement.idempotency import fingerprint
 
     body = {"name": "T2", "subject": "s", "text": "t"}
     fp = fingerprint("POST", "/api/templates/", body)

@@ -1,4 +1,4 @@
-"""What one template render may cost (engine/sends/sandbox.py): refused at save when the template is
+"""What one template render may cost (engagement/sandbox.py): refused at save when the template is
 too expensive whatever the data, at preview and per send when it is with the given data; normal
 templates render as Jinja2's own sandbox renders them; rendering refuses to run on an event loop."""
 from __future__ import annotations
@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from jinja2 import ChainableUndefined, Template
 from jinja2.sandbox import SandboxedEnvironment
 
-from engine.sends.sandbox import MAX_CHARS
-from engine.sends.templates import CompiledContent, Content
+from engagement.sandbox import MAX_CHARS
+from engagement.templates import CompiledContent, Content
 from tests.sends_fixtures import make_template
 
 pytest_plugins = ["tests.api_fixtures", "tests.sends_fixtures"]

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from api.app import create_app
 from common.time import db_time, utc_now
 from engine.runtime import Runtime
-from engine.sends import mime
-from engine.sends.emails import snapshot_template
-from engine.sends.outbound import NewSend
+from engagement import mime
+from engagement.emails import snapshot_template
+from engagement.outbound import NewSend
 from engine.settings import Settings
 from tests.sends_fixtures import free_port, make_template, outbox, profiles
 

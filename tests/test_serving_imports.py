@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def test_loading_the_app_imports_no_pandas(tmp_path):
-    code = ("import sys\nfrom api.app import create_app\nimport storage.duck, engine.ingest\n"
+    code = ("import sys\nfrom api.app import create_app\nimport storage.duck, engine.ingest.service\n"
             "print('pandas' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
                          env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})

@@ -1,4 +1,4 @@
-"""The journey document (engine/sends/journey_model.py describes it) as pydantic request models.
+"""The journey document (engagement/journey_model.py describes it) as pydantic request models.
 
 ``JourneyDefinition.definition()`` hands the engine a plain dict: every field with its default, a
 step's ``next`` / ``then`` / ``else`` present only when the client sent it (absent = the following
@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from api.deps import MAX_ID
 from api.models.common import CamelModel
-from engine.sends.journey_model import STEP_SENDS
+from engagement.journeys.model import STEP_SENDS
 
 STEP_ID = r"^[A-Za-z0-9_.:?!-]{1,64}$"
 MAX_STEPS = 100

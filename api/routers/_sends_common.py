@@ -16,7 +16,7 @@ from starlette.responses import Response
 from api.deps import Principal, authenticated
 from api.errors import MAPPED_ERRORS, ApiError, ErrorEnvelope, to_api_error
 from engine.runtime import Runtime
-from engine.sends.idempotency import fingerprint
+from engagement.idempotency import fingerprint
 
 
 def _one_line(value: str) -> str:
@@ -37,7 +37,7 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 def idempotent(request: Request, principal: Principal, runtime: Runtime, payload: Any,
                handler: Callable[[], tuple[int, Any]]) -> Response:
-    """Run a creating POST at most once per ``Idempotency-Key`` (engine/sends/idempotency.py).
+    """Run a creating POST at most once per ``Idempotency-Key`` (engagement/idempotency.py).
     ``payload`` is the parsed body (the fingerprint, with method and path); ``handler`` returns
     (status, JSON body). Client errors are stored and replayed like successes; server errors
     and 409s release the key."""

@@ -19,7 +19,7 @@ from api.pagination import OffsetPage, offset_params, offset_response
 from api.routers._sends_common import errors, idempotent, json_response
 from engine.errors import TooLarge
 from engine.runtime import Runtime
-from engine.sends.assets import CONTENT_TYPES, MAX_BYTES
+from engagement.assets import CONTENT_TYPES, MAX_BYTES
 
 router = APIRouter(prefix="/api/assets", tags=["assets"])
 READ = require("assets:read")

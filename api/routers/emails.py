@@ -16,7 +16,7 @@ from api.models.common import CamelModel
 from api.pagination import OffsetPage, offset_params, offset_response
 from api.routers._sends_common import HeaderText, any_scope, errors, idempotent, json_response
 from engine.runtime import Runtime
-from engine.sends.emails import MAX_BATCH
+from engagement.emails import MAX_BATCH
 
 router = APIRouter(prefix="/api/emails", tags=["emails"])
 SEND = require("sends:write")

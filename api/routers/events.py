@@ -1,9 +1,9 @@
 """Event ingest: ``POST /api/events/`` (track) and ``POST /api/events/identify/`` (profile traits).
 
 Hot path: the body is read raw (no FastAPI body model) and validated by
-``engine.ingest_parse``; the request schema is still published in OpenAPI via
+``engine.ingest.parse``; the request schema is still published in OpenAPI via
 ``openapi_extra``. A 202 is sent only after the events are fsync'd to the
-write-ahead log (``engine.ingest``); the handler awaits that without blocking the loop.
+write-ahead log (``engine.ingest.service``); the handler awaits that without blocking the loop.
 
 Design notes for clients:
 * SegmentFlow's v1 ``events.track`` names the type ``event``/``name``; here it is
@@ -25,8 +25,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import Principal, get_runtime, require
 from api.pagination import OffsetPage, offset_params, offset_response
-from engine.ingest import IngestUnavailable, now_us
-from engine.ingest_parse import (
+from engine.ingest.service import IngestUnavailable, now_us
+from engine.ingest.parse import (
     MAX_BATCH_BYTES,
     MAX_BATCH_ITEMS,
     MAX_EVENT_BYTES,

@@ -1,14 +1,14 @@
 """Journeys (Klaviyo flows): CRUD with status draft/active/paused/archived, the API trigger for
 one recipient, and run status with step history.
 
-The journey document is described in engine/sends/journey_model.py (its request models are in
+The journey document is described in engagement/journey_model.py (its request models are in
 api/models/journeys.py). ``PATCH`` may change ``name``, ``status`` and any part of the definition
 (the rest is kept); a changed definition is a new version that only new runs use. ``DELETE`` archives (active runs exit). The trigger and
 create POSTs accept ``Idempotency-Key``.
 
 A key without ``allowSends`` answers 403 ``sends_not_allowed`` when it would make a journey send:
 activating one that can send (create active, PATCH into active), changing an active one into one
-that can send, or triggering one (engine/sends/journeys.py).
+that can send, or triggering one (engagement/journeys.py).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from api.pagination import OffsetPage, offset_params, offset_response
 from api.routers._sends_common import HeaderText, errors, idempotent, json_response
 from engine.runtime import Runtime
 from engine.errors import InvalidInput
-from engine.sends.recipients import normalize_address
+from engagement.recipients import normalize_address
 
 router = APIRouter(prefix="/api/journeys", tags=["journeys"])
 READ = require("journeys:read")

@@ -36,8 +36,8 @@ from api.deps import (
 from api.errors import ApiError, ErrorEnvelope
 from api.observe import ROUTE_KEY
 from api.pagination import cursor_response, decode_cursor, encode_cursor
-from engine.members import DEFAULT_MEMBERS_LIMIT, MAX_MEMBERS_LIMIT, members_page
-from engine.membership import MAX_BULK_USERS
+from engine.membership.computations import DEFAULT_MEMBERS_LIMIT, MAX_MEMBERS_LIMIT, members_page
+from engine.membership.index import MAX_BULK_USERS
 from engine.runtime import Runtime
 
 PREFIX = "/api/segments"

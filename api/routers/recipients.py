@@ -2,7 +2,7 @@
 and the open pixel / click redirect that go into emails.
 
 The unsubscribe, open and click routes carry no credential: each carries a signed token minted
-when the email was rendered (engine/sends/recipients.py). ``GET`` on an unsubscribe link only
+when the email was rendered (engagement/recipients.py). ``GET`` on an unsubscribe link only
 shows a confirmation form (link scanners prefetch GETs); the ``POST`` that mail clients send
 for ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` unsubscribes at once.
 """
@@ -22,8 +22,8 @@ from api.errors import ApiError
 from api.models.common import CamelModel
 from api.routers._sends_common import errors, idempotent, json_response
 from engine.runtime import Runtime
-from engine.sends.common import SendsError
-from engine.sends.recipients import normalize_address, valid_address
+from engagement.common import SendsError
+from engagement.recipients import normalize_address, valid_address
 
 router = APIRouter(prefix="/api/recipients", tags=["recipients"])
 READ = require("profiles:read")

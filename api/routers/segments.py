@@ -18,9 +18,10 @@ from api.errors import ApiError, ErrorEnvelope
 from api.pagination import OffsetPage, offset_params, offset_response
 from api.waiting import WAIT_RESPONSES, finished_or_current, wait_seconds
 from compiler import definition_json_schema
-from engine import compute, segment_query
+from engine.membership import compute
+from engine.segments import query as segment_query
 from engine.runtime import Runtime
-from engine.segments import (
+from engine.segments.store import (
     BUILT_SEGMENT_TYPES,
     DEFAULT_COMPUTE_INTERVAL_MINUTES,
     MAX_COMPUTE_INTERVAL_MINUTES,

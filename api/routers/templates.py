@@ -18,7 +18,7 @@ from api.models.common import CamelModel
 from api.pagination import OffsetPage, offset_params, offset_response
 from api.routers._sends_common import HeaderText, errors, idempotent, json_response
 from engine.runtime import Runtime
-from engine.sends.recipients import normalize_address
+from engagement.recipients import normalize_address
 
 router = APIRouter(prefix="/api/templates", tags=["templates"])
 # html and text may each hold 1,000,000 characters: room for both as JSON, escapes included

@@ -1,4 +1,4 @@
-"""segops as users get it: compile the definition and run it through ``engine.segment_query``.
+"""segops as users get it: compile the definition and run it through ``engine.segments.query``.
 
 The timed call includes reading the tenant's snapshot, compiling to SQL and executing
 ``run_preview`` (count only) on the runtime's shared DuckDB database.
@@ -9,7 +9,7 @@ from benchmarks.engines.base import Engine
 from benchmarks.suite import SuiteSegment, resolve_segment
 from compiler import to_sql
 from engine.runtime import Runtime
-from engine.segment_query import compile_definition, member_table, run_preview
+from engine.segments.query import compile_definition, member_table, run_preview
 from engine.settings import Settings
 
 
