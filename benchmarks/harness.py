@@ -160,7 +160,7 @@ def _serve(conn, engine_name: str, dataset: Dataset) -> None:
                     count = engine.count(BY_NAME[argument])
                     conn.send(("ok", (time.perf_counter() - started, count)))
                 elif command == "members":
-                    conn.send(("ok", engine.membership.computations(BY_NAME[argument])))
+                    conn.send(("ok", engine.members(BY_NAME[argument])))
                 elif command == "reset_peak":
                     conn.send(("ok", reset_peak_rss(engine.memory_pid())))
                 elif command == "peak":

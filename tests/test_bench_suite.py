@@ -85,7 +85,7 @@ def test_engine_members_match_the_reference(engine_name, dataset, expected):
     engine.setup()
     try:
         for segment in SUITE:
-            members = engine.membership.computations(segment)
+            members = engine.members(segment)
             assert len(members) == len(set(members)), f"{engine_name} repeats members of {segment.name}"
             assert set(members) == expected[segment.name], f"{engine_name} is wrong on {segment.name}"
             assert engine.count(segment) == len(expected[segment.name])
