@@ -282,8 +282,10 @@ class Outbound:
     def queued_jobs(self, send_ids: Sequence[int]) -> list[int]:
         """The jobs of those of these sends that are still queued."""
         ids = list(send_ids)
+        if not ids:
+            return []
         return [r[0] for r in self.meta.query(f"SELECT DISTINCT job_id FROM email_sends WHERE status = 'queued' AND "
-                                              f"id IN ({','.join('?' * len(ids))}) ORDER BY job_id", ids)] if ids else []
+                                              f"id IN ({','.join('?' * len(ids))}) ORDER BY job_id", ids)]
 
     def settle(self, lease: Lease, outcomes: Sequence[Outcome]) -> int:
         """Record the outcomes of the leased job's hand-offs and finish the job (done, or queued again
@@ -330,7 +332,8 @@ class Outbound:
         with self.meta.transaction() as conn:
             if not self.jobs.holds(lease, conn):
                 return False
-            conn.executemany("UPDATE email_sends SET to_address = ?, subject = ? WHERE id = ? AND status = 'handing_off'",
+            conn.executemany("UPDATE email_sends SET to_address = ?, subject = ? "
+                             "WHERE id = ? AND status = 'handing_off'",
                              [(address, subject, send_id) for send_id, address, subject in items])
         return True
 

@@ -162,7 +162,8 @@ def _move_sends_into_jobs(conn: sqlite3.Connection) -> None:
             part = ids[start:start + SEND_CHUNK]
             marks = ",".join("?" * len(part))
             until = None if status == "queued" else conn.execute(
-                f"SELECT max(coalesce(lease_until, ?)) FROM email_sends WHERE id IN ({marks})", (now, *part)).fetchone()[0]
+                f"SELECT max(coalesce(lease_until, ?)) FROM email_sends WHERE id IN ({marks})",
+                (now, *part)).fetchone()[0]
             job_id = conn.execute(
                 "INSERT INTO jobs (kind, tenant_id, trigger, status, not_before, queued_at, started_at, lease_owner,"
                 " lease_until, attempts) VALUES ('send', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
