@@ -184,14 +184,21 @@ class Outbound:
     def enqueue(self, sends: Sequence[NewSend], conn=None) -> list[int]:
         """Insert queued rows with their send jobs; a (source, source_key) that exists already is kept
         as is. Returns the ids of every requested row (existing or new), in order. Pass ``conn`` to
-        join the caller's transaction."""
+        join the caller's transaction. Journey steps enqueue one send each: those of a tenant join its
+        queued journey job (subject ``journey:<tenant>``) while there is one, so they are handed off
+        in chunks as before instead of one job each."""
         if conn is None:
             with self.meta.transaction() as own:
                 return self.enqueue(sends, own)
         if not sends:
             return []
         now = db_time(utc_now())
-        first = self.new_jobs(conn, sends[0].tenant_id, sends[0].source, len(sends))
+        tenant_id, source = sends[0].tenant_id, sends[0].source
+        if source == "journey" and len(sends) <= self.chunk:
+            first = self.jobs.enqueue(KIND, tenant_id, subject=f"journey:{tenant_id}", trigger=source, coalesce=True,
+                                      conn=conn)
+        else:
+            first = self.new_jobs(conn, tenant_id, source, len(sends))
         rows = [(s.tenant_id, new_message_id(self.domain), s.source, s.source_id, s.source_key, s.user_id,
                  s.to_address, s.template_id, s.content_id, dumps(s.data or {}), now, now, first + i // self.chunk)
                 for i, s in enumerate(sends)]

@@ -253,7 +253,7 @@ class JobQueue:
     def lapsed(self, kind: str, limit: int = 100) -> list[int]:
         """Running jobs of ``kind`` whose lease lapsed (their holder died or stalled), oldest first; a read."""
         return [row[0] for row in self.meta.query(
-            "SELECT id FROM jobs WHERE kind = ? AND status = 'running' AND subject IS NULL AND lease_until < ?"
+            "SELECT id FROM jobs WHERE kind = ? AND status = 'running' AND lease_until < ?"
             " ORDER BY id LIMIT ?", (kind, db_time(utc_now()), limit))]
 
     @staticmethod
