@@ -30,8 +30,8 @@ def test_a_broadcast_queues_one_job_per_chunk(client, tenants, runtime, data_dir
     template = make_template(client, a.headers)
     runtime.sends.outbound.chunk = 3
     everyone = {"logic": "AND", "conditions": [{"type": "trait", "trait": "email", "operator": "is_set"}]}
-    broadcast = client.post("/api/broadcasts/", json={"templateId": template["id"], "audience": {"definition": everyone}},
-                            headers=a.headers).json()
+    body = {"templateId": template["id"], "audience": {"definition": everyone}}
+    broadcast = client.post("/api/broadcasts/", json=body, headers=a.headers).json()
     per_job = [n for _, n in runtime.meta.query(
         "SELECT job_id, count(*) FROM email_sends WHERE source = 'broadcast' GROUP BY job_id ORDER BY job_id")]
     assert per_job == [3, 3, 1]
