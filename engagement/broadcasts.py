@@ -130,14 +130,16 @@ class Broadcasts:
                                  "AND status = 'prepared'", (stamp, broadcast_id)).rowcount
             if not moved:
                 raise Conflict("this broadcast was redeemed meanwhile", code="not_prepared", field="preparedSendId")
+            outbound = self.sends.outbound
+            first_job = outbound.new_jobs(conn, tenant_id, "broadcast", row["audience_size"])
             conn.execute(
                 "INSERT INTO email_sends (tenant_id, message_id, source, source_id, source_key, user_id, template_id, "
-                "content_id, data, status, not_before, created_at) "
+                "content_id, data, status, not_before, created_at, job_id) "
                 "SELECT ?, lower(hex(randomblob(16))) || '@' || ?, 'broadcast', ?, ? || ':' || user_id, user_id, ?, ?, "
-                "'{}', 'queued', ?, ? FROM broadcast_recipients WHERE broadcast_id = ? ORDER BY user_id "
-                "ON CONFLICT (source, source_key) DO NOTHING",
+                "'{}', 'queued', ?, ?, ? + (row_number() OVER (ORDER BY user_id) - 1) / ? FROM broadcast_recipients "
+                "WHERE broadcast_id = ? ORDER BY user_id ON CONFLICT (source, source_key) DO NOTHING",
                 (tenant_id, self.sends.domain, broadcast_id, str(broadcast_id), row["template_id"], row["content_id"],
-                 stamp, stamp, broadcast_id))
+                 stamp, stamp, first_job, outbound.chunk, broadcast_id))
         self.sends.wake()
         return self.get(tenant_id, broadcast_id)
 

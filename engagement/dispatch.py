@@ -1,10 +1,12 @@
 """Rendering and handing off claimed sends: the only code that gives bytes to a transport.
 
-One chunk at a time: claim (durable ``handing_off`` intent, engagement/outbound.py), look
-up the recipients' profiles and subscription state in a few batched queries, render, hand
-each message to the transport, settle the whole chunk in one transaction. A crash anywhere
-in between leaves ``handing_off`` rows that recovery settles by asking the transport
-(``was_delivered``), so nothing is handed off twice and, with the outbox, nothing is lost.
+One chunk at a time: claim a ``send`` job (engine.jobs; its lease is renewed from a side thread
+while the chunk runs) and take up to ``chunk`` of its sends (durable ``handing_off`` intent,
+engagement/outbound.py), look up the recipients' profiles and subscription state in a few batched
+queries, render, hand each message to the transport, settle the whole chunk with the job in one
+transaction. A crash anywhere in between leaves a job whose lease lapses with ``handing_off`` rows,
+which its next holder settles by asking the transport (``was_delivered``), so nothing is handed
+off twice and, with the outbox, nothing is lost.
 """
 from __future__ import annotations
 
@@ -13,15 +15,14 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import timedelta
 from html import unescape
 
 from common.time import utc_now
-from engine.jobs import worker_identity
+from engine.jobs import Lease, worker_identity
 from engagement import mime
 from engagement.common import SendsError, loads
-from engagement.outbound import MAX_ATTEMPTS, Outbound, Outcome, recovered
+from engagement.outbound import KIND, MAX_ATTEMPTS, Outbound, Outcome, lease_of, recovered
 from engagement.profiles import ProfileDirectory
 from engagement.recipients import Recipients, Signer, valid_address
 from engagement.templates import CompiledContent, merge_context
@@ -69,6 +70,7 @@ class Dispatcher:
                  transport: Transport, links: Links, *, lease: timedelta, chunk: int = 500,
                  default_from: str):
         self.outbound = outbound
+        self.jobs = outbound.jobs
         self.recipients = recipients
         self.profiles = profiles
         self.transport = transport
@@ -86,34 +88,56 @@ class Dispatcher:
 
     # -- entry points ------------------------------------------------------------------
     def run_once(self) -> int:
-        """Claim and hand off one chunk of due sends; returns how many were claimed."""
-        rows = self.outbound.claim(self.owner, self.lease, self.chunk)
-        if rows:
-            self._process(rows)
-        return len(rows)
+        """Run one chunk of the oldest due send job; returns how many sends it took or settled (0: none due)."""
+        while leases := self.jobs.claim(KIND, self.lease, owner=self.owner):
+            if done := self._run(leases[0]):
+                return done
+        return 0  # (the jobs claimed had nothing left to take: done)
 
     def deliver(self, send_ids: Sequence[int]) -> None:
-        """Hand off these sends now if they are still queued (the API's inline path)."""
-        for start in range(0, len(send_ids), self.chunk):
-            rows = self.outbound.claim(self.owner, self.lease, self.chunk, ids=send_ids[start:start + self.chunk])
-            if rows:
-                self._process(rows)
+        """Hand off these sends now if they are still queued (the API's inline path): run their jobs
+        here unless a worker took them first."""
+        for job_id in self.outbound.queued_jobs(send_ids):
+            while (lease := self.jobs.claim_id(job_id, self.lease, self.owner)) is not None and self._run(lease):
+                pass
 
     def recover(self) -> int:
-        """Settle hand-offs whose worker died (lease expired); returns how many were settled."""
-        by_owner: dict[str, list[Outcome]] = defaultdict(list)
-        for row in self.outbound.expired_hand_offs():
-            delivered = self.transport.was_delivered(row["message_id"])
-            by_owner[row["lease_owner"]].append(recovered(row, delivered))
-            log.warning("recovered hand-off of send %s (%s): %s", row["id"], row["message_id"],
-                        {True: "sent", False: "re-queued", None: "unknown"}[delivered])
-        return sum(self.outbound.settle(owner, outcomes) for owner, outcomes in by_owner.items())
+        """Settle the hand-offs of send jobs whose holder died (lease lapsed); returns how many were settled."""
+        settled = 0
+        for job_id in self.jobs.lapsed(KIND):
+            if self.outbound.handing_off(job_id) and (lease := self.jobs.claim_id(job_id, self.lease, self.owner)):
+                settled += self._run(lease, recovery_only=True)
+        return settled
 
     def hand_off(self, items: list[tuple]) -> list[BaseException | None]:
         """Record the recipients and subjects of these rendered messages (row, subject, address,
-        Outgoing), then give them to the transport; per message None or the transport's error."""
-        self.outbound.record_intent(self.owner, [(row["id"], address, subject) for row, subject, address, _ in items])
+        Outgoing) of one job, then give them to the transport; per message None or the transport's
+        error. Nothing is handed off once the job's lease is lost (``LeaseLost``)."""
+        intents = [(row["id"], address, subject) for row, subject, address, _ in items]
+        if not self.outbound.record_intent(lease_of(items[0][0]), intents):
+            return [LeaseLost()] * len(items)
         return self.transport.send_many([item[3] for item in items])
+
+    def _run(self, lease: Lease, *, recovery_only: bool = False) -> int:
+        """One round of a claimed send job under its lease: if a dead holder left hand-offs, settle
+        them by asking the transport (recovery); otherwise take and hand off up to ``chunk`` of its
+        sends. Returns how many sends were settled or taken."""
+        with self.jobs.keep_alive(lease, self.lease, self.lease.total_seconds() / 3):
+            stale = self.outbound.handing_off(lease.job_id)
+            if stale or recovery_only:
+                outcomes = []
+                for row in stale:
+                    delivered = self.transport.was_delivered(row["message_id"])
+                    outcomes.append(recovered(row, delivered))
+                    log.warning("recovered hand-off of send %s (%s): %s", row["id"], row["message_id"],
+                                {True: "sent", False: "re-queued", None: "unknown"}[delivered])
+                return self.outbound.settle(lease, outcomes)
+            rows = self.outbound.take(lease, self.chunk)
+            if rows:
+                self._process(lease, rows)
+            else:
+                self.outbound.settle(lease, [])  # nothing left to take: the job is done
+            return len(rows)
 
     # -- processing --------------------------------------------------------------------
     def _content(self, content_id: int) -> CompiledContent:
@@ -124,10 +148,9 @@ class Dispatcher:
             compiled = self._compiled[content_id] = CompiledContent(self.outbound.content(content_id))
         return compiled
 
-    def _process(self, rows: list) -> None:
+    def _process(self, lease: Lease, rows: list) -> None:
         """Render the chunk while a lane thread hands rendered slices to the transport, then
-        settle every row in one transaction. The lease is renewed while waiting on a slow
-        transport."""
+        settle every row with the job in one transaction."""
         outcomes: list[Outcome] = []
         hand_off = _HandOff(self._lane, self.hand_off)
         date = utc_now()
@@ -159,11 +182,12 @@ class Dispatcher:
                         outcomes.append(built)
                     else:
                         hand_off.add(built)
-        ids = [r["id"] for r in rows]
-        for (row, subject, address, _), error in hand_off.results(
-                self.lease.total_seconds() / 3, lambda: self.outbound.extend(self.owner, self.lease, ids)):
+        for (row, subject, address, _), error in hand_off.results():
+            if isinstance(error, LeaseLost):
+                log.warning("send job %s lost its lease mid-chunk; its next holder settles the chunk", lease.job_id)
+                return
             outcomes.append(self._outcome(row, subject, address, error))
-        self.outbound.settle(self.owner, outcomes)
+        self.outbound.settle(lease, outcomes)
 
     def _render(self, tenant_id: int, row, compiled: CompiledContent, profile: dict, address: str, date):
         """(row, subject, address, Outgoing) ready to hand off, or the Outcome of a template error."""
@@ -227,6 +251,10 @@ def _before_body_end(html: str, snippet: str) -> str:
     return html + snippet
 
 
+class LeaseLost(Exception):
+    """A slice not handed off: its job's lease was lost (its next holder owns those sends now)."""
+
+
 class _HandOff:
     """A chunk's rendered messages, handed off (``Dispatcher.hand_off``) slice by slice on the lane
     thread (in order) as soon as each slice is full, so rendering and writing overlap."""
@@ -248,15 +276,9 @@ class _HandOff:
         self.submitted = len(self.items)
         self.slices.append((batch, self.lane.submit(self.hand_off, batch)))
 
-    def results(self, every: float, still_waiting: Callable[[], None]) -> Iterator[tuple[tuple, BaseException | None]]:
-        """(item, transport answer) in order; calls ``still_waiting`` every ``every`` seconds of waiting."""
+    def results(self) -> Iterator[tuple[tuple, BaseException | None]]:
+        """(item, transport answer) in order (the job's lease is renewed meanwhile: ``keep_alive``)."""
         if self.submitted < len(self.items):
             self._submit()
         for batch, future in self.slices:
-            while True:
-                try:
-                    errors = future.result(timeout=every)
-                    break
-                except FutureTimeout:
-                    still_waiting()
-            yield from zip(batch, errors)
+            yield from zip(batch, future.result())

@@ -45,7 +45,7 @@ class Sends:
         self.assets = AssetStore(meta, open_store(settings), self.base_url)
         self.brand_kits = BrandKitStore(meta, self.assets.url_of)
         self.recipients = Recipients(meta)
-        self.outbound = Outbound(meta, self.domain)
+        self.outbound = Outbound(meta, self.domain, runtime.jobs, self.chunk)
         self.idempotency = IdempotencyStore(meta)
         self.signer = Signer(settings.secret_key)
         self.links = Links(self.signer, self.base_url)

@@ -129,6 +129,49 @@ def _move_queues_into_jobs(conn: sqlite3.Connection) -> None:
                          (job_id, status, export["id"]))
 
 
+SEND_CHUNK = 1000  # sends per job made by migration 2 (the default ``send_chunk``)
+
+
+def _move_sends_into_jobs(conn: sqlite3.Connection) -> None:
+    """Migration 2 (data dirs of before sends were jobs): ``email_sends`` gains ``job_id``; its open rows,
+    which carried their own lease, become ``send`` jobs: queued ones one job per (tenant, source, due time)
+    and ``SEND_CHUNK`` rows, due when they were; ``handing_off`` ones one running job per (tenant, dead
+    or live worker) whose lease lapses when theirs did, so its next holder settles them by recovery
+    (``was_delivered``) exactly as before. The row-lease indexes make way for ``job_id`` ones."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "email_sends" not in tables:
+        return
+    if "job_id" not in {row[1] for row in conn.execute("PRAGMA table_info(email_sends)")}:
+        conn.execute("ALTER TABLE email_sends ADD COLUMN job_id INTEGER")
+    conn.execute("DROP INDEX IF EXISTS email_sends_queue")
+    conn.execute("DROP INDEX IF EXISTS email_sends_handing")
+    conn.execute("CREATE INDEX IF NOT EXISTS email_sends_queued ON email_sends (job_id) WHERE status = 'queued'")
+    conn.execute("CREATE INDEX IF NOT EXISTS email_sends_handing_off ON email_sends (job_id)"
+                 " WHERE status = 'handing_off'")
+    groups: dict[tuple, list[int]] = {}
+    for row in conn.execute("SELECT id, tenant_id, source, status, not_before, lease_owner, lease_until"
+                            " FROM email_sends WHERE status IN ('queued', 'handing_off') ORDER BY id"):
+        if row["status"] == "queued":
+            key = (row["tenant_id"], row["source"], "queued", row["not_before"], None)
+        else:
+            key = (row["tenant_id"], row["source"], "running", None, row["lease_owner"])
+        groups.setdefault(key, []).append(row["id"])
+    now = db_time(utc_now())
+    for (tenant_id, source, status, due, owner), ids in groups.items():
+        for start in range(0, len(ids), SEND_CHUNK):
+            part = ids[start:start + SEND_CHUNK]
+            marks = ",".join("?" * len(part))
+            until = None if status == "queued" else conn.execute(
+                f"SELECT max(coalesce(lease_until, ?)) FROM email_sends WHERE id IN ({marks})",
+                (now, *part)).fetchone()[0]
+            job_id = conn.execute(
+                "INSERT INTO jobs (kind, tenant_id, trigger, status, not_before, queued_at, started_at, lease_owner,"
+                " lease_until, attempts) VALUES ('send', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (tenant_id, source, status, due or now, now, None if status == "queued" else now, owner, until,
+                 0 if status == "queued" else 1)).lastrowid
+            conn.execute(f"UPDATE email_sends SET job_id = ? WHERE id IN ({marks})", (job_id, *part))
+
+
 class JobQueue:
     """``runtime.jobs``: the ``jobs`` table plus in-process wake-ups per kind. Creating it migrates
     an older data dir (the database is copied to ``meta.sqlite.pre-jobs`` first)."""
@@ -137,6 +180,7 @@ class JobQueue:
         self.meta = meta
         meta.ensure_schema("jobs", SCHEMA)
         meta.migrate("jobs", 1, [_move_queues_into_jobs])
+        meta.migrate("jobs", 2, [_move_sends_into_jobs])
         self._events: dict[str, threading.Event] = {}
         self._events_lock = threading.Lock()
         self._finished = threading.Condition()
@@ -206,6 +250,12 @@ class JobQueue:
                 return None
             return self._take(conn, job_id, lease, owner or worker_identity())
 
+    def lapsed(self, kind: str, limit: int = 100) -> list[int]:
+        """Running jobs of ``kind`` whose lease lapsed (their holder died or stalled), oldest first; a read."""
+        return [row[0] for row in self.meta.query(
+            "SELECT id FROM jobs WHERE kind = ? AND status = 'running' AND lease_until < ?"
+            " ORDER BY id LIMIT ?", (kind, db_time(utc_now()), limit))]
+
     @staticmethod
     def _take(conn: sqlite3.Connection, job_id: int, lease: timedelta, owner: str) -> Lease:
         now = utc_now()
@@ -248,6 +298,21 @@ class JobQueue:
         ``conn``, in the caller's transaction (its results commit with the job or not at all)."""
         return self._settle(lease, "UPDATE jobs SET status = 'done', finished_at = :now, lease_owner = NULL,"
                                    f" lease_until = NULL WHERE {_HELD}", {}, conn)
+
+    def holds(self, lease: Lease, conn: sqlite3.Connection | None = None) -> bool:
+        """Whether ``lease`` is still held; inside the caller's write transaction, its writes then
+        commit only while it is."""
+        return (conn or self.meta.connection()).execute(f"SELECT 1 FROM jobs WHERE {_HELD}",
+                                                        self._cas(lease)).fetchone() is not None
+
+    def release(self, lease: Lease, *, conn: sqlite3.Connection | None = None) -> bool:
+        """Queue a held job again, due now and without an error: its holder did a part of it (e.g. one
+        chunk of a send job) and the next claim goes on with the rest. False: lost lease."""
+        settled = self._settle(lease, "UPDATE jobs SET status = 'queued', not_before = :now, lease_owner = NULL,"
+                                      f" lease_until = NULL WHERE {_HELD}", {}, conn)
+        if settled:
+            self.wake(lease.kind)
+        return settled
 
     def fail(self, lease: Lease, error: str, *, retry_at: datetime | None = None,
              conn: sqlite3.Connection | None = None) -> bool:

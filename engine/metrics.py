@@ -146,13 +146,13 @@ class _StateCollector(Collector):
     def _queues(self) -> Iterator[Metric]:
         meta = self.runtime.meta
         tables = {row[0] for row in meta.query(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('email_sends', 'segment_computations')")}
-        if "email_sends" in tables:
+            "SELECT name FROM sqlite_master WHERE name IN ('email_sends_queued', 'segment_computations')")}
+        if "email_sends_queued" in tables:  # (once the data dir's sends are jobs: engine.jobs' migration 2)
             # counted through the partial indexes of engagement/outbound.py: the cost is the queue's
             # length, not the table's (which keeps every send ever made)
             family = GaugeMetricFamily("segops_send_queue_depth", "Emails waiting to be handed to the transport "
                                        "(queued) or being handed off, across every process.", labels=["status"])
-            for status, index in (("queued", "email_sends_queue"), ("handing_off", "email_sends_handing")):
+            for status, index in (("queued", "email_sends_queued"), ("handing_off", "email_sends_handing_off")):
                 family.add_metric([status], meta.query_one(
                     f"SELECT count(*) FROM email_sends INDEXED BY {index} WHERE status = '{status}'")[0])
             yield family

@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 BASE = "ee69ba9"
 
 # Run under the base commit's code: computations done, queued, running (its worker died) and failed;
-# exports done, queued and running (interrupted by a crash).
+# exports done, queued and running (interrupted by a crash); emails sent, queued, and handing_off (a dead
+# worker's: one it handed to the outbox, one it did not).
 BUILD = """
 import json, sys
 from datetime import timedelta
@@ -55,10 +56,26 @@ runtime.meta.execute("UPDATE segment_computations SET status = 'failed', error =
 export_queued = runtime.exports.create(tenant, viewers, "jsonl")["export_id"]
 export_running = runtime.exports.create(tenant, buyers, "parquet")["export_id"]
 runtime.meta.execute("UPDATE segment_exports SET status = 'running' WHERE id = ?", (export_running,))
+from engine.sends.emails import snapshot_template
+from engine.sends.outbound import NewSend
+sends = runtime.sends
+template = sends.templates.create(tenant, {"name": "Hi", "subject": "Hi", "text": "Hi", "purpose": "transactional"})
+content_id = snapshot_template(sends, tenant, template["id"])[0]
+def queue(n):
+    return sends.outbound.enqueue([NewSend(tenant, "api", f"{n}-{i}", content_id, to_address=f"{n}{i}@example.com",
+                                           template_id=template["id"]) for i in range(2)])
+sent = queue("sent")
+sends.dispatcher.run_once()
+handing = queue("handing")
+rows = sends.outbound.claim("dead-worker", timedelta(seconds=-1), 10)
+dead = sends.dispatcher
+dead.owner = "dead-worker"
+dead.hand_off([dead._render(tenant, rows[0], dead._content(content_id), {}, rows[0]["to_address"], utc_now())])
+mailed = queue("queued")
 runtime.meta.close()
 print(json.dumps(dict(tenant=tenant, buyers=buyers, viewers=viewers, lapsed=lapsed, done=done, queued=queued,
                       running=running, failed=failed, exported=exported, export_queued=export_queued,
-                      export_running=export_running)))
+                      export_running=export_running, sent=sent, handing=[r["id"] for r in rows], mailed=mailed)))
 """
 
 
@@ -116,7 +133,26 @@ def test_a_base_commit_data_dir_migrates_and_works(base_code, tmp_path):
         new = compute.enqueue(runtime, tenant, old["viewers"], "api")
         assert new > max(kinds) and new > max(r[0] for r in runtime.meta.query("SELECT job_id FROM segment_exports"))
         assert compute.run_pending_jobs(runtime) == [new]
-        assert not runtime.meta.migrate("jobs", 1, [])  # once
+
+        # open sends became send jobs: the dead worker's hand-offs are recovered (the one in the outbox is
+        # not sent again), the queued ones go out, the sent ones stay as they were
+        def status(ids):
+            return [runtime.meta.query_one("SELECT status FROM email_sends WHERE id = ?", (i,))[0] for i in ids]
+
+        assert status(old["sent"]) == ["sent", "sent"]
+        assert status(old["handing"]) == ["handing_off", "handing_off"] and status(old["mailed"]) == ["queued"] * 2
+        assert runtime.meta.query_one("SELECT count(*) FROM email_sends WHERE job_id IS NULL AND status IN"
+                                      " ('queued', 'handing_off')")[0] == 0
+        assert runtime.sends.dispatcher.recover() == 2
+        while runtime.sends.dispatcher.run_once():
+            pass
+        assert status(old["sent"] + old["handing"] + old["mailed"]) == ["sent"] * 6
+        outboxed = sorted(path.name for path in (data / "outbox").glob("*.eml"))
+        assert len(outboxed) == 6
+        attempts = [runtime.meta.query_one("SELECT attempts FROM email_sends WHERE id = ?", (i,))[0]
+                    for i in old["handing"]]
+        assert attempts == [1, 2]  # the one in the outbox was recovered as sent, not handed off again
+        assert not runtime.meta.migrate("jobs", 1, []) and not runtime.meta.migrate("jobs", 2, [])  # once
     finally:
         runtime.stop()
         runtime.meta.close()

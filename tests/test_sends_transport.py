@@ -102,7 +102,8 @@ def test_smtp_down_is_transient_then_retried(data_dir, tenants, client):
     controller = Controller(_Handler(sink), hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        runtime.meta.execute("UPDATE email_sends SET not_before = ? WHERE id = ?", (db_time(utc_now()), send_id))
+        runtime.meta.execute("UPDATE jobs SET not_before = ? WHERE id = (SELECT job_id FROM email_sends WHERE id = ?)",
+                             (db_time(utc_now()), send_id))  # the back-off is its retry job's
         assert runtime.sends.dispatcher.run_once() == 1
     finally:
         controller.stop()
