@@ -45,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     from fastapi.testclient import TestClient
 
     from api.app import create_app
-    from engine.segments import query as segment_query
     from engine.runtime import Runtime
     from engine.settings import Settings
     from sqlglot import exp
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{seed.hand_sql(SqlContext(dataset, 'duckdb'))}) AS hand")
 
         def engine():
-            result = segment_query.preview(runtime, tenant_id, seed.definition, limit=SAMPLE, as_of=dataset.as_of)
+            result = runtime.queries.preview(tenant_id, seed.definition, limit=SAMPLE, as_of=dataset.as_of)
             return result.matched_users, result.sample_user_ids
 
         with TestClient(create_app(settings, runtime=runtime)) as client:

@@ -126,6 +126,21 @@ class Runtime:
         return backends
 
     @cached_property
+    def segments(self):
+        """Segment definitions and their versions (engine.segments.store)."""
+        from engine.segments.store import SegmentStore
+
+        return SegmentStore(self.meta)
+
+    @cached_property
+    def queries(self):
+        """Segment definitions compiled and run on the query backends: preview, members, evaluate
+        (engine.segments.query)."""
+        from engine.segments.query import SegmentQueries
+
+        return SegmentQueries(self.segments, self.backends)
+
+    @cached_property
     def jobs(self):
         """The one leased job queue of compute, exports (engine.jobs); creating it migrates an older data dir."""
         from engine.jobs import JobQueue
