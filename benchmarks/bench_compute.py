@@ -24,7 +24,6 @@ from benchmarks.suite import SUITE
 def run(size: str = "small", *, dataset=None, runs: int = 5, root: Path = Path("data")) -> list[dict]:
     from compiler import parse_definition
     from engine.membership import compute
-    from engine.segments import query as segment_query
     from engine.runtime import Runtime
     from engine.segments.store import Author, SegmentStore
     from engine.settings import Settings
@@ -58,8 +57,8 @@ def run(size: str = "small", *, dataset=None, runs: int = 5, root: Path = Path("
             for segment in SUITE:
                 job = compute.list_jobs(runtime, tenant_id, segment.segment_id, 1, 0)[1][0]
                 as_of = datetime.fromisoformat(job["as_of"].replace("Z", "+00:00"))
-                expected = segment_query.preview(runtime, tenant_id, segment.definition, limit=0,
-                                                 as_of=as_of).matched_users
+                expected = runtime.queries.preview(tenant_id, segment.definition, limit=0,
+                                                   as_of=as_of).matched_users
                 if job["member_count"] != expected:
                     raise RuntimeError(f"{segment.name}: computed {job['member_count']} members, preview says {expected}")
         finally:

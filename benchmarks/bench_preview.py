@@ -3,7 +3,7 @@
     python -m benchmarks.bench_preview --size 10m      # target: median <= 0.3 s
 
 Three ways, each answering the same question (matched count + the 10 smallest user ids):
-  * engine  ``engine.segments.query.preview``: snapshot, compile, bind, one DuckDB query;
+  * engine  ``SegmentQueries.preview`` (engine.segments.query): snapshot, compile, bind, one DuckDB query;
   * http    ``POST /api/segments/preview/`` through the real ASGI app in-process (auth,
             validation, threadpool, JSON);
   * hand    the hand-written SQL of ``benchmarks.suite`` over the same Parquet files, wrapped
@@ -45,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     from fastapi.testclient import TestClient
 
     from api.app import create_app
-    from engine.segments import query as segment_query
     from engine.runtime import Runtime
     from engine.settings import Settings
     from sqlglot import exp
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{seed.hand_sql(SqlContext(dataset, 'duckdb'))}) AS hand")
 
         def engine():
-            result = segment_query.preview(runtime, tenant_id, seed.definition, limit=SAMPLE, as_of=dataset.as_of)
+            result = runtime.queries.preview(tenant_id, seed.definition, limit=SAMPLE, as_of=dataset.as_of)
             return result.matched_users, result.sample_user_ids
 
         with TestClient(create_app(settings, runtime=runtime)) as client:

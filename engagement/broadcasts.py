@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from common.time import api_time, db_time, parse_db_time, utc_now
 from engine.membership.computations import read_members
 from engine.errors import Conflict, Gone
-from engine.segments.query import DefinitionError, compile_definition, member_table
+from engine.segments.query import DefinitionError
 from engine.segments.store import SegmentStore
 from engagement.common import NotFound, SendsError, dumps, loads
 from engagement.emails import snapshot_template
@@ -87,13 +87,13 @@ class Broadcasts:
         else:
             definition, field = audience["definition"], "audience.definition"
         try:
-            compiled = compile_definition(self.runtime, tenant_id, definition)
+            compiled = self.runtime.queries.compile(tenant_id, definition)
         except DefinitionError as err:  # paths are rooted at "definition": re-root them at the audience
             first = err.errors[0]
             path = first.path[len("definition"):] if first.path.startswith("definition") else f".{first.path}"
             raise SendsError(f"{field}{path}" if field.endswith("definition") else field, first.message,
                              first.code) from None
-        return member_table(self.runtime, compiled).column("user_id").combine_chunks()
+        return self.runtime.queries.member_table(compiled).column("user_id").combine_chunks()
 
     # -- lifecycle --------------------------------------------------------------------------
     def prepare(self, tenant_id: int, *, template_id: int, audience: dict[str, Any], name: str | None) -> dict:

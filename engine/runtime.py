@@ -73,14 +73,15 @@ class Runtime:
         """GET /readyz's probe (engine.health), shared by concurrent callers."""
         from engine.health import ReadinessProbe
 
-        return ReadinessProbe(self)
+        return ReadinessProbe(self.settings, lambda: self.lake.store, self.workers)
 
     @cached_property
     def metrics(self):
         """Prometheus metrics of this runtime, in its own registry (engine.metrics)."""
         from engine.metrics import Metrics
 
-        return Metrics(self)
+        return Metrics(self.meta, self.workers, ingest=lambda: self.__dict__.get("ingest"),
+                       membership=lambda: self.__dict__.get("membership"))
 
     @cached_property
     def rate_limiter(self):
@@ -103,7 +104,7 @@ class Runtime:
         replays what an earlier run left in the WAL."""
         from engine.ingest.service import IngestService
 
-        service = IngestService.open(self)
+        service = IngestService.open(self.settings, self.lake, self.dead_letters)
         self.on_stop(service.close)
         return service
 
@@ -126,6 +127,21 @@ class Runtime:
         return backends
 
     @cached_property
+    def segments(self):
+        """Segment definitions and their versions (engine.segments.store)."""
+        from engine.segments.store import SegmentStore
+
+        return SegmentStore(self.meta)
+
+    @cached_property
+    def queries(self):
+        """Segment definitions compiled and run on the query backends: preview, members, evaluate
+        (engine.segments.query)."""
+        from engine.segments.query import SegmentQueries
+
+        return SegmentQueries(self.segments, self.backends)
+
+    @cached_property
     def jobs(self):
         """The one leased job queue of compute, exports (engine.jobs); creating it migrates an older data dir."""
         from engine.jobs import JobQueue
@@ -138,6 +154,13 @@ class Runtime:
         from engine.membership.index import build_index
 
         return build_index(self)
+
+    @cached_property
+    def profiles(self):
+        """Profile search and reads with current segments (engine.profiles)."""
+        from engine.profiles import ProfileReads
+
+        return ProfileReads(self.backends, memberships=lambda t, users: self.membership.memberships(t, users))
 
     @cached_property
     def exports(self):
@@ -166,16 +189,24 @@ class Runtime:
         and its stop to ``on_stop``."""
         from engine.membership.compute import start_compute_worker
         from engine.exports import start_export_worker
-        from engine.ingest.service import start_flusher
-        from engine.maintenance import start_lake_maintenance
+        from engine.maintenance import LakeMaintenance
         from engagement.worker import start_send_worker
 
-        start_flusher(self)
+        if not self.settings.read_only:  # opening ingest replays the WAL; the flusher runs from then on
+            self.ingest.start_flusher()
+            for thread in self.ingest.threads:
+                self.add_worker(thread)
         start_compute_worker(self)
         start_export_worker(self)
         self.membership  # noqa: B018 - load the index before the first request instead of during it
         start_send_worker(self)
-        start_lake_maintenance(self)
+        if not self.settings.read_only:
+            self._start(LakeMaintenance(self.lake))
+
+    def _start(self, worker) -> None:
+        """A worker with ``start() -> Thread`` and ``stop()``: readiness watches its thread, ``stop`` stops it."""
+        self.add_worker(worker.start())
+        self.on_stop(worker.stop)
 
     def stop(self) -> None:
         for fn in reversed(self._stoppers):

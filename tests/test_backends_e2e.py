@@ -57,14 +57,14 @@ def _check(runtime: Runtime, scenario: Scenario) -> None:
                                    segments=scenario.segments)
     for definition in scenario.definitions:
         try:
-            compiled = segment_query.compile_definition(runtime, TENANT, _renumber(definition, ids), as_of=world.as_of)
+            compiled = runtime.queries.compile(TENANT, _renumber(definition, ids), as_of=world.as_of)
         except DefinitionError as err:  # a name no event or profile set has no column: nothing to compare
             assert {e.code for e in err.errors} <= segment_query.DATA_DEPENDENT_ERRORS, err
             continue
         expected = sorted(reference.members(definition))
-        preview = segment_query.run_preview(runtime, compiled, limit=segment_query.MAX_PREVIEW_LIMIT)
+        preview = runtime.queries.run_preview(compiled, limit=segment_query.MAX_PREVIEW_LIMIT)
         assert (preview.matched_users, preview.sample_user_ids) == (len(expected), expected), (definition, world)
-        members = segment_query.member_table(runtime, compiled, runtime.backends.batch)
+        members = runtime.queries.member_table(compiled, runtime.backends.batch)
         assert members.column("user_id").to_pylist() == expected, (definition, world)
 
 
@@ -72,8 +72,8 @@ def test_the_seed_example(open_runtime, backend_name):
     runtime = open_runtime()
     assert runtime.backends.batch.name == runtime.backends.interactive.name == backend_name
     _check(runtime, Scenario(seed_world(), [SEED_DEFINITION], {}))
-    compiled = segment_query.compile_definition(runtime, TENANT, SEED_DEFINITION, as_of=SEED_AS_OF)
-    members = segment_query.member_table(runtime, compiled, runtime.backends.batch)
+    compiled = runtime.queries.compile(TENANT, SEED_DEFINITION, as_of=SEED_AS_OF)
+    members = runtime.queries.member_table(compiled, runtime.backends.batch)
     assert members.column("user_id").to_pylist() == sorted(SEED_MEMBERS)  # the answer written next to each user
 
 

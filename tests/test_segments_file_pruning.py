@@ -46,8 +46,8 @@ def _lake(runtime, tenant_id: int) -> None:
 
 
 def _members(runtime, tenant_id: int, definition) -> set[str]:
-    compiled = segment_query.compile_definition(runtime, tenant_id, definition, as_of=AS_OF)
-    return set(segment_query.member_table(runtime, compiled).column("user_id").to_pylist())
+    compiled = runtime.queries.compile(tenant_id, definition, as_of=AS_OF)
+    return set(runtime.queries.member_table(compiled).column("user_id").to_pylist())
 
 
 def test_windowed_and_full_history_segments_over_mixed_files(runtime, tenant_a):
@@ -58,13 +58,13 @@ def test_windowed_and_full_history_segments_over_mixed_files(runtime, tenant_a):
     assert _members(runtime, tenant, VIEWED_30D) == {"ann", "ben", "cy"}  # spans old and new files
     both = {"logic": "AND", "conditions": [SPRING_VIEWS_7D, {"logic": "NOT", "conditions": [SPENT_200]}]}
     assert _members(runtime, tenant, both) == {"ann", "cy"}
-    assert segment_query.preview(runtime, tenant, SPENT_200, as_of=AS_OF).matched_users == 1
+    assert runtime.queries.preview(tenant, SPENT_200, as_of=AS_OF).matched_users == 1
 
 
 def test_a_windowed_query_names_only_the_files_of_its_days(runtime, tenant_a):
     tenant = tenant_a.tenant_id
     _lake(runtime, tenant)
-    compiled = segment_query.compile_definition(runtime, tenant, SPRING_VIEWS_7D, as_of=AS_OF)
+    compiled = runtime.queries.compile(tenant, SPRING_VIEWS_7D, as_of=AS_OF)
     first, last = compiled.query.meta[segment_query.EVENT_DATES]
     assert (first, last) == ((AS_OF - 7 * DAY).date(), AS_OF.date())
     relation = runtime.backends.interactive.relations(compiled.lake, (first, last)).events
@@ -80,10 +80,10 @@ def test_a_window_without_files_reads_nothing(runtime, tenant_a):
     tenant = tenant_a.tenant_id
     _lake(runtime, tenant)
     as_of = AS_OF - 8 * DAY  # its 7 days hold no event: the recent ones come later, the old ones earlier
-    compiled = segment_query.compile_definition(runtime, tenant, VIEWED_30D | {"window_days": 7}, as_of=as_of)
-    assert segment_query.member_table(runtime, compiled).num_rows == 0
-    compiled = segment_query.compile_definition(runtime, tenant, VIEWED_30D, as_of=as_of)
-    assert set(segment_query.member_table(runtime, compiled).column("user_id").to_pylist()) == {"cy"}  # day 20
+    compiled = runtime.queries.compile(tenant, VIEWED_30D | {"window_days": 7}, as_of=as_of)
+    assert runtime.queries.member_table(compiled).num_rows == 0
+    compiled = runtime.queries.compile(tenant, VIEWED_30D, as_of=as_of)
+    assert set(runtime.queries.member_table(compiled).column("user_id").to_pylist()) == {"cy"}  # day 20
 
 
 def test_a_window_over_days_older_than_a_property_reads_it_as_null(runtime, tenant_a):
@@ -92,8 +92,8 @@ def test_a_window_over_days_older_than_a_property_reads_it_as_null(runtime, tena
     tenant = tenant_a.tenant_id
     _lake(runtime, tenant)
     as_of = AS_OF - 15 * DAY  # 7 days back reach only cy's view of day 20, before coupons existed
-    compiled = segment_query.compile_definition(runtime, tenant, SPRING_VIEWS_7D, as_of=as_of)
-    assert segment_query.member_table(runtime, compiled).num_rows == 0
+    compiled = runtime.queries.compile(tenant, SPRING_VIEWS_7D, as_of=as_of)
+    assert runtime.queries.member_table(compiled).num_rows == 0
     no_coupon = {"type": "frequency", "event_type": "page_viewed", "operator": "gte", "value": 1, "window_days": 7,
                  "where": [{"property": "coupon", "operator": "is_not_set"}]}
-    assert segment_query.preview(runtime, tenant, no_coupon, as_of=as_of).sample_user_ids == ["cy"]
+    assert runtime.queries.preview(tenant, no_coupon, as_of=as_of).sample_user_ids == ["cy"]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import duckdb
 
-from engine.segments import query as segment_query
 from tests.backend_fixtures import lake_view
 from tests.segments_fixtures import (
     AS_OF,
@@ -54,7 +53,7 @@ def test_previews_and_evaluate_for_users_agree_with_hand_computed_sets(client, t
     for definition, expected in EXPECTED:
         body = preview(client, tenant_a.headers, definition, limit=1000).json()
         assert (body["matched_users"], body["sample_user_ids"]) == (len(expected), sorted(expected)), definition
-        got = segment_query.evaluate_for_users(runtime, world.tenant_a, definition, candidates, as_of=AS_OF)
+        got = runtime.queries.evaluate_for_users(world.tenant_a, definition, candidates, as_of=AS_OF)
         assert got == expected, definition
 
 

@@ -83,16 +83,16 @@ def test_preview_and_evaluate_for_users_match_the_reference(roots, scenario: Sce
         for definition in scenario.definitions:
             stored = _renumber(definition, ids)
             try:
-                compiled = segment_query.compile_definition(runtime, TENANT, stored, as_of=world.as_of)
+                compiled = runtime.queries.compile(TENANT, stored, as_of=world.as_of)
             except DefinitionError as err:
                 # a name no event/profile ever set a value for has no column: nothing to compare
                 assert {e.code for e in err.errors} <= segment_query.DATA_DEPENDENT_ERRORS, err
                 continue
             expected = reference.members(definition)
-            preview = segment_query.run_preview(runtime, compiled, limit=segment_query.MAX_PREVIEW_LIMIT)
+            preview = runtime.queries.run_preview(compiled, limit=segment_query.MAX_PREVIEW_LIMIT)
             assert (preview.matched_users, preview.sample_user_ids) == (len(expected), sorted(expected)), \
                 (definition, world)
-            got = segment_query.evaluate_for_users(runtime, TENANT, stored, candidates, as_of=world.as_of)
+            got = runtime.queries.evaluate_for_users(TENANT, stored, candidates, as_of=world.as_of)
             assert got == expected & candidates, (definition, world)
     finally:
         runtime.stop()

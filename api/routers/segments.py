@@ -80,7 +80,7 @@ def _author(principal: Principal) -> Author:
 
 
 def _store(runtime: Runtime) -> SegmentStore:
-    return SegmentStore(runtime.meta)
+    return runtime.segments
 
 
 def _get_or_404(runtime: Runtime, tenant_id: int, segment_id: int) -> dict:
@@ -91,7 +91,7 @@ def _get_or_404(runtime: Runtime, tenant_id: int, segment_id: int) -> dict:
 
 
 def _preview(runtime: Runtime, tenant_id: int, definition: Any, limit: int, as_of: str | None) -> dict:
-    return segment_query.preview(runtime, tenant_id, definition, limit=limit, as_of=as_of).to_json()
+    return runtime.queries.preview(tenant_id, definition, limit=limit, as_of=as_of).to_json()
 
 
 # -- fixed paths --------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def create_segment(body: SegmentCreate, principal: Principal = Depends(WRITE),
                              "segment_type_not_available")
     definition = None
     if body.definition is not None:
-        definition = segment_query.validate_definition(runtime, principal.tenant_id, body.definition)
+        definition = runtime.queries.validate(principal.tenant_id, body.definition)
     return _store(runtime).create(
         principal.tenant_id, name=body.name, segment_type=body.segment_type, description=body.description,
         definition=definition, author=_author(principal), compute_interval_minutes=body.compute_interval_minutes)
@@ -160,8 +160,7 @@ def update_segment(body: SegmentUpdate, segment_id: int = Depends(segment_id_par
             raise ApiError.field(field, "must not be null", "null_not_allowed")
     definition = None
     if "definition" in given:
-        definition = segment_query.validate_definition(runtime, principal.tenant_id, body.definition,
-                                                       segment_id=segment_id)
+        definition = runtime.queries.validate(principal.tenant_id, body.definition, segment_id=segment_id)
     fields = {name: getattr(body, name) for name in ("name", "description", "compute_interval_minutes")
               if name in given}
     return store.update(principal.tenant_id, segment_id, author=_author(principal), definition=definition, **fields)

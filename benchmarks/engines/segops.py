@@ -9,7 +9,6 @@ from benchmarks.engines.base import Engine
 from benchmarks.suite import SuiteSegment, resolve_segment
 from compiler import to_sql
 from engine.runtime import Runtime
-from engine.segments.query import compile_definition, member_table, run_preview
 from engine.settings import Settings
 
 
@@ -23,18 +22,18 @@ class SegopsEngine(Engine):
         return {}
 
     def compiled(self, segment: SuiteSegment):
-        return compile_definition(self.runtime, self.dataset.tenant_id, segment.definition,
-                                  as_of=self.dataset.as_of, resolve=resolve_segment)
+        return self.runtime.queries.compile(self.dataset.tenant_id, segment.definition,
+                                            as_of=self.dataset.as_of, resolve=resolve_segment)
 
     def sql(self, segment: SuiteSegment) -> str:
         """The executable SQL (over the DuckDB backend's relations) for the compiler-perf notes."""
         return to_sql(self.compiled(segment).executable(self.runtime.backends.get("duckdb")), "duckdb")
 
     def count(self, segment: SuiteSegment) -> int:
-        return run_preview(self.runtime, self.compiled(segment), limit=0).matched_users
+        return self.runtime.queries.run_preview(self.compiled(segment), limit=0).matched_users
 
     def members(self, segment: SuiteSegment) -> list[str]:
-        return member_table(self.runtime, self.compiled(segment)).column("user_id").to_pylist()
+        return self.runtime.queries.member_table(self.compiled(segment)).column("user_id").to_pylist()
 
     def close(self) -> None:
         runtime = getattr(self, "runtime", None)

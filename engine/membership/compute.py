@@ -62,7 +62,6 @@ from compiler import DefinitionError
 from engine.errors import InvalidInput
 from engine.jobs import JobWorker, Lease
 from engine.membership.computations import read_members
-from engine.segments.query import compile_definition, member_table
 from engine.segments.store import SegmentNotFound, ensure_schema
 
 if TYPE_CHECKING:
@@ -260,8 +259,8 @@ def _compute(runtime: Runtime, claim: Lease, written: list[str]) -> ComputationR
                  " as_of = ?, version = ?, previous_computation_id = ? WHERE id = ?",
                  (db_time(as_of), db_time(as_of), version, previous_id, claim.job_id))
 
-    compiled = compile_definition(runtime, claim.tenant_id, orjson.loads(segment["definition"]), as_of=as_of)
-    members = member_table(runtime, compiled, runtime.backends.batch).column("user_id").combine_chunks()
+    compiled = runtime.queries.compile(claim.tenant_id, orjson.loads(segment["definition"]), as_of=as_of)
+    members = runtime.queries.member_table(compiled, runtime.backends.batch).column("user_id").combine_chunks()
     previous = _previous_members(runtime, previous_id)
     entered = members.filter(pc.invert(pc.is_in(members, value_set=previous)))
     exited = previous.filter(pc.invert(pc.is_in(previous, value_set=members)))

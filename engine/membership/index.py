@@ -399,7 +399,7 @@ class MembershipIndex:
 # -- wiring -------------------------------------------------------------------------------
 def build_index(runtime: Runtime) -> MembershipIndex:
     """The runtime's index, loaded, with on-demand evaluation of never-computed segments."""
-    from engine.segments.query import DefinitionError, evaluate_for_users
+    from engine.segments.query import DefinitionError
     from engine.segments.store import SegmentStore
 
     segments = SegmentStore(runtime.meta)
@@ -409,7 +409,7 @@ def build_index(runtime: Runtime) -> MembershipIndex:
             found = segments.definition(tenant_id, segment_id)
             if found is None:  # deleted or emptied since the catalog read
                 return set()
-            return evaluate_for_users(runtime, tenant_id, found[1], user_ids)
+            return runtime.queries.evaluate_for_users(tenant_id, found[1], user_ids)
         except DefinitionError as err:  # e.g. a trait it uses no longer exists: it matches no one
             log.warning("segment %s cannot be evaluated: %s", segment_id, err)
             return set()

@@ -7,7 +7,7 @@ swapped, as sqlglot nodes, for ``read_parquet([...committed files...])`` of the 
 current snapshot — or for an empty relation with the right columns when the tenant has no
 files yet. Nothing user-supplied is ever parsed as SQL.
 
-Queries run on a query backend (``runtime.backends``, ``backends/``): previews and on-demand
+Queries run on a query backend (``backends/``): previews and on-demand
 evaluation on the interactive one, computations on the one the caller passes.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 from pydantic_core import PydanticCustomError
@@ -27,10 +27,8 @@ from compiler.model import Definition, parse_timestamp
 from compiler.timestamps import InstantOutOfRange, to_utc_naive
 from backends.base import QueryBackend, Relations
 from backends.relations import TenantLake, bind
+from backends.registry import Backends
 from engine.segments.store import SegmentStore
-
-if TYPE_CHECKING:
-    from engine.runtime import Runtime
 
 MAX_PREVIEW_LIMIT = 1000
 # Errors that only mean "no such data yet", not "invalid definition".
@@ -70,39 +68,6 @@ def normalize_as_of(as_of: datetime | str | None) -> datetime:
         raise DefinitionError.single("as_of", err.message(), err.type) from None
 
 
-def compile_definition(runtime: Runtime, tenant_id: int, definition: Definition | Any, *,
-                       as_of: datetime | str | None = None,
-                       resolve: Callable[[int], Definition] | None = None,
-                       lake: TenantLake | None = None) -> CompiledSegment:
-    """Compile for the tenant's current snapshot. Segment references resolve to the current
-    definitions of the tenant's own segments unless ``resolve`` says otherwise.
-    Raises DefinitionError (paths rooted at ``definition``)."""
-    definition = parse_definition(definition)
-    as_of = normalize_as_of(as_of)
-    lake = lake or runtime.backends.tenant_lake(tenant_id)
-    resolve = resolve or SegmentStore(runtime.meta).resolver(tenant_id)
-    query = compile_segment(definition, lake.schema, tenant_id=tenant_id, as_of=as_of, resolve_segment=resolve)
-    return CompiledSegment(query, lake, as_of)
-
-
-def validate_definition(runtime: Runtime, tenant_id: int, obj: Any, *, segment_id: int | None = None) -> Definition:
-    """Check ``obj`` as saving it requires: structure, value types against the property
-    catalog, references to the tenant's own segments and, when ``segment_id`` is given, no
-    cycle back to that segment. A property or trait the lake has not seen yet is accepted
-    (segments are often defined before their data arrives); previews and computations
-    report it until it exists."""
-    definition = parse_definition(obj)
-    overrides = {segment_id: definition} if segment_id is not None else None
-    try:
-        compile_definition(runtime, tenant_id, definition,
-                           resolve=SegmentStore(runtime.meta).resolver(tenant_id, overrides))
-    except DefinitionError as err:
-        blocking = [error for error in err.errors if error.code not in DATA_DEPENDENT_ERRORS]
-        if blocking:
-            raise DefinitionError(blocking) from None
-    return definition
-
-
 # -- running ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Preview:
@@ -123,44 +88,77 @@ class Preview:
         return {"matched_users": self.matched_users, "sample_user_ids": self.sample_user_ids, "sql": self.sql}
 
 
-def run_preview(runtime: Runtime, compiled: CompiledSegment, limit: int = 10) -> Preview:
-    """Count and the ``limit`` smallest user ids, on the interactive backend."""
-    if not 0 <= limit <= MAX_PREVIEW_LIMIT:
-        raise ValueError(f"limit must be within 0..{MAX_PREVIEW_LIMIT}")
-    backend = runtime.backends.interactive
-    matched, sample = backend.count_and_sample(compiled.executable(backend), limit)
-    return Preview(matched_users=matched, sample_user_ids=sample, compiled=compiled)
+class SegmentQueries:
+    """Segment definitions compiled against a tenant's snapshot and run on the query backends:
+    previews and on-demand evaluation on the interactive one, computations on the one the caller passes."""
 
+    def __init__(self, segments: SegmentStore, backends: Backends):
+        self.segments = segments
+        self.backends = backends
 
-def preview(runtime: Runtime, tenant_id: int, definition: Definition | Any, *, limit: int = 10,
-            as_of: datetime | str | None = None) -> Preview:
-    return run_preview(runtime, compile_definition(runtime, tenant_id, definition, as_of=as_of), limit)
+    def compile(self, tenant_id: int, definition: Definition | Any, *, as_of: datetime | str | None = None,
+                resolve: Callable[[int], Definition] | None = None,
+                lake: TenantLake | None = None) -> CompiledSegment:
+        """Compile for the tenant's current snapshot. Segment references resolve to the current
+        definitions of the tenant's own segments unless ``resolve`` says otherwise.
+        Raises DefinitionError (paths rooted at ``definition``)."""
+        definition = parse_definition(definition)
+        as_of = normalize_as_of(as_of)
+        lake = lake or self.backends.tenant_lake(tenant_id)
+        resolve = resolve or self.segments.resolver(tenant_id)
+        query = compile_segment(definition, lake.schema, tenant_id=tenant_id, as_of=as_of, resolve_segment=resolve)
+        return CompiledSegment(query, lake, as_of)
 
+    def validate(self, tenant_id: int, obj: Any, *, segment_id: int | None = None) -> Definition:
+        """Check ``obj`` as saving it requires: structure, value types against the property
+        catalog, references to the tenant's own segments and, when ``segment_id`` is given, no
+        cycle back to that segment. A property or trait the lake has not seen yet is accepted
+        (segments are often defined before their data arrives); previews and computations
+        report it until it exists."""
+        definition = parse_definition(obj)
+        overrides = {segment_id: definition} if segment_id is not None else None
+        try:
+            self.compile(tenant_id, definition, resolve=self.segments.resolver(tenant_id, overrides))
+        except DefinitionError as err:
+            blocking = [error for error in err.errors if error.code not in DATA_DEPENDENT_ERRORS]
+            if blocking:
+                raise DefinitionError(blocking) from None
+        return definition
 
-def member_table(runtime: Runtime, compiled: CompiledSegment, backend: QueryBackend | None = None) -> pa.Table:
-    """All members as an Arrow table with one column ``user_id`` (string), sorted ascending;
-    on ``backend`` (default: the interactive one)."""
-    backend = backend or runtime.backends.interactive
-    return backend.members_arrow(compiled.executable(backend))
+    def run_preview(self, compiled: CompiledSegment, limit: int = 10) -> Preview:
+        """Count and the ``limit`` smallest user ids, on the interactive backend."""
+        if not 0 <= limit <= MAX_PREVIEW_LIMIT:
+            raise ValueError(f"limit must be within 0..{MAX_PREVIEW_LIMIT}")
+        backend = self.backends.interactive
+        matched, sample = backend.count_and_sample(compiled.executable(backend), limit)
+        return Preview(matched_users=matched, sample_user_ids=sample, compiled=compiled)
 
+    def preview(self, tenant_id: int, definition: Definition | Any, *, limit: int = 10,
+                as_of: datetime | str | None = None) -> Preview:
+        return self.run_preview(self.compile(tenant_id, definition, as_of=as_of), limit)
 
-def evaluate_for_users(runtime: Runtime, tenant_id: int, definition: Definition | Any,
-                       user_ids: Iterable[str], as_of: datetime | None = None) -> set[str]:
-    """Which of ``user_ids`` the definition matches now (or at ``as_of``): on-demand membership
-    for segments that have not been computed yet. Raises DefinitionError."""
-    wanted = sorted({str(user) for user in user_ids})
-    if not wanted:
-        return set()
-    compiled = compile_definition(runtime, tenant_id, definition, as_of=as_of)
-    backend = runtime.backends.interactive
-    user_id = exp.column("user_id", table="members", quoted=True)
-    query = (exp.select(user_id).from_(compiled.executable(backend).subquery("members"))
-             .where(exp.In(this=user_id.copy(), expressions=[exp.Literal.string(u) for u in wanted])))
-    return set(backend.fetch_arrow(query).column(0).to_pylist())
+    def member_table(self, compiled: CompiledSegment, backend: QueryBackend | None = None) -> pa.Table:
+        """All members as an Arrow table with one column ``user_id`` (string), sorted ascending;
+        on ``backend`` (default: the interactive one)."""
+        backend = backend or self.backends.interactive
+        return backend.members_arrow(compiled.executable(backend))
+
+    def evaluate_for_users(self, tenant_id: int, definition: Definition | Any, user_ids: Iterable[str],
+                           as_of: datetime | None = None) -> set[str]:
+        """Which of ``user_ids`` the definition matches now (or at ``as_of``): on-demand membership
+        for segments that have not been computed yet. Raises DefinitionError."""
+        wanted = sorted({str(user) for user in user_ids})
+        if not wanted:
+            return set()
+        compiled = self.compile(tenant_id, definition, as_of=as_of)
+        backend = self.backends.interactive
+        user_id = exp.column("user_id", table="members", quoted=True)
+        query = (exp.select(user_id).from_(compiled.executable(backend).subquery("members"))
+                 .where(exp.In(this=user_id.copy(), expressions=[exp.Literal.string(u) for u in wanted])))
+        return set(backend.fetch_arrow(query).column(0).to_pylist())
 
 
 __all__ = [
-    "TenantLake", "CompiledSegment", "compile_definition",
-    "validate_definition", "Preview", "run_preview", "preview", "member_table", "evaluate_for_users",
-    "normalize_as_of", "DefinitionError", "MAX_PREVIEW_LIMIT",
+    "TenantLake", "CompiledSegment", "SegmentQueries", "Preview", "normalize_as_of", "DefinitionError",
+    "MAX_PREVIEW_LIMIT",
 ]
