@@ -21,7 +21,8 @@ from storage.metadata import MetadataStore
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from engine.membership.compute import ComputationResult
+    from engine.jobs import JobWorker
+    from engine.membership.computations import ComputationResult
 
 
 class Runtime:
@@ -148,18 +149,39 @@ class Runtime:
         return JobQueue(self.meta)
 
     @cached_property
-    def membership(self):
-        """The online membership index, loaded from SQLite + the lake (engine.membership.index)."""
-        from engine.membership.index import build_index
+    def computations(self):
+        """Computations and their members/changes files (engine.membership.computations)."""
+        from engine.membership.computations import ComputationStore
 
-        return build_index(self)
+        return ComputationStore(self.meta, self.lake, self.backends)
+
+    @cached_property
+    def compute(self):
+        """Membership computation jobs and their scheduler (engine.membership.compute)."""
+        from engine.membership.compute import ComputeService
+
+        return ComputeService(self.jobs, self.segments, self.queries, self.computations, self.backends,
+                              listeners=self.compute_listeners,
+                              observe=lambda outcome, seconds: self.metrics.job_finished(outcome, seconds))
+
+    @cached_property
+    def membership(self):
+        """The online membership index, loaded from SQLite + the lake, evaluating never-computed
+        segments on demand (engine.membership.index)."""
+        from engine.membership.index import MembershipIndex, segment_evaluator
+
+        index = MembershipIndex(self.meta, self.computations,
+                                segment_evaluator(self.segments.definition, self.queries.evaluate_for_users))
+        index.load()
+        self.on_stop(index.close)
+        return index
 
     @cached_property
     def exports(self):
         """Segment member exports (engine.exports)."""
         from engine.exports import Exports
 
-        return Exports(self)
+        return Exports(self.meta, self.jobs, self.computations, self.lake, self.backends)
 
     @cached_property
     def sends(self):
@@ -175,19 +197,25 @@ class Runtime:
         """A background thread that must stay alive while the runtime runs (readiness checks it)."""
         self.workers.append(thread)
 
+    def start_worker(self, worker: JobWorker) -> None:
+        """Run a job worker in its thread until ``stop``. The backends are created first, so that
+        they close after the worker stops."""
+        self.backends  # noqa: B018
+        self.add_worker(worker.start())
+        self.on_stop(worker.stop)
+
     def start_workers(self) -> None:
         """Start the background workers, in this order (``stop`` stops them in reverse). Each start
         function skips what a read-only process must not run, hands its threads to ``add_worker``
         and its stop to ``on_stop``."""
-        from engine.membership.compute import start_compute_worker
-        from engine.exports import start_export_worker
         from engine.ingest.service import start_flusher
         from engine.maintenance import start_lake_maintenance
         from engagement.worker import start_send_worker
 
         start_flusher(self)
-        start_compute_worker(self)
-        start_export_worker(self)
+        if not self.settings.read_only:  # (creating the job queue would migrate the data dir)
+            self.start_worker(self.compute.worker)
+            self.start_worker(self.exports.worker)
         self.membership  # noqa: B018 - load the index before the first request instead of during it
         start_send_worker(self)
         start_lake_maintenance(self)
