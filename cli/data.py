@@ -24,7 +24,7 @@ def _tenant(runtime: Runtime, tenant: int | None) -> int:
     if tenant is None:
         from engine.accounts import bootstrap_demo
 
-        tenant_id, _, email, _ = bootstrap_demo(runtime)
+        tenant_id, _, email, _ = bootstrap_demo(runtime.accounts, runtime.settings.data_dir)
         console.print(f"demo tenant {tenant_id} ({email}); credentials in "
                       f"{Path(runtime.settings.data_dir) / 'demo-credentials.json'}")
         return tenant_id

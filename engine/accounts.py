@@ -33,7 +33,6 @@ from engine.errors import Conflict, DomainError, InvalidInput, NotAuthenticated,
 from storage.objectstore import write_private
 
 if TYPE_CHECKING:
-    from engine.runtime import Runtime
     from storage.metadata import MetadataStore
 
 SCOPES: tuple[str, ...] = (
@@ -429,7 +428,7 @@ class Accounts:
         return principal, limit
 
 
-def bootstrap_demo(runtime: Runtime) -> tuple[int, str, str, str]:
+def bootstrap_demo(accounts: Accounts, data_dir: Path) -> tuple[int, str, str, str]:
     """Idempotently create the demo tenant (enterprise), admin ``demo@segops.local`` and a full-scope
     key with allow_sends; returns (tenant_id, api_key_plaintext, email, password).
 
@@ -437,8 +436,7 @@ def bootstrap_demo(runtime: Runtime) -> tuple[int, str, str, str]:
     ``<data>/demo-credentials.json`` (mode 0600) for ``make serve`` to print on every start. If that
     file is lost or its key revoked, a new key (and password) is minted and the file rewritten.
     """
-    accounts = runtime.accounts
-    path = Path(runtime.settings.data_dir) / DEMO_CREDENTIALS_FILE
+    path = Path(data_dir) / DEMO_CREDENTIALS_FILE
     saved: dict = orjson.loads(path.read_bytes()) if path.exists() else {}
     user = accounts.user_by_email(DEMO_EMAIL)
     if user is None:

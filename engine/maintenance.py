@@ -13,16 +13,15 @@ from typing import TYPE_CHECKING
 from engine.threads import lower_thread_priority
 
 if TYPE_CHECKING:
-    from engine.runtime import Runtime
+    from storage.lake import EventLake
 
 log = logging.getLogger("segops.maintenance")
 
 COMPACT_EVERY_SECONDS = 300.0
 
 
-def maintain_lake(runtime: Runtime) -> int:
+def maintain_lake(lake: EventLake) -> int:
     """Compact every tenant's events, then collect garbage; returns files deleted."""
-    lake = runtime.lake
     for tenant_id in lake.all_tenants():
         try:
             lake.compact(tenant_id)
@@ -31,26 +30,27 @@ def maintain_lake(runtime: Runtime) -> int:
     return lake.collect_garbage()
 
 
-def start_lake_maintenance(runtime: Runtime) -> None:
-    """A thread that maintains the lake every COMPACT_EVERY_SECONDS (Runtime.start_workers)."""
-    if runtime.settings.read_only:
-        return
-    stop = threading.Event()
+class LakeMaintenance:
+    """A thread that maintains ``lake`` every ``every`` seconds (started by Runtime.start_workers)."""
 
-    def loop() -> None:
+    def __init__(self, lake: EventLake, every: float = COMPACT_EVERY_SECONDS):
+        self.lake, self.every = lake, every
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="segops-lake-maintenance", daemon=True)
+
+    def start(self) -> threading.Thread:
+        self.thread.start()
+        return self.thread
+
+    def stop(self, timeout: float = 60) -> None:
+        self._stop.set()
+        if self.thread.ident is not None:  # started
+            self.thread.join(timeout=timeout)
+
+    def _loop(self) -> None:
         lower_thread_priority()
-        while not stop.wait(COMPACT_EVERY_SECONDS):
+        while not self._stop.wait(self.every):
             try:
-                maintain_lake(runtime)
+                maintain_lake(self.lake)
             except Exception:
                 log.exception("lake maintenance failed")
-
-    thread = threading.Thread(target=loop, name="segops-lake-maintenance", daemon=True)
-    thread.start()
-    runtime.add_worker(thread)
-
-    def stop_worker() -> None:
-        stop.set()
-        thread.join(timeout=60)
-
-    runtime.on_stop(stop_worker)

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one Runtime, served by the API at ``GET /metrics``.
+"""Prometheus metrics of one process, served by the API at ``GET /metrics``.
 
 Two kinds, so that nothing is counted on a hot path that can be read at scrape time instead:
 
@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -29,7 +30,7 @@ from common.time import parse_db_time
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from engine.runtime import Runtime
+    from storage.metadata import MetadataStore
 
 log = logging.getLogger("segops.metrics")
 
@@ -38,11 +39,13 @@ JOB_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1
 
 
 class Metrics:
-    """The runtime's registry and the counters the engine and the API increment."""
+    """The runtime's registry and the counters the engine and the API increment. ``ingest`` and
+    ``membership`` return the service if this process opened it, else None (a scrape opens nothing)."""
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, runtime: Runtime):
+    def __init__(self, meta: MetadataStore, workers: list[threading.Thread], *,
+                 ingest: Callable[[], Any | None], membership: Callable[[], Any | None]):
         self.registry = registry = CollectorRegistry()
         self.requests = Counter("segops_requests", "Requests answered, by method, route template and status.",
                                 ["method", "route", "status"], registry=registry)
@@ -62,7 +65,7 @@ class Metrics:
             ["outcome"], buckets=JOB_BUCKETS, registry=registry)
         self.compute_failures = Counter("segops_compute_job_failures", "Segment computation jobs that failed.",
                                         registry=registry)
-        registry.register(_StateCollector(runtime))
+        registry.register(_StateCollector(meta, workers, ingest, membership))
         self._request_children: dict[tuple[str, str, int], tuple] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float, rate_limited: bool) -> None:
@@ -97,11 +100,12 @@ class Metrics:
 
 
 class _StateCollector(Collector):
-    """Reads the runtime's state at scrape time. A service the process never opened is not opened
+    """Reads the process's state at scrape time. A service the process never opened is not opened
     for a scrape (its gauges are left out), and a part that fails is logged and left out."""
 
-    def __init__(self, runtime: Runtime):
-        self.runtime = runtime
+    def __init__(self, meta: MetadataStore, workers: list[threading.Thread], ingest: Callable[[], Any | None],
+                 membership: Callable[[], Any | None]):
+        self.meta, self.workers, self.ingest, self.membership = meta, workers, ingest, membership
 
     def describe(self) -> list:
         return []  # the families depend on what the process has opened; nothing to check at register time
@@ -114,7 +118,7 @@ class _StateCollector(Collector):
                 log.exception("metrics: %s failed", part.__name__)
 
     def _wal(self) -> Iterator[Metric]:
-        ingest = self.runtime.__dict__.get("ingest")
+        ingest = self.ingest()
         if ingest is None:
             return
         yield GaugeMetricFamily("segops_wal_pending_bytes", "Write-ahead log bytes not yet flushed to the lake.",
@@ -125,7 +129,7 @@ class _StateCollector(Collector):
                                 value=0.0 if since is None else max(0.0, time.time() - since))
 
     def _membership(self) -> Iterator[Metric]:
-        index = self.runtime.__dict__.get("membership")
+        index = self.membership()
         if index is None:
             return
         users, computations = index.stats()
@@ -134,7 +138,7 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("segops_membership_index_segments", "Segments materialized in the membership index.",
                                 value=len(computations))
         if computations:
-            row = self.runtime.meta.query_one(
+            row = self.meta.query_one(
                 "SELECT MIN(as_of) FROM segment_computations WHERE id IN (SELECT value FROM json_each(?))",
                 (orjson.dumps(computations).decode(),))
             if row is not None and row[0] is not None:
@@ -144,7 +148,7 @@ class _StateCollector(Collector):
                     "serves (as_of to now).", value=max(0.0, time.time() - oldest))
 
     def _queues(self) -> Iterator[Metric]:
-        meta = self.runtime.meta
+        meta = self.meta
         tables = {row[0] for row in meta.query(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('email_sends', 'segment_computations')")}
         if "email_sends" in tables:
@@ -168,6 +172,6 @@ class _StateCollector(Collector):
     def _workers(self) -> Iterator[Metric]:
         family = GaugeMetricFamily("segops_worker_alive", "1 per background worker thread alive, 0 if it died.",
                                    labels=["worker"])
-        for thread in self.runtime.workers:
+        for thread in self.workers:
             family.add_metric([thread.name], 1 if thread.is_alive() else 0)
         yield family

@@ -21,7 +21,6 @@ from storage.metadata import MetadataStore
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from engine.jobs import JobWorker
     from engine.membership.computations import ComputationResult
 
 
@@ -74,14 +73,15 @@ class Runtime:
         """GET /readyz's probe (engine.health), shared by concurrent callers."""
         from engine.health import ReadinessProbe
 
-        return ReadinessProbe(self)
+        return ReadinessProbe(self.settings, lambda: self.lake.store, self.workers)
 
     @cached_property
     def metrics(self):
         """Prometheus metrics of this runtime, in its own registry (engine.metrics)."""
         from engine.metrics import Metrics
 
-        return Metrics(self)
+        return Metrics(self.meta, self.workers, ingest=lambda: self.__dict__.get("ingest"),
+                       membership=lambda: self.__dict__.get("membership"))
 
     @cached_property
     def rate_limiter(self):
@@ -104,7 +104,7 @@ class Runtime:
         replays what an earlier run left in the WAL."""
         from engine.ingest.service import IngestService
 
-        service = IngestService.open(self)
+        service = IngestService.open(self.settings, self.lake, self.dead_letters)
         self.on_stop(service.close)
         return service
 
@@ -177,6 +177,13 @@ class Runtime:
         return index
 
     @cached_property
+    def profiles(self):
+        """Profile search and reads with current segments (engine.profiles)."""
+        from engine.profiles import ProfileReads
+
+        return ProfileReads(self.backends, memberships=lambda t, users: self.membership.memberships(t, users))
+
+    @cached_property
     def exports(self):
         """Segment member exports (engine.exports)."""
         from engine.exports import Exports
@@ -197,28 +204,30 @@ class Runtime:
         """A background thread that must stay alive while the runtime runs (readiness checks it)."""
         self.workers.append(thread)
 
-    def start_worker(self, worker: JobWorker) -> None:
-        """Run a job worker in its thread until ``stop``. The backends are created first, so that
-        they close after the worker stops."""
-        self.backends  # noqa: B018
-        self.add_worker(worker.start())
-        self.on_stop(worker.stop)
-
     def start_workers(self) -> None:
         """Start the background workers, in this order (``stop`` stops them in reverse). Each start
         function skips what a read-only process must not run, hands its threads to ``add_worker``
         and its stop to ``on_stop``."""
-        from engine.ingest.service import start_flusher
-        from engine.maintenance import start_lake_maintenance
+        from engine.maintenance import LakeMaintenance
         from engagement.worker import start_send_worker
 
-        start_flusher(self)
-        if not self.settings.read_only:  # (creating the job queue would migrate the data dir)
-            self.start_worker(self.compute.worker)
-            self.start_worker(self.exports.worker)
+        if not self.settings.read_only:  # opening ingest replays the WAL; the flusher runs from then on
+            self.ingest.start_flusher()
+            for thread in self.ingest.threads:
+                self.add_worker(thread)
+        if not self.settings.read_only:
+            self.backends  # noqa: B018 - created first so that they close after the job workers stop
+            self._start(self.compute.worker)
+            self._start(self.exports.worker)
         self.membership  # noqa: B018 - load the index before the first request instead of during it
         start_send_worker(self)
-        start_lake_maintenance(self)
+        if not self.settings.read_only:
+            self._start(LakeMaintenance(self.lake))
+
+    def _start(self, worker) -> None:
+        """A worker with ``start() -> Thread`` and ``stop()``: readiness watches its thread, ``stop`` stops it."""
+        self.add_worker(worker.start())
+        self.on_stop(worker.stop)
 
     def stop(self) -> None:
         for fn in reversed(self._stoppers):

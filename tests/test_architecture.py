@@ -36,16 +36,6 @@ THIRD_PARTY = {
 
 # Imports that close a circle of modules, as "importer -> imported".
 CIRCLE_EDGES = {
-    "engine.accounts -> engine.runtime",
-    "engine.health -> engine.runtime",
-    "engine.ingest.service -> engine.runtime",
-    "engine.maintenance -> engine.runtime",
-    "engine.metrics -> engine.runtime",
-    "engine.runtime -> engine.accounts",
-    "engine.runtime -> engine.health",
-    "engine.runtime -> engine.ingest.service",
-    "engine.runtime -> engine.maintenance",
-    "engine.runtime -> engine.metrics",
     "engine.runtime -> engagement.service",
     "engine.runtime -> engagement.worker",
     "engagement.broadcasts -> engine.runtime",
@@ -53,7 +43,6 @@ CIRCLE_EDGES = {
     "engagement.broadcasts -> engagement.service",
     "engagement.dispatch -> engagement.profiles",
     "engagement.emails -> engagement.service",
-    "engagement.tracking -> engine.ingest.service",
     "engagement.tracking -> engine.runtime",
     "engagement.tracking -> engagement.service",
     "engagement.journeys.service -> engine.runtime",
@@ -76,12 +65,6 @@ CIRCLE_EDGES = {
 
 # Imports against the layer table, as "importer -> imported".
 LAYER_EDGES = {
-    "engine.accounts -> engine.runtime",
-    "engine.health -> engine.runtime",
-    "engine.ingest.service -> engine.runtime",
-    "engine.maintenance -> engine.runtime",
-    "engine.metrics -> engine.runtime",
-    "engine.profiles -> engine.runtime",
     "engagement.broadcasts -> engine.runtime",
     "engagement.tracking -> engine.runtime",
     "engagement.journeys.service -> engine.runtime",

@@ -31,7 +31,7 @@ def test_maintain_lake_compacts_without_losing_or_duplicating(tmp_path):
     for chunk in range(6):  # six small appends into the same day
         runtime.lake.append_events(1, _batch(chunk * 50, 50))
     before = runtime.lake.snapshot(1)
-    maintain_lake(runtime)
+    maintain_lake(runtime.lake)
     after = runtime.lake.snapshot(1)
     assert len(before.files) == 6 and len(after.files) == 1
 

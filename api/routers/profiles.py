@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from api.deps import Principal, get_runtime, require, tenant_scoped_404
 from api.pagination import OffsetPage, offset_params, offset_response
-from engine.profiles import get_profile, search_profiles
 from engine.runtime import Runtime
 
 router = APIRouter(prefix="/api/profiles", tags=["profiles"])
@@ -20,13 +19,13 @@ READ = require("profiles:read")
 def list_profiles(request: Request, search: str | None = Query(None, max_length=512),
                   page: OffsetPage = Depends(offset_params), principal: Principal = Depends(READ),
                   runtime: Runtime = Depends(get_runtime)) -> dict:
-    count, results = search_profiles(runtime, principal.tenant_id, search, page.limit, page.offset)
+    count, results = runtime.profiles.search(principal.tenant_id, search, page.limit, page.offset)
     return offset_response(request, page, count, results)
 
 
 @router.get("/{user_id}/")
 def profile(user_id: str, principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)) -> dict:
-    found = get_profile(runtime, principal.tenant_id, user_id)
+    found = runtime.profiles.get(principal.tenant_id, user_id)
     if found is None:
         raise tenant_scoped_404("profile", user_id)
     return found

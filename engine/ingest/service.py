@@ -69,7 +69,7 @@ from storage.manifest import ConcurrentCommitError
 from storage.wal import WriteAheadLog
 
 if TYPE_CHECKING:
-    from engine.runtime import Runtime
+    from engine.settings import Settings
     from storage.dead_letters import DeadLetters
     from storage.lake import EventLake, FileEntry
 
@@ -262,11 +262,11 @@ class IngestService:
         self._committer.start()
 
     @classmethod
-    def open(cls, runtime: "Runtime") -> "IngestService":
-        settings = runtime.settings
+    def open(cls, settings: "Settings", lake: "EventLake", dead_letters: "DeadLetters") -> "IngestService":
+        """The process's ingest over ``settings.wal_dir``; opening replays what an earlier run left there."""
         if settings.read_only:
             raise IngestUnavailable("this segops process is read-only")
-        return cls(runtime.lake, WriteAheadLog(settings.wal_dir), runtime.dead_letters,
+        return cls(lake, WriteAheadLog(settings.wal_dir), dead_letters,
                    flush_interval=settings.flush_interval, max_wal_bytes=settings.wal_max_bytes)
 
     # -- start-up ---------------------------------------------------------------------
@@ -564,11 +564,3 @@ class LakeWatch:
             self._duck.close()
             self._duck = None
 
-
-def start_flusher(runtime: "Runtime") -> None:
-    """Open ingest (replaying the WAL) and flush in the background (Runtime.start_workers)."""
-    if runtime.settings.read_only:
-        return
-    runtime.ingest.start_flusher()
-    for thread in runtime.ingest.threads:
-        runtime.add_worker(thread)
