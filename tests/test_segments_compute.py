@@ -4,8 +4,10 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from common.time import db_time, naive_utc, parse_db_time, utc_now
 from engine.membership import computations as compute
@@ -239,3 +241,15 @@ def test_retention_keeps_recent_computations(client, tenant_a, runtime, live_wor
                                       now=utc_now() + compute.RETENTION_GRACE + timedelta(seconds=1))
     assert removed == 2
     assert [store.exists(keys[job]) for job in jobs] == [False, False, True, True, True]
+
+
+def test_a_job_runs_on_the_backend_it_was_queued_for(client, tenant_a, runtime, live_world):
+    segment = create_segment(client, tenant_a.headers, BIG_SPENDERS)
+    job_id = runtime.compute.enqueue(tenant_a.tenant_id, segment["id"], "cli", backend="duckdb")
+    payload = runtime.meta.query_one("SELECT payload FROM jobs WHERE id = ?", (job_id,))[0]
+    assert orjson.loads(payload) == {"segment_id": segment["id"], "backend": "duckdb"}
+    assert runtime.compute.run_pending() == [job_id]
+    assert runtime.compute.get_job(tenant_a.tenant_id, job_id)["member_count"] == len(BIG_SPENDERS_MEMBERS)
+    with pytest.raises(ValueError, match="unknown query backend 'presto'"):
+        runtime.compute.enqueue(tenant_a.tenant_id, segment["id"], "cli", backend="presto")
+    assert runtime.compute.run_pending() == []  # nothing was queued
