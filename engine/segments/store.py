@@ -9,7 +9,7 @@ does not create a version.
 Deletion is soft (``deleted_at``): a deleted segment answers like a missing one, while
 its computations and member files stay readable for journeys and exports in flight.
 
-This module also declares ``segment_computations`` (written by engine.membership.compute) because
+This module also declares ``segment_computations`` (engine.membership.computations owns it) because
 a segment's JSON shows its current member count and status.
 """
 from __future__ import annotations
