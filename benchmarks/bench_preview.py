@@ -3,7 +3,7 @@
     python -m benchmarks.bench_preview --size 10m      # target: median <= 0.3 s
 
 Three ways, each answering the same question (matched count + the 10 smallest user ids):
-  * engine  ``engine.segments.query.preview``: snapshot, compile, bind, one DuckDB query;
+  * engine  ``SegmentQueries.preview`` (engine.segments.query): snapshot, compile, bind, one DuckDB query;
   * http    ``POST /api/segments/preview/`` through the real ASGI app in-process (auth,
             validation, threadpool, JSON);
   * hand    the hand-written SQL of ``benchmarks.suite`` over the same Parquet files, wrapped
