@@ -23,7 +23,6 @@ from benchmarks.suite import SUITE
 
 def run(size: str = "small", *, dataset=None, runs: int = 5, root: Path = Path("data")) -> list[dict]:
     from compiler import parse_definition
-    from engine.membership import compute
     from engine.runtime import Runtime
     from engine.segments.store import Author, SegmentStore
     from engine.settings import Settings
@@ -46,16 +45,16 @@ def run(size: str = "small", *, dataset=None, runs: int = 5, root: Path = Path("
             seconds = []
             for _ in range(runs):
                 for segment in SUITE:
-                    compute.enqueue(runtime, tenant_id, segment.segment_id, "cli")
+                    runtime.compute.enqueue(tenant_id, segment.segment_id, "cli")
                 started = time.perf_counter()
-                jobs = compute.run_pending_jobs(runtime)
+                jobs = runtime.compute.run_pending()
                 seconds.append(time.perf_counter() - started)
-                failed = [j for j in (compute.get_job(runtime, tenant_id, job) for job in jobs) if j["status"] != "done"]
+                failed = [j for j in (runtime.compute.get_job(tenant_id, job) for job in jobs) if j["status"] != "done"]
                 if failed:
                     raise RuntimeError(f"compute failed: {failed[0]}")
             # The materialized members must equal a direct evaluation at the same as_of.
             for segment in SUITE:
-                job = compute.list_jobs(runtime, tenant_id, segment.segment_id, 1, 0)[1][0]
+                job = runtime.compute.list_jobs(tenant_id, segment.segment_id, 1, 0)[1][0]
                 as_of = datetime.fromisoformat(job["as_of"].replace("Z", "+00:00"))
                 expected = runtime.queries.preview(tenant_id, segment.definition, limit=0,
                                                    as_of=as_of).matched_users

@@ -123,7 +123,6 @@ def _build(data_dir: Path, params: dict) -> Audience:
     import pyarrow.compute as pc
 
     from compiler import parse_definition
-    from engine.membership import compute
     from engine.runtime import Runtime
     from common.time import naive_utc_now
     from engine.segments.store import Author, SegmentStore
@@ -155,9 +154,9 @@ def _build(data_dir: Path, params: dict) -> Audience:
                                        "where": [{"property": prop, "operator": "in", "value": values}]})
         segment = store.create(tenant_id, name=f"bench-{k}", segment_type="rule", description="",
                                definition=definition, author=author)
-        compute.enqueue(runtime, tenant_id, segment["id"], "cli")
+        runtime.compute.enqueue(tenant_id, segment["id"], "cli")
         segments.append({"id": segment["id"], "property": prop, "values": values})
-    compute.run_pending_jobs(runtime)
+    runtime.compute.run_pending()
     failed = runtime.meta.query("SELECT id, error FROM segment_computations WHERE status != 'done'")
     if failed:
         raise SystemExit(f"computations failed: {[dict(row) for row in failed]}")

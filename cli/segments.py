@@ -91,26 +91,26 @@ def _download(runtime: Runtime, key: str, size: int, output: Path) -> None:
 def compute(
     segment: int = typer.Argument(..., help="Segment id"),
     tenant: int | None = typer.Option(None, "--tenant", help="Tenant id (default: the only tenant)"),
-    backend: str | None = typer.Option(None, "--backend", help="duckdb or spark: the engine of this run's "
-                                                               "computations (default: SEGOPS_QUERY_BACKEND)"),
+    backend: str | None = typer.Option(None, "--backend", help="duckdb or spark: the engine of this "
+                                                               "computation (default: SEGOPS_QUERY_BACKEND)"),
 ) -> None:
     """Compute a segment's membership now (and any other queued computation)."""
-    from engine.membership import compute as compute_jobs
+    from engine.membership.compute import SegmentHasNoDefinition
     from engine.segments.store import SegmentNotFound
 
     if backend not in (None, "duckdb", "spark"):
         _fail(f"--backend must be duckdb or spark, not {backend!r}")
-    runtime = open_runtime(**({"query_backend": backend} if backend else {}))
+    runtime = open_runtime()
     tenant_id = _tenant(runtime, tenant)
     try:
-        job_id = compute_jobs.enqueue(runtime, tenant_id, segment, "cli")
+        job_id = runtime.compute.enqueue(tenant_id, segment, "cli", backend=backend)
     except SegmentNotFound:
         _fail(f"no segment {segment} in tenant {tenant_id}")
-    except compute_jobs.SegmentHasNoDefinition:
+    except SegmentHasNoDefinition:
         _fail(f"segment {segment} has no definition yet")
     with console.status(f"computing segment {segment}"):
-        compute_jobs.run_pending_jobs(runtime)
-    job = compute_jobs.get_job(runtime, tenant_id, job_id)
+        runtime.compute.run_pending()
+    job = runtime.compute.get_job(tenant_id, job_id)
     runtime.stop()
     if job["status"] != "done":
         _fail(f"computation {job_id} is {job['status']}: {job['error'] or 'another worker holds it'}")

@@ -18,10 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from common.time import api_time, db_time, parse_db_time, utc_now
-from engine.membership.computations import read_members
 from engine.errors import Conflict, Gone
 from engine.segments.query import DefinitionError
-from engine.segments.store import SegmentStore
+from engine.segments.store import SegmentNotFound, SegmentStore
 from engagement.common import NotFound, SendsError, dumps, loads
 from engagement.emails import snapshot_template
 from engagement.recipients import valid_address
@@ -71,14 +70,12 @@ class Broadcasts:
         """The audience's user ids now (unique, sorted)."""
         if audience.get("segmentId") is not None:
             segment_id = audience["segmentId"]
-            row = self.meta.query_one(
-                "SELECT s.definition, c.members_key FROM segments s LEFT JOIN segment_computations c "
-                "ON c.id = s.current_computation_id WHERE s.id = ? AND s.tenant_id = ? AND s.deleted_at IS NULL",
-                (segment_id, tenant_id))
-            if row is None:
-                raise SendsError("audience.segmentId", f"no segment {segment_id}", "segment_not_found")
-            if row["members_key"] is not None:
-                return pc.unique(read_members(self.runtime.lake.store, row["members_key"])).sort()
+            try:
+                members = self.runtime.computations.current_members(tenant_id, segment_id)
+            except SegmentNotFound:
+                raise SendsError("audience.segmentId", f"no segment {segment_id}", "segment_not_found") from None
+            if members is not None:
+                return pc.unique(members).sort()
             found = SegmentStore(self.meta).definition(tenant_id, segment_id)
             if found is None:
                 raise SendsError("audience.segmentId", f"segment {segment_id} has no definition yet",

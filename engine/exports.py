@@ -1,8 +1,8 @@
 """Segment member exports: one file of a computation's members (plus chosen traits) in the lake.
 
 An export pins the segment's current computation when it is requested, so it is reproducible
-whatever recomputes follow. A worker thread (``start_export_worker``) runs queued exports; tests and the
-CLI call ``Exports.run`` directly. Each export is one query of the batch backend,
+whatever recomputes follow. A worker thread (``Exports.worker``, started by the runtime) runs
+queued exports; tests and the CLI call ``Exports.run`` directly. Each export is one query of the batch backend,
 ``SELECT members [LEFT JOIN profiles]``, written by ``QueryBackend.write_file`` straight to its
 final place (DuckDB: ``COPY``, locally into the store's scratch directory and then renamed under
 its key, on S3 by httpfs's multipart upload, which becomes visible only when complete). Either
@@ -34,7 +34,11 @@ from engine.segments.store import SegmentNotComputed, SegmentNotFound, ensure_sc
 
 if TYPE_CHECKING:
     from backends.base import QueryBackend
-    from engine.runtime import Runtime
+    from backends.registry import Backends
+    from engine.jobs import JobQueue
+    from engine.membership.computations import ComputationStore
+    from storage.lake import EventLake
+    from storage.metadata import MetadataStore
 
 log = logging.getLogger("segops.exports")
 
@@ -102,12 +106,12 @@ def export_json(row) -> dict[str, Any]:
 class Exports:
     """``runtime.exports``."""
 
-    def __init__(self, runtime: Runtime):
-        self._runtime = runtime
-        self._meta = runtime.meta
-        ensure_schema(self._meta)  # segments and their computations, read here
+    def __init__(self, meta: MetadataStore, jobs: JobQueue, computations: ComputationStore, lake: EventLake,
+                 backends: Backends):
+        self._meta, self._jobs, self._computations = meta, jobs, computations
+        self._lake, self._backends = lake, backends
+        ensure_schema(self._meta)  # segments, read here
         self._meta.ensure_schema("segment_exports", SCHEMA)
-        self._jobs = runtime.jobs
         self.worker = JobWorker(self._jobs, KIND, self._handle, name="segops-exports")
 
     # -- requests ---------------------------------------------------------------------
@@ -140,7 +144,7 @@ class Exports:
     def _check_traits(self, tenant_id: int, traits: list[str]) -> None:
         if len(traits) > MAX_TRAITS:
             raise ExportError("traits", f"at most {MAX_TRAITS} traits", "too_many_traits")
-        known = self._runtime.lake.profiles_snapshot(tenant_id).traits
+        known = self._lake.profiles_snapshot(tenant_id).traits
         seen = set()
         for i, name in enumerate(traits):
             if not isinstance(name, str) or name not in known:
@@ -204,16 +208,14 @@ class Exports:
         return done
 
     def _write(self, row, progress: Callable[[float], None] | None) -> tuple[str, int, int]:
-        backend = self._runtime.backends.batch
-        computation = self._meta.query_one(
-            "SELECT members_key FROM segment_computations WHERE id = ? AND files_deleted_at IS NULL",
-            (row["computation_id"],))
-        if computation is None or computation["members_key"] is None:
+        backend = self._backends.batch
+        members_key = self._computations.kept_members_key(row["computation_id"])
+        if members_key is None:
             raise FileNotFoundError(f"the members of computation {row['computation_id']} are no longer kept")
         fmt = row["format"]
         key = f"exports/tenant_id={row['tenant_id']}/export={row['id']}/members.{fmt}"
         traits = orjson.loads(row["traits"])
-        query = self._select(backend, row["tenant_id"], computation["members_key"], fmt, traits)
+        query = self._select(backend, row["tenant_id"], members_key, fmt, traits)
         # The members file is in user_id order; a join with profiles needs the order restored.
         written = backend.write_file(query, key, fmt, order_by=("user_id",) if traits else (), progress=progress)
         return written.key, written.rows, written.bytes
@@ -229,7 +231,7 @@ class Exports:
                    exp.alias_(computed_at, "computed_at", quoted=True)]
         query = exp.select(*columns).from_(members)
         if traits:
-            lake = self._runtime.backends.tenant_lake(tenant_id)
+            lake = self._backends.tenant_lake(tenant_id)
             for name in traits:
                 column, _ = lake.profiles.traits[name]
                 query = query.select(exp.alias_(exp.column(column, table="p", quoted=True), name, quoted=True))
@@ -242,13 +244,4 @@ class Exports:
     # -- worker -----------------------------------------------------------------------
     def wake(self) -> None:
         self._jobs.wake(KIND)
-
-
-def start_export_worker(runtime: Runtime) -> None:
-    """Run queued exports in a thread (not in read-only processes; Runtime.start_workers)."""
-    if runtime.settings.read_only:
-        return
-    worker = runtime.exports.worker
-    runtime.add_worker(worker.start())
-    runtime.on_stop(worker.stop)
 

@@ -21,7 +21,7 @@ from storage.metadata import MetadataStore
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from engine.membership.compute import ComputationResult
+    from engine.membership.computations import ComputationResult
 
 
 class Runtime:
@@ -149,11 +149,32 @@ class Runtime:
         return JobQueue(self.meta)
 
     @cached_property
-    def membership(self):
-        """The online membership index, loaded from SQLite + the lake (engine.membership.index)."""
-        from engine.membership.index import build_index
+    def computations(self):
+        """Computations and their members/changes files (engine.membership.computations)."""
+        from engine.membership.computations import ComputationStore
 
-        return build_index(self)
+        return ComputationStore(self.meta, self.lake, self.backends)
+
+    @cached_property
+    def compute(self):
+        """Membership computation jobs and their scheduler (engine.membership.compute)."""
+        from engine.membership.compute import ComputeService
+
+        return ComputeService(self.jobs, self.segments, self.queries, self.computations, self.backends,
+                              listeners=self.compute_listeners,
+                              observe=lambda outcome, seconds: self.metrics.job_finished(outcome, seconds))
+
+    @cached_property
+    def membership(self):
+        """The online membership index, loaded from SQLite + the lake, evaluating never-computed
+        segments on demand (engine.membership.index)."""
+        from engine.membership.index import MembershipIndex, segment_evaluator
+
+        index = MembershipIndex(self.meta, self.computations,
+                                segment_evaluator(self.segments.definition, self.queries.evaluate_for_users))
+        index.load()
+        self.on_stop(index.close)
+        return index
 
     @cached_property
     def profiles(self):
@@ -167,7 +188,7 @@ class Runtime:
         """Segment member exports (engine.exports)."""
         from engine.exports import Exports
 
-        return Exports(self)
+        return Exports(self.meta, self.jobs, self.computations, self.lake, self.backends)
 
     @cached_property
     def sends(self):
@@ -187,8 +208,6 @@ class Runtime:
         """Start the background workers, in this order (``stop`` stops them in reverse). Each start
         function skips what a read-only process must not run, hands its threads to ``add_worker``
         and its stop to ``on_stop``."""
-        from engine.membership.compute import start_compute_worker
-        from engine.exports import start_export_worker
         from engine.maintenance import LakeMaintenance
         from engagement.worker import start_send_worker
 
@@ -196,8 +215,10 @@ class Runtime:
             self.ingest.start_flusher()
             for thread in self.ingest.threads:
                 self.add_worker(thread)
-        start_compute_worker(self)
-        start_export_worker(self)
+        if not self.settings.read_only:
+            self.backends  # noqa: B018 - created first so that they close after the job workers stop
+            self._start(self.compute.worker)
+            self._start(self.exports.worker)
         self.membership  # noqa: B018 - load the index before the first request instead of during it
         start_send_worker(self)
         if not self.settings.read_only:

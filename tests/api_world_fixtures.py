@@ -17,7 +17,6 @@ import orjson
 import pyarrow as pa
 
 from common.time import naive_utc_now as utc_now
-from engine.membership import compute
 
 USER_ID = "world-user"
 EMAIL = "world-user@example.com"
@@ -57,7 +56,7 @@ def build_resources(client, runtime, creds, user_id: str = USER_ID) -> dict[str,
                                                        "definition": DEFINITION}, headers=h))
     ids["segment_id"], ids["version"] = segment["id"], segment["version"]
     ids["job_id"] = _ok(client.post(f"/api/segments/{segment['id']}/compute/", headers=h), 202)["job_id"]
-    compute.run_pending_jobs(runtime)
+    runtime.compute.run_pending()
     ids["export_id"] = _ok(client.post(f"/api/segments/{segment['id']}/export/", json={"format": "csv"},
                                        headers=h), 202)["export_id"]
     runtime.exports.run_pending()

@@ -16,7 +16,7 @@ import orjson
 import pyarrow as pa
 
 from compiler import parse_definition
-from engine.membership import compute as compute_module
+from engine.membership import computations as compute_module
 from engine.segments.store import Author, SegmentStore
 
 NOW = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
@@ -63,8 +63,8 @@ def set_definition(runtime, tenant_id: int, segment_id: int, definition: dict) -
 
 def compute(runtime, tenant_id: int, segment_id: int) -> int:
     """Compute the segment now (synchronously); returns the computation id."""
-    job_id = compute_module.enqueue(runtime, tenant_id, segment_id, "cli")
-    compute_module.run_pending_jobs(runtime)
+    job_id = runtime.compute.enqueue(tenant_id, segment_id, "cli")
+    runtime.compute.run_pending()
     row = runtime.meta.query_one("SELECT status, error FROM segment_computations WHERE id = ?", (job_id,))
     assert row["status"] == "done", row["error"]
     return job_id

@@ -25,7 +25,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from engine.membership import compute
 from engine.accounts import SCOPES
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -134,7 +133,7 @@ def world(tmp_path_factory, _accounts_template):
 def settle(runtime) -> None:
     """Run every kind of background work to the end (what a server's workers would do)."""
     for _ in range(5):
-        compute.run_pending_jobs(runtime)
+        runtime.compute.run_pending()
         runtime.exports.run_pending()
         drain(runtime)
 

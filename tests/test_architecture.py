@@ -36,16 +36,6 @@ THIRD_PARTY = {
 
 # Imports that close a circle of modules, as "importer -> imported".
 CIRCLE_EDGES = {
-    "engine.membership.compute -> engine.runtime",
-    "engine.exports -> engine.runtime",
-    "engine.membership.compute -> engine.membership.computations",
-    "engine.membership.computations -> engine.runtime",
-    "engine.membership.index -> engine.membership.computations",
-    "engagement.broadcasts -> engine.membership.computations",
-    "engine.membership.index -> engine.runtime",
-    "engine.runtime -> engine.membership.compute",
-    "engine.runtime -> engine.exports",
-    "engine.runtime -> engine.membership.index",
     "engine.runtime -> engagement.service",
     "engine.runtime -> engagement.worker",
     "engagement.broadcasts -> engine.runtime",
@@ -75,10 +65,6 @@ CIRCLE_EDGES = {
 
 # Imports against the layer table, as "importer -> imported".
 LAYER_EDGES = {
-    "engine.membership.compute -> engine.runtime",
-    "engine.exports -> engine.runtime",
-    "engine.membership.computations -> engine.runtime",
-    "engine.membership.index -> engine.runtime",
     "engagement.broadcasts -> engine.runtime",
     "engagement.tracking -> engine.runtime",
     "engagement.journeys.service -> engine.runtime",

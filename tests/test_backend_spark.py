@@ -294,7 +294,6 @@ def test_segops_compute_and_export_on_spark_give_duckdb_s_members_and_files(spar
     from typer.testing import CliRunner
 
     from cli import segments as cli_segments
-    from engine.membership.computations import read_members
     from tests.membership_fixtures import add_events, create_segment, frequency
 
     a = tenants.a.tenant_id
@@ -309,7 +308,7 @@ def test_segops_compute_and_export_on_spark_give_duckdb_s_members_and_files(spar
         assert done.exit_code == 0, done.output
         assert "5 members" in done.output
         row = runtime.meta.query_one("SELECT members_key FROM segment_computations ORDER BY id DESC LIMIT 1")
-        members[backend] = read_members(runtime.lake.store, row["members_key"]).to_pylist()
+        members[backend] = runtime.computations.read_members(row["members_key"]).to_pylist()
         if backend == "spark":  # the computation ran Spark jobs
             assert len(spark.sparkContext.statusTracker().getJobIdsForGroup(None)) > len(jobs)
     assert members["spark"] == members["duckdb"] == [f"c{i}" for i in range(5)]

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from common.time import db_time, utc_now
-from engine.membership import compute
 from tests.sends_fixtures import drain, make_template, outbox, profiles
 
 pytest_plugins = ["tests.api_fixtures", "tests.sends_fixtures"]
@@ -26,7 +25,7 @@ def audience(client, tenants, runtime):
     segment = client.post("/api/segments/", json={"name": "Pro", "segment_type": "rule", "definition": PRO},
                           headers=a.headers).json()
     assert client.post(f"/api/segments/{segment['id']}/compute/", headers=a.headers).status_code == 202
-    compute.run_pending_jobs(runtime)
+    runtime.compute.run_pending()
     template = make_template(client, a.headers, subject="News for {{ first_name }}")
     return a, segment["id"], template["id"]
 
@@ -70,7 +69,7 @@ def test_frozen_audience_ignores_later_changes_to_the_segment(client, audience, 
                     headers=a.headers).json()
     profiles(runtime, a.tenant_id, {"f0": {"plan": "pro"}})  # f0 joins the segment after the prepare
     client.post(f"/api/segments/{segment_id}/compute/", headers=a.headers)
-    compute.run_pending_jobs(runtime)
+    runtime.compute.run_pending()
     client.post("/api/broadcasts/send-prepared/", json={"preparedSendId": p["id"]}, headers=a.headers)
     drain(runtime)
     assert "f0@example.com" not in {m["To"] for m in outbox(data_dir)}

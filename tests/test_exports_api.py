@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from common.time import db_time, utc_now
-from engine.membership import compute as compute_module
+from engine.membership import computations as compute_module
 from tests.membership_fixtures import add_events, add_profiles, compute, create_segment, frequency
 
 pytest_plugins = ["tests.api_fixtures"]
@@ -127,9 +127,8 @@ def test_export_pins_the_computation_it_was_requested_on(client, runtime, tenant
 
 
 def test_worker_thread_runs_queued_exports(runtime, tenants, segment):
-    from engine.exports import start_export_worker
 
-    start_export_worker(runtime)
+    runtime._start(runtime.exports.worker)
     export_id = runtime.exports.create(tenants.a.tenant_id, segment, "csv")["export_id"]
     deadline = time.monotonic() + 20
     while runtime.exports.get(tenants.a.tenant_id, export_id)["status"] != "done":
@@ -138,13 +137,12 @@ def test_worker_thread_runs_queued_exports(runtime, tenants, segment):
 
 
 def test_export_can_wait_until_it_is_done(client, runtime, tenants, segment):
-    from engine.exports import start_export_worker
 
     a = tenants.a
     url = f"/api/segments/{segment}/export/"
     still = client.post(url, params={"wait": "0.2"}, json={"format": "csv"}, headers=a.headers)  # no worker yet
     assert still.status_code == 202 and still.json()["status"] == "queued", still.text
-    start_export_worker(runtime)  # stopped by runtime.stop() at teardown
+    runtime._start(runtime.exports.worker)  # stopped by runtime.stop() at teardown
     done = client.post(url, params={"wait": "20"}, json={"format": "jsonl"}, headers=a.headers)
     assert done.status_code == 200 and done.json()["status"] == "done", done.text
     rows = read_back("jsonl", client.get(done.json()["download_url"], headers=a.headers).content)
@@ -160,7 +158,7 @@ def test_export_of_a_removed_snapshot_fails_cleanly(client, runtime, tenants, se
     for _ in range(compute_module.KEEP_COMPUTATIONS):
         compute(runtime, a.tenant_id, segment)
     later = utc_now() + compute_module.RETENTION_GRACE + timedelta(minutes=1)
-    assert compute_module.apply_retention(runtime, a.tenant_id, segment, now=later) == 1  # the pinned one
+    assert runtime.computations.apply_retention(a.tenant_id, segment, now=later) == 1  # the pinned one
     runtime.exports.run_pending()
     failed = client.get(f"/api/segments/{segment}/export/", params={"export_id": queued["export_id"]},
                         headers=a.headers).json()

@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.membership import compute
 from engine.runtime import Runtime
 from engine.settings import Settings
 from storage.metadata import MetadataStore
@@ -108,19 +107,19 @@ def test_a_base_commit_data_dir_migrates_and_works(base_code, tmp_path):
         assert set(kinds) == {*old["done"], old["queued"], old["running"], old["failed"]}  # ids kept
 
         def job(job_id):
-            return compute.get_job(runtime, tenant, job_id)
+            return runtime.compute.get_job(tenant, job_id)
 
         assert [job(i)["status"] for i in old["done"]] == ["done", "done"]
         assert (job(old["failed"])["status"], job(old["failed"])["error"]) == ("failed", "boom")
         assert job(old["queued"])["status"] == "queued"
-        changes = compute.read_changes(runtime, tenant, old["done"][0])
+        changes = runtime.computations.read_changes(tenant, old["done"][0])
         assert changes.column("user_id").to_pylist() == ["u1", "u2"]
         done_export = runtime.exports.get(tenant, old["exported"])
         assert (done_export["status"], done_export["row_count"]) == ("done", 2)
         assert runtime.lake.store.get_bytes(runtime.exports.file(tenant, old["exported"]).key).startswith(b"user_id")
 
         # queued work runs; the dead worker's computation is taken over once its lease lapsed
-        assert sorted(compute.run_pending_jobs(runtime)) == sorted([old["queued"], old["running"]])
+        assert sorted(runtime.compute.run_pending()) == sorted([old["queued"], old["running"]])
         assert (job(old["running"])["status"], job(old["running"])["member_count"]) == ("done", 2)
         assert jobs.get(tenant, old["running"])["attempts"] == 2
         assert job(old["queued"])["entered_count"] == 0  # relative to the old computation, read back
@@ -130,9 +129,9 @@ def test_a_base_commit_data_dir_migrates_and_works(base_code, tmp_path):
         assert members.column("user_id").to_pylist() == ["u1", "u2"]
 
         # new ids follow the old ones, whichever table they came from
-        new = compute.enqueue(runtime, tenant, old["viewers"], "api")
+        new = runtime.compute.enqueue(tenant, old["viewers"], "api")
         assert new > max(kinds) and new > max(r[0] for r in runtime.meta.query("SELECT job_id FROM segment_exports"))
-        assert compute.run_pending_jobs(runtime) == [new]
+        assert runtime.compute.run_pending() == [new]
 
         # open sends became send jobs: the dead worker's hand-offs are recovered (the one in the outbox is
         # not sent again), the queued ones go out, the sent ones stay as they were

@@ -241,7 +241,6 @@ def test_next_time_of_day_across_dst_and_bad_zones():
 
 
 def test_segment_entry_triggers_runs_for_entered_recipients_only(client, setup, runtime, data_dir):
-    from engine.membership import compute
 
     a, welcome, pro, free = setup
     segment = client.post("/api/segments/", json={"name": "Pro", "segment_type": "rule", "definition": {
@@ -250,12 +249,12 @@ def test_segment_entry_triggers_runs_for_entered_recipients_only(client, setup, 
     j = make_journey(client, a.headers, status="active", trigger={"type": "segment", "segmentId": segment["id"]},
                      steps=[{"id": "hello", "type": "send_email", "templateId": pro}])
     client.post(f"/api/segments/{segment['id']}/compute/", headers=a.headers)
-    compute.run_pending_jobs(runtime)
+    runtime.compute.run_pending()
     drain(runtime)
     assert subjects(data_dir) == [("u1@example.com", "Pro tips for Ann"), ("u3@example.com", "Pro tips for Cy")]
     profiles(runtime, a.tenant_id, {"u2": {"plan": "pro"}})  # u2 enters on the next computation
     client.post(f"/api/segments/{segment['id']}/compute/", headers=a.headers)
-    compute.run_pending_jobs(runtime)
+    runtime.compute.run_pending()
     drain(runtime)
     assert [to for to, _ in subjects(data_dir)] == ["u1@example.com", "u2@example.com", "u3@example.com"]
     assert client.get(f"/api/journeys/{j['id']}/", headers=a.headers).json()["stats"]["runs"] == 3

@@ -190,7 +190,7 @@ def test_index_agrees_with_a_reference_of_sets(shared_runtime, operations):
             store.delete(tenant, segment_ids.pop(k))
         check(index, tenant, reference, set(segment_ids.values()), USERS[::7])
     check(index, tenant, reference, set(segment_ids.values()), USERS)
-    restarted = MembershipIndex(runtime.meta, runtime.lake.store)
+    restarted = MembershipIndex(runtime.meta, runtime.computations)
     restarted.load()
     check(restarted, tenant, reference, set(segment_ids.values()), USERS)
     restarted.close()

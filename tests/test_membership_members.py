@@ -7,7 +7,7 @@ import pytest
 
 from api.pagination import encode_cursor
 from common.time import utc_now
-from engine.membership import compute as compute_module
+from engine.membership import computations as compute_module
 from tests.membership_fixtures import add_events, compute, create_segment, frequency
 
 pytest_plugins = ["tests.api_fixtures"]
@@ -88,7 +88,7 @@ def test_expired_snapshot_answers_410(client, runtime, tenants, segment):
     for _ in range(compute_module.KEEP_COMPUTATIONS):
         compute(runtime, a.tenant_id, segment)
     later = utc_now() + compute_module.RETENTION_GRACE + timedelta(minutes=1)
-    assert compute_module.apply_retention(runtime, a.tenant_id, segment, now=later) == 1
+    assert runtime.computations.apply_retention(a.tenant_id, segment, now=later) == 1
     r = client.get(f"/api/segments/{segment}/members/", params={"cursor": first["next_cursor"]}, headers=a.headers)
     assert r.status_code == 410 and r.json()["code"] == "cursor_expired"
 

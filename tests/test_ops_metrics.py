@@ -9,7 +9,6 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from engine.membership import compute
 from engine.runtime import Runtime
 from engine.settings import Settings
 from tests.sends_fixtures import make_template, profiles
@@ -124,12 +123,12 @@ def test_compute_membership_and_send_queue_series(local, runtime, tenant_a):
                          headers=h).json()
     assert local.post(f"/api/segments/{segment['id']}/compute/", headers=h).status_code == 202
     assert value(scrape(local), "segops_compute_queue_depth", status="queued") == 1
-    compute.run_pending_jobs(runtime)  # what the compute worker runs
+    runtime.compute.run_pending()  # what the compute worker runs
     broken = local.post("/api/segments/", json={"name": "Broken", "segment_type": "rule", "definition": {
         "logic": "AND", "conditions": [{"type": "trait", "trait": "never_set", "operator": "eq", "value": 1}]}},
         headers=h).json()
     job = local.post(f"/api/segments/{broken['id']}/compute/", headers=h).json()
-    compute.run_pending_jobs(runtime)
+    runtime.compute.run_pending()
     failed = local.get(f"/api/segments/jobs/{job['job_id']}/", headers=h).json()
     assert failed["status"] == "failed", failed
 

@@ -19,7 +19,6 @@ REPO = Path(__file__).resolve().parents[1]
 _ACCEPT_WITHOUT_API = """
 import json, sys
 from compiler import parse_definition
-from engine.membership import compute
 from engine.ingest.service import now_us
 from engine.ingest.parse import EventColumns
 from engine.runtime import Runtime
@@ -52,8 +51,8 @@ columns = EventColumns(event_ids=["e-1", "e-2"], user_ids=["ann", "bob"], event_
 outcome = rt.ingest.submit_events(tenant_id, columns, received).result(timeout=30)
 matched = rt.event_feed.accepted(tenant_id, outcome.events)
 rt.ingest.flush_now()
-compute.enqueue(rt, tenant_id, segment["id"])
-compute.run_pending_jobs(rt)
+rt.compute.enqueue(tenant_id, segment["id"])
+rt.compute.run_pending()
 result = {"api_loaded": any(m == "api" or m.startswith("api.") for m in sys.modules), "matched": matched,
           "event_runs": runs(on_event), "entry_runs": runs(on_entry)}
 rt.stop()

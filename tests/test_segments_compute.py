@@ -4,11 +4,13 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from common.time import db_time, naive_utc, parse_db_time, utc_now
-from engine.membership import compute
+from engine.membership import computations as compute
 from tests.segments_fixtures import DAY, append_events, create_segment
 
 pytest_plugins = ["tests.api_fixtures", "tests.segments_fixtures"]
@@ -43,7 +45,7 @@ def test_job_lifecycle_and_materialized_members(client, tenant_a, runtime, live_
     # asking again while queued returns the same job
     assert start_job(client, tenant_a.headers, segment["id"]) == job_id
 
-    assert compute.run_pending_jobs(runtime) == [job_id]
+    assert runtime.compute.run_pending() == [job_id]
     done = client.get(f"/api/segments/{segment['id']}/jobs/{job_id}/", headers=tenant_a.headers).json()
     assert done["status"] == "done", done
     assert (done["member_count"], done["entered_count"], done["exited_count"]) == (5, 5, 0)
@@ -77,7 +79,7 @@ def test_entered_and_exited_after_new_events(client, tenant_a, tenant_b, runtime
     runtime.compute_listeners.append(lambda result: 1 / 0)  # a broken consumer changes nothing
     try:
         first = start_job(client, tenant_a.headers, segment["id"])
-        compute.run_pending_jobs(runtime)
+        runtime.compute.run_pending()
         # erin spends 1 more (499.5 -> 500.5: enters), bob gets a 200 refund (600 -> 400: exits);
         # tenant B's events never count for A
         append_events(runtime, tenant_a.tenant_id, [
@@ -87,7 +89,7 @@ def test_entered_and_exited_after_new_events(client, tenant_a, tenant_b, runtime
         append_events(runtime, tenant_b.tenant_id, [("dave", "order_placed", DAY, {"total": 10_000})],
                       as_of=live_world.as_of)
         second = start_job(client, tenant_a.headers, segment["id"])
-        compute.run_pending_jobs(runtime)
+        runtime.compute.run_pending()
     finally:
         del runtime.compute_listeners[-2:]
 
@@ -103,10 +105,10 @@ def test_entered_and_exited_after_new_events(client, tenant_a, tenant_b, runtime
     assert (result.entered_user_ids, result.exited_user_ids) == (["erin"], ["bob"])
     assert read_parquet(runtime, result.members_key).column("user_id").to_pylist() == [
         "alice", "carol", "erin", "gina", "hank"]
-    changes = compute.read_changes(runtime, tenant_a.tenant_id, second)
+    changes = runtime.computations.read_changes(tenant_a.tenant_id, second)
     assert list(zip(changes.column("change").to_pylist(), changes.column("user_id").to_pylist())) == [
         ("entered", "erin"), ("exited", "bob")]
-    assert compute.read_changes(runtime, tenant_b.tenant_id, second) is None
+    assert runtime.computations.read_changes(tenant_b.tenant_id, second) is None
 
 
 def test_failed_job_reports_the_error_then_recovers(client, tenant_a, runtime, live_world):
@@ -116,7 +118,7 @@ def test_failed_job_reports_the_error_then_recovers(client, tenant_a, runtime, l
                   "operator": "gt", "value": 0}
     segment = create_segment(client, tenant_a.headers, definition)
     failed = start_job(client, tenant_a.headers, segment["id"])
-    compute.run_pending_jobs(runtime)
+    runtime.compute.run_pending()
     job = client.get(f"/api/segments/jobs/{failed}/", headers=tenant_a.headers).json()
     assert job["status"] == "failed" and "definition.property" in job["error"], job
     assert client.get(f"/api/segments/{segment['id']}/", headers=tenant_a.headers).json()["status"] == "failed"
@@ -125,7 +127,7 @@ def test_failed_job_reports_the_error_then_recovers(client, tenant_a, runtime, l
                   as_of=live_world.as_of)
     retry = start_job(client, tenant_a.headers, segment["id"])
     assert retry != failed
-    compute.run_pending_jobs(runtime)
+    runtime.compute.run_pending()
     job = client.get(f"/api/segments/jobs/{retry}/", headers=tenant_a.headers).json()
     assert (job["status"], job["member_count"]) == ("done", 1)
 
@@ -140,38 +142,38 @@ def test_scheduler_follows_interval_and_versions(client, tenant_a, runtime, live
     segment = create_segment(client, tenant_a.headers, BIG_SPENDERS)
     create_segment(client, tenant_a.headers, name="draft")  # nothing to compute
     url = f"/api/segments/{segment['id']}/"
-    first = compute.schedule_due(runtime)
+    first = runtime.compute.schedule_due()
     assert len(first) == 1
-    assert compute.schedule_due(runtime) == []  # already queued
-    compute.run_pending_jobs(runtime)
+    assert runtime.compute.schedule_due() == []  # already queued
+    runtime.compute.run_pending()
     assert client.get(f"/api/segments/jobs/{first[0]}/", headers=tenant_a.headers).json()["trigger"] == "schedule"
 
     now = utc_now()
-    assert compute.schedule_due(runtime, now + timedelta(minutes=14)) == []
-    assert len(compute.schedule_due(runtime, now + timedelta(minutes=16))) == 1  # default 15 minutes
-    compute.run_pending_jobs(runtime)
+    assert runtime.compute.schedule_due(now + timedelta(minutes=14)) == []
+    assert len(runtime.compute.schedule_due(now + timedelta(minutes=16))) == 1  # default 15 minutes
+    runtime.compute.run_pending()
 
     client.patch(url, json={"compute_interval_minutes": 60}, headers=tenant_a.headers)
     now = utc_now()
-    assert compute.schedule_due(runtime, now + timedelta(minutes=16)) == []
-    assert len(compute.schedule_due(runtime, now + timedelta(minutes=61))) == 1
-    compute.run_pending_jobs(runtime)
+    assert runtime.compute.schedule_due(now + timedelta(minutes=16)) == []
+    assert len(runtime.compute.schedule_due(now + timedelta(minutes=61))) == 1
+    runtime.compute.run_pending()
 
     # a new definition version is due at once
     client.patch(url, json={"definition": {**BIG_SPENDERS, "value": 900}}, headers=tenant_a.headers)
     assert client.get(url, headers=tenant_a.headers).json()["status"] == "stale"
-    (job_id,) = compute.schedule_due(runtime)
-    compute.run_pending_jobs(runtime)
+    (job_id,) = runtime.compute.schedule_due()
+    runtime.compute.run_pending()
     job = client.get(f"/api/segments/jobs/{job_id}/", headers=tenant_a.headers).json()
     assert (job["version"], job["member_count"]) == (2, 1)  # carol
     assert client.get(url, headers=tenant_a.headers).json()["status"] == "ready"
 
     client.delete(url, headers=tenant_a.headers)
-    assert compute.schedule_due(runtime, utc_now() + timedelta(days=1)) == []
+    assert runtime.compute.schedule_due(utc_now() + timedelta(days=1)) == []
 
 
 def test_background_worker_runs_queued_jobs(client, tenant_a, runtime, live_world):
-    compute.start_compute_worker(runtime)  # stopped by runtime.stop() at teardown
+    runtime._start(runtime.compute.worker)  # stopped by runtime.stop() at teardown
     segment = create_segment(client, tenant_a.headers, BIG_SPENDERS)
     job_id = start_job(client, tenant_a.headers, segment["id"])
     deadline = time.monotonic() + 20
@@ -190,7 +192,7 @@ def test_compute_can_wait_for_the_job(client, tenant_a, runtime, live_world):
     still = client.post(url, params={"wait": "0.3"}, headers=tenant_a.headers)  # no worker yet: the wait ends
     assert time.monotonic() - started >= 0.3
     assert still.status_code == 202 and still.json()["status"] == "queued", still.text
-    compute.start_compute_worker(runtime)  # stopped by runtime.stop() at teardown
+    runtime._start(runtime.compute.worker)  # stopped by runtime.stop() at teardown
     done = client.post(url, params={"wait": "20"}, headers=tenant_a.headers)
     assert done.status_code == 200, done.text
     body = done.json()
@@ -210,13 +212,13 @@ def test_a_job_whose_worker_died_is_taken_over(client, tenant_a, runtime, live_w
     lease = utc_now() + timedelta(seconds=60)
     runtime.meta.execute("UPDATE jobs SET status = 'running', attempts = 1, started_at = ?,"
                          " lease_until = ? WHERE id = ?", (db_time(utc_now()), db_time(lease), job_id))
-    assert compute.run_pending_jobs(runtime) == []
+    assert runtime.compute.run_pending() == []
     # ...and while it runs, a second job of the same segment waits
     second = start_job(client, tenant_a.headers, segment["id"])
-    assert second != job_id and compute.run_pending_jobs(runtime) == []
+    assert second != job_id and runtime.compute.run_pending() == []
     runtime.meta.execute("UPDATE jobs SET lease_until = ? WHERE id = ?",
                          (db_time(utc_now() - timedelta(seconds=1)), job_id))
-    assert compute.run_pending_jobs(runtime) == [job_id, second]
+    assert runtime.compute.run_pending() == [job_id, second]
     row = runtime.meta.query_one("SELECT status, attempts FROM jobs WHERE id = ?", (job_id,))
     assert (row["status"], row["attempts"]) == ("done", 2)
     second_job = client.get(f"/api/segments/jobs/{second}/", headers=tenant_a.headers).json()
@@ -228,14 +230,26 @@ def test_retention_keeps_recent_computations(client, tenant_a, runtime, live_wor
     jobs = []
     for _ in range(compute.KEEP_COMPUTATIONS + 2):
         jobs.append(start_job(client, tenant_a.headers, segment["id"]))
-        compute.run_pending_jobs(runtime)
+        runtime.compute.run_pending()
     keys = {job: runtime.meta.query_one("SELECT members_key FROM segment_computations WHERE id = ?", (job,))[0]
             for job in jobs}
     store = runtime.lake.store
     assert all(store.exists(key) for key in keys.values())
     soon = utc_now() + compute.RETENTION_GRACE - timedelta(minutes=5)  # superseded too recently
-    assert compute.apply_retention(runtime, tenant_a.tenant_id, segment["id"], now=soon) == 0
-    removed = compute.apply_retention(runtime, tenant_a.tenant_id, segment["id"],
+    assert runtime.computations.apply_retention(tenant_a.tenant_id, segment["id"], now=soon) == 0
+    removed = runtime.computations.apply_retention(tenant_a.tenant_id, segment["id"],
                                       now=utc_now() + compute.RETENTION_GRACE + timedelta(seconds=1))
     assert removed == 2
     assert [store.exists(keys[job]) for job in jobs] == [False, False, True, True, True]
+
+
+def test_a_job_runs_on_the_backend_it_was_queued_for(client, tenant_a, runtime, live_world):
+    segment = create_segment(client, tenant_a.headers, BIG_SPENDERS)
+    job_id = runtime.compute.enqueue(tenant_a.tenant_id, segment["id"], "cli", backend="duckdb")
+    payload = runtime.meta.query_one("SELECT payload FROM jobs WHERE id = ?", (job_id,))[0]
+    assert orjson.loads(payload) == {"segment_id": segment["id"], "backend": "duckdb"}
+    assert runtime.compute.run_pending() == [job_id]
+    assert runtime.compute.get_job(tenant_a.tenant_id, job_id)["member_count"] == len(BIG_SPENDERS_MEMBERS)
+    with pytest.raises(ValueError, match="unknown query backend 'presto'"):
+        runtime.compute.enqueue(tenant_a.tenant_id, segment["id"], "cli", backend="presto")
+    assert runtime.compute.run_pending() == []  # nothing was queued

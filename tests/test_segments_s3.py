@@ -7,7 +7,6 @@ import io
 import pyarrow.parquet as pq
 import pytest
 
-from engine.membership import compute
 from engine.runtime import Runtime
 from engine.settings import Settings
 from tests.segments_fixtures import DAY, SEED_DEFINITION, SEED_MEMBERS_A, append_events, create_segment
@@ -36,11 +35,11 @@ def test_preview_and_compute_on_s3(client, runtime, tenant_a, live_world):
                   "operator": "gte", "value": 500}  # alice, bob, carol, gina, hank (see test_segments_compute)
     segment = create_segment(client, tenant_a.headers, definition)
     first = client.post(f"/api/segments/{segment['id']}/compute/", headers=tenant_a.headers).json()["job_id"]
-    compute.run_pending_jobs(runtime)
+    runtime.compute.run_pending()
     append_events(runtime, tenant_a.tenant_id, [("bob", "order_placed", DAY, {"total": -200})],
                   as_of=live_world.as_of)
     second = client.post(f"/api/segments/{segment['id']}/compute/", headers=tenant_a.headers).json()["job_id"]
-    compute.run_pending_jobs(runtime)
+    runtime.compute.run_pending()
 
     jobs = [client.get(f"/api/segments/jobs/{job}/", headers=tenant_a.headers).json() for job in (first, second)]
     assert [(j["status"], j["member_count"], j["entered_count"], j["exited_count"]) for j in jobs] == [
@@ -48,6 +47,6 @@ def test_preview_and_compute_on_s3(client, runtime, tenant_a, live_world):
     key = runtime.meta.query_one("SELECT members_key FROM segment_computations WHERE id = ?", (second,))[0]
     members = pq.read_table(io.BytesIO(runtime.lake.store.get_bytes(key)))
     assert members.column("user_id").to_pylist() == ["alice", "carol", "gina", "hank"]
-    changes = compute.read_changes(runtime, tenant_a.tenant_id, second)
+    changes = runtime.computations.read_changes(tenant_a.tenant_id, second)
     assert list(zip(changes.column("change").to_pylist(), changes.column("user_id").to_pylist())) == [
         ("exited", "bob")]

@@ -36,7 +36,7 @@ from api.deps import (
 from api.errors import ApiError, ErrorEnvelope
 from api.observe import ROUTE_KEY
 from api.pagination import cursor_response, decode_cursor, encode_cursor
-from engine.membership.computations import DEFAULT_MEMBERS_LIMIT, MAX_MEMBERS_LIMIT, members_page
+from engine.membership.computations import DEFAULT_MEMBERS_LIMIT, MAX_MEMBERS_LIMIT
 from engine.membership.index import MAX_BULK_USERS
 from engine.runtime import Runtime
 
@@ -136,7 +136,7 @@ def list_members(segment_id: int, limit: int = Query(DEFAULT_MEMBERS_LIMIT, ge=1
                  cursor: str | None = None, principal: Principal = Depends(READ),
                  runtime: Runtime = Depends(get_runtime)) -> Response:
     after = _after(cursor)
-    page = members_page(runtime, principal.tenant_id, check_id("segment", segment_id), limit, after)
+    page = runtime.computations.members_page(principal.tenant_id, check_id("segment", segment_id), limit, after)
     next_cursor = (encode_cursor({"c": page.computation_id, "u": page.last_user_id})
                    if page.last_user_id is not None else None)
     return Response(orjson.dumps(cursor_response(page.results, next_cursor, page.count)),

@@ -18,7 +18,6 @@ from api.errors import ApiError, ErrorEnvelope
 from api.pagination import OffsetPage, offset_params, offset_response
 from api.waiting import WAIT_RESPONSES, finished_or_current, wait_seconds
 from compiler import definition_json_schema
-from engine.membership import compute
 from engine.segments import query as segment_query
 from engine.runtime import Runtime
 from engine.segments.store import (
@@ -110,7 +109,7 @@ def preview(body: PreviewRequest, principal: Principal = Depends(READ),
 
 @router.get("/jobs/{job_id:int}/")
 def get_job(job_id: int, principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)) -> dict:
-    job = compute.get_job(runtime, principal.tenant_id, check_id("job", job_id))
+    job = runtime.compute.get_job(principal.tenant_id, check_id("job", job_id))
     if job is None:
         raise tenant_scoped_404("job", job_id)
     return job
@@ -228,11 +227,11 @@ async def compute_segment(response: Response, segment_id: int = Depends(segment_
     """Queue a membership computation (a job already queued for the segment is reused):
     ``{status: "queued", job_id}``. With ``?wait=SECONDS``, the job itself, once it has
     finished (200) or as it is when the wait is over (202)."""
-    job_id = await run_in_threadpool(compute.enqueue, runtime, principal.tenant_id, segment_id, "api")
+    job_id = await run_in_threadpool(runtime.compute.enqueue, principal.tenant_id, segment_id, "api")
     response.headers["Location"] = f"/api/segments/jobs/{job_id}/"
     if not wait:
         return {"status": "queued", "job_id": job_id}
-    return await finished_or_current(lambda: compute.get_job(runtime, principal.tenant_id, job_id), wait, response)
+    return await finished_or_current(lambda: runtime.compute.get_job(principal.tenant_id, job_id), wait, response)
 
 
 @router.get("/{segment_id:int}/jobs/")
@@ -241,7 +240,7 @@ def list_jobs(request: Request, segment_id: int = Depends(segment_id_param), pag
     """Newest first."""
     if not _store(runtime).exists(principal.tenant_id, segment_id):
         raise tenant_scoped_404("segment", segment_id)
-    count, jobs = compute.list_jobs(runtime, principal.tenant_id, segment_id, page.limit, page.offset)
+    count, jobs = runtime.compute.list_jobs(principal.tenant_id, segment_id, page.limit, page.offset)
     return offset_response(request, page, count, jobs)
 
 
@@ -250,7 +249,7 @@ def get_segment_job(job_id: int, segment_id: int = Depends(segment_id_param), pr
                     runtime: Runtime = Depends(get_runtime)) -> dict:
     if not _store(runtime).exists(principal.tenant_id, segment_id):
         raise tenant_scoped_404("segment", segment_id)
-    job = compute.get_job(runtime, principal.tenant_id, check_id("job", job_id), segment_id)
+    job = runtime.compute.get_job(principal.tenant_id, check_id("job", job_id), segment_id)
     if job is None:
         raise tenant_scoped_404("job", job_id)
     return job

@@ -42,13 +42,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.membership.computations import read_members
+from compiler import DefinitionError
 from engine.segments.store import ensure_schema
 
 if TYPE_CHECKING:
-    from engine.runtime import Runtime
+    from compiler import Definition
+    from engine.membership.computations import ComputationStore
     from storage.metadata import MetadataStore
-    from storage.objectstore import ObjectStore
 
 log = logging.getLogger("segops.membership")
 
@@ -152,9 +152,9 @@ class MembershipIndex:
     """Per-tenant membership in memory; see the module docstring. Thread-safe: readers take no
     lock beyond the SQLite check; builders of member sets run one at a time."""
 
-    def __init__(self, meta: MetadataStore, store: ObjectStore, evaluate: Evaluator | None = None):
+    def __init__(self, meta: MetadataStore, computations: ComputationStore, evaluate: Evaluator | None = None):
         self._meta = meta
-        self._store = store
+        self._computations = computations
         self._evaluate = evaluate
         ensure_schema(meta)
         meta.ensure_schema("membership", SCHEMA)
@@ -307,11 +307,9 @@ class MembershipIndex:
         users per segment as ``materialize`` needs."""
         keys = {}
         for segment_id, computation_id in computations.items():
-            row = self._meta.query_one(
-                "SELECT members_key FROM segment_computations WHERE id = ? AND status = 'done'"
-                " AND files_deleted_at IS NULL", (computation_id,))
-            if row is not None and row["members_key"] is not None:
-                keys[segment_id] = (computation_id, row["members_key"])
+            members_key = self._computations.kept_members_key(computation_id)
+            if members_key is not None:
+                keys[segment_id] = (computation_id, members_key)
         lists = {segment_id: self._read_members(key) for segment_id, (_, key) in keys.items()}
         nonempty = [members for members in lists.values() if len(members)]
         rows_of: list[np.ndarray] = []
@@ -334,12 +332,10 @@ class MembershipIndex:
 
     def materialize_computation(self, tenant_id: int, segment_id: int, computation_id: int) -> bool:
         """``materialize`` a done computation, looked up by id."""
-        row = self._meta.query_one(
-            "SELECT members_key FROM segment_computations WHERE id = ? AND tenant_id = ? AND segment_id = ?"
-            " AND status = 'done' AND files_deleted_at IS NULL", (computation_id, tenant_id, segment_id))
-        if row is None or row["members_key"] is None:
+        members_key = self._computations.kept_members_key(computation_id, tenant_id, segment_id)
+        if members_key is None:
             return False
-        return self.materialize(tenant_id, segment_id, computation_id, row["members_key"])
+        return self.materialize(tenant_id, segment_id, computation_id, members_key)
 
     def materialize(self, tenant_id: int, segment_id: int, computation_id: int, members_key: str) -> bool:
         """Load one computation's members into the index and swap them in atomically.
@@ -371,7 +367,7 @@ class MembershipIndex:
         return True
 
     def _read_members(self, members_key: str) -> pa.Array:
-        return read_members(self._store, members_key)
+        return self._computations.read_members(members_key)
 
     @staticmethod
     def _with_users(view: _View, users: pa.Array) -> tuple[_View, np.ndarray]:
@@ -397,27 +393,23 @@ class MembershipIndex:
 
 
 # -- wiring -------------------------------------------------------------------------------
-def build_index(runtime: Runtime) -> MembershipIndex:
-    """The runtime's index, loaded, with on-demand evaluation of never-computed segments."""
-    from engine.segments.query import DefinitionError
-    from engine.segments.store import SegmentStore
-
-    segments = SegmentStore(runtime.meta)
+def segment_evaluator(definition: Callable[[int, int], tuple[int, Definition] | None],
+                      evaluate_for_users: Callable[[int, Definition, list[str]], set[str]]) -> Evaluator:
+    """The index's on-demand evaluation of never-computed segments: ``definition(tenant, segment)``
+    (SegmentStore.definition) run by ``evaluate_for_users`` (SegmentQueries); a segment that is
+    gone or cannot be evaluated matches no one."""
 
     def evaluate(tenant_id: int, segment_id: int, user_ids: list[str]) -> set[str]:
         try:
-            found = segments.definition(tenant_id, segment_id)
+            found = definition(tenant_id, segment_id)
             if found is None:  # deleted or emptied since the catalog read
                 return set()
-            return runtime.queries.evaluate_for_users(tenant_id, found[1], user_ids)
+            return evaluate_for_users(tenant_id, found[1], user_ids)
         except DefinitionError as err:  # e.g. a trait it uses no longer exists: it matches no one
             log.warning("segment %s cannot be evaluated: %s", segment_id, err)
             return set()
 
-    index = MembershipIndex(runtime.meta, runtime.lake.store, evaluate)
-    index.load()
-    runtime.on_stop(index.close)
-    return index
+    return evaluate
 
 
-__all__ = ["MAX_BULK_USERS", "Membership", "MembershipIndex", "build_index", "Evaluator"]
+__all__ = ["MAX_BULK_USERS", "Membership", "MembershipIndex", "segment_evaluator", "Evaluator"]

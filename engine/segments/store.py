@@ -9,11 +9,12 @@ does not create a version.
 Deletion is soft (``deleted_at``): a deleted segment answers like a missing one, while
 its computations and member files stay readable for journeys and exports in flight.
 
-This module also declares ``segment_computations`` (written by engine.membership.compute) because
+This module also declares ``segment_computations`` (engine.membership.computations owns it) because
 a segment's JSON shows its current member count and status.
 """
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -331,3 +332,19 @@ class SegmentStore:
             if referencing:
                 raise SegmentInUse(segment_id, referencing)
             conn.execute("UPDATE segments SET deleted_at = ?, updated_at = ? WHERE id = ?", (now, now, segment_id))
+
+    # -- what compute reads and swaps ----------------------------------------------------
+    def compute_state(self, tenant_id: int, segment_id: int,
+                      conn: sqlite3.Connection | None = None) -> sqlite3.Row | None:
+        """``version``, ``definition`` (JSON text), ``current_computation_id``, ``deleted_at`` of the
+        tenant's segment, deleted or not (None if it never existed); in ``conn``'s transaction if given."""
+        sql = ("SELECT version, definition, current_computation_id, deleted_at FROM segments"
+               " WHERE id = ? AND tenant_id = ?")
+        if conn is not None:
+            return conn.execute(sql, (segment_id, tenant_id)).fetchone()
+        return self.meta.query_one(sql, (segment_id, tenant_id))
+
+    @staticmethod
+    def set_current_computation(conn: sqlite3.Connection, segment_id: int, computation_id: int) -> None:
+        """Point the segment at its new computation, in the transaction that finishes it."""
+        conn.execute("UPDATE segments SET current_computation_id = ? WHERE id = ?", (computation_id, segment_id))
