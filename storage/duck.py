@@ -14,16 +14,13 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore, open_store
-
-if TYPE_CHECKING:
-    from storage.lake import EventLake
 
 _install_lock = threading.Lock()
 _installed_dirs: set[str] = set()
@@ -62,7 +59,7 @@ def _default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-def connect(target: "ObjectStore | EventLake | object", *, read_only: bool = False,
+def connect(target: "ObjectStore | object", *, read_only: bool = False,
             threads: int | None = None, memory_limit: str | None = None,
             extension_directory: str | Path | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection able to read ``target``'s objects.

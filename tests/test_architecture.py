@@ -57,10 +57,6 @@ CIRCLE_EDGES = {
     "engagement.service -> engagement.journeys.service",
     "engagement.service -> engagement.profiles",
     "engagement.worker -> engine.runtime",
-    "storage.duck -> storage.lake",
-    "storage.lake -> storage.duck",
-    "storage.lake -> storage.profiles",
-    "storage.profiles -> storage.duck",
 }
 
 # Imports against the layer table, as "importer -> imported".
