@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date
 from typing import TYPE_CHECKING, ClassVar
-from urllib.parse import unquote
 
 import pyarrow as pa
 from sqlglot import exp
@@ -276,8 +275,5 @@ class SparkScans:
 
 
 def spark_uri(uri: str) -> str:
-    """What Spark's Hadoop file systems read for an object URI (``ObjectStore.uri``): S3 through
-    s3a, and a local path unescaped (Hadoop takes ``tenant_id%3D1`` literally, not as ``tenant_id=1``)."""
-    if uri.startswith("s3://"):
-        return "s3a://" + uri[len("s3://"):]
-    return "file://" + unquote(uri[len("file://"):]) if uri.startswith("file://") else uri
+    """What Spark's Hadoop file systems read for an object URI (``ObjectStore.uri``): S3 through s3a."""
+    return "s3a://" + uri[len("s3://"):] if uri.startswith("s3://") else uri
