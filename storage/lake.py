@@ -55,7 +55,8 @@ from common.time import naive_utc
 from storage import duck
 from storage.manifest import ConcurrentCommitError, ManifestLog
 from storage.objectstore import ObjectStore, open_store
-from storage.profiles import PROFILE_FILE_COLUMNS, delta_rows_sql, merge_profiles, normalize_profiles_input
+from storage.profiles import (PROFILE_FILE_COLUMNS, delta_rows_sql, merge_profiles, normalize_profiles_input,
+                              stored_profiles_sql)
 from storage.properties import Catalog, discover, typed_select
 from storage.snapshots import CompactionResult, EventsSnapshot, FileEntry, ProfilesSnapshot, entry_from_json, entry_json
 
@@ -461,13 +462,13 @@ class EventLake:
             base, delta = (self.store.duckdb_path(k) if k else None for k in (base_key, delta_key))
             cur = self._cursor()
             try:
-                existing = duck.current_profiles_sql(base, delta, hive=False) if base else None
+                existing = stored_profiles_sql(base, delta) if base else None
                 query, params, catalog = merge_profiles(cur, existing, batch, catalog)
                 cur.execute(f"CREATE OR REPLACE TEMP TABLE __changed AS {query}", params)
                 if delta:  # the delta's other users keep their rows
                     cur.execute(f"INSERT INTO __changed BY NAME SELECT * EXCLUDE ({duck.BASE_ROW_COLUMN}) FROM "
-                                f"{duck.current_profiles_sql(delta, hive=False)} d "
-                                f"ANTI JOIN __pbatch b ON d.user_id = b.user_id")
+                                f"{duck.read_parquet([delta]).sql('duckdb')} d ANTI JOIN __pbatch b "
+                                f"ON d.user_id = b.user_id")
                 columns = [*PROFILE_FILE_COLUMNS, *(column for column, _ in catalog.columns.values())]
                 prefix = f"profiles/tenant_id={tenant_id}/"
                 seq = (doc or {}).get("seq", 0) + 1
@@ -498,7 +499,7 @@ class EventLake:
         key = f"{prefix}profiles-{seq:012d}.parquet"
         merged = "SELECT * FROM __changed"
         if base is not None:
-            merged += (f" UNION ALL BY NAME SELECT * FROM {duck.current_profiles_sql(base, hive=False)} o "
+            merged += (f" UNION ALL BY NAME SELECT * FROM {duck.read_parquet([base]).sql('duckdb')} o "
                        f"ANTI JOIN __changed c ON o.user_id = c.user_id")
         cur.execute(f"CREATE OR REPLACE TEMP TABLE __merged AS SELECT {select} FROM ({merged})")
         rows = cur.execute("SELECT count(*) FROM __merged").fetchone()[0]

@@ -36,7 +36,7 @@ from sqlglot import exp
 from backends import relations as rel
 from backends.base import ExportFormat, Relations, SourceMissing, ViewCache, Written
 from compiler import to_sql
-from storage.duck import connect, sql_literal
+from storage.duck import connect, read_parquet, sql_literal
 
 if TYPE_CHECKING:
     from storage.objectstore import ObjectStore
@@ -200,7 +200,7 @@ class DuckDBScans:
         paths = [self._store.duckdb_path(key) for key in keys]
         schemas = self._schemas_of(paths)
         present = frozenset().union(*(self._columns[s] for s in schemas))
-        read = _read_parquet(paths, partitions, union_by_name=len(schemas) > 1, row_numbers=row_position)
+        read = read_parquet(paths, partitions, union_by_name=len(schemas) > 1, row_numbers=row_position)
         extra = [exp.alias_(exp.cast(exp.null(), data.copy()), name, quoted=True)
                  for name, data in columns.items() if name not in present]
         if row_position:
@@ -222,25 +222,6 @@ class DuckDBScans:
                     self._schemas[path] = known[path] = digest = hash(tuple(map(tuple, schema)))
                     self._columns.setdefault(digest, frozenset(column[0] for column in schema))
         return set(known.values())
-
-
-def _read_parquet(paths: Sequence[str], partitions: dict[str, exp.DataType], union_by_name: bool,
-                  row_numbers: bool = False) -> exp.Table:
-    """``read_parquet([paths], hive_partitioning=..., union_by_name=..., hive_types={...})``
-    (and ``file_row_number=true`` with ``row_numbers``)."""
-    def option(name: str, value: exp.Expression) -> exp.Expression:
-        return exp.EQ(this=exp.column(name), expression=value)
-
-    options = [option("hive_partitioning", exp.true() if partitions else exp.false()),
-               option("union_by_name", exp.true() if union_by_name else exp.false())]
-    if partitions:
-        options.append(option("hive_types", exp.Struct(expressions=[
-            exp.PropertyEQ(this=exp.Literal.string(col), expression=exp.Literal.string(to_sql(data, "duckdb")))
-            for col, data in partitions.items()])))
-    if row_numbers:
-        options.append(option("file_row_number", exp.true()))
-    return exp.Table(this=exp.ReadParquet(expressions=[
-        exp.Array(expressions=[exp.Literal.string(path) for path in paths]), *options]))
 
 
 class _ProgressReporter:
