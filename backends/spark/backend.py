@@ -28,13 +28,14 @@ from backends import relations as rel
 from backends.base import ExportFormat, Relations, SourceMissing, UnsupportedInput, ViewCache, Written
 from backends.spark.session import build_session
 from compiler import to_sql
+from storage.lake import SPARK_SCRATCH_PREFIX
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from storage.objectstore import ObjectStore
 
-SCRATCH_PREFIX = "_scratch/spark/"  # collect_garbage deletes what a crashed writer left here
+SCRATCH_PREFIX = SPARK_SCRATCH_PREFIX  # EventLake.collect_garbage deletes what a crashed write left here
 _USER_ID_ONLY = pa.schema([pa.field("user_id", pa.string())])
 # Spark's messages are the only place naming the file and column of a failed read.
 _TYPE_MISMATCH = re.compile(r"reading file (\S+?)\. Data type mismatches when reading Parquet column \[?([^\]\s]+)\]?"

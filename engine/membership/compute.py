@@ -261,7 +261,8 @@ def _compute(runtime: Runtime, claim: Lease, written: list[str]) -> ComputationR
                  (db_time(as_of), db_time(as_of), version, previous_id, claim.job_id))
 
     compiled = compile_definition(runtime, claim.tenant_id, orjson.loads(segment["definition"]), as_of=as_of)
-    members = member_table(runtime, compiled, runtime.backends.batch).column("user_id").combine_chunks()
+    with runtime.lake.pinned(f"compute-{claim.job_id}", compiled.lake.events, compiled.lake.profiles):
+        members = member_table(runtime, compiled, runtime.backends.batch).column("user_id").combine_chunks()
     previous = _previous_members(runtime, previous_id)
     entered = members.filter(pc.invert(pc.is_in(members, value_set=previous)))
     exited = previous.filter(pc.invert(pc.is_in(previous, value_set=members)))
