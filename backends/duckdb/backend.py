@@ -34,7 +34,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from backends import relations as rel
-from backends.base import ExportFormat, Relations, SourceMissing, ViewCache, Written
+from backends.base import ExportFormat, ProgressPoller, Relations, SourceMissing, ViewCache, Written
 from compiler import to_sql
 from storage.duck import connect, read_parquet, sql_literal
 
@@ -126,7 +126,7 @@ class DuckDBBackend:
         sql = f"COPY ({self._sql(query)}) TO {sql_literal(target)} ({_COPY_OPTIONS[fmt]})"
         cursor = self.cursor()
         try:
-            with _ProgressReporter(cursor, progress):
+            with ProgressPoller(cursor.query_progress, progress):
                 rows = self._run(cursor, sql).fetchone()[0]
             if scratch is None:
                 return Written(key, rows, store.size(key))
@@ -222,30 +222,3 @@ class DuckDBScans:
                     self._schemas[path] = known[path] = digest = hash(tuple(map(tuple, schema)))
                     self._columns.setdefault(digest, frozenset(column[0] for column in schema))
         return set(known.values())
-
-
-class _ProgressReporter:
-    """Polls DuckDB's progress of the running statement on ``cursor`` from a side thread."""
-
-    def __init__(self, cursor, progress: Callable[[float], None] | None):
-        self._cursor, self._progress = cursor, progress
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True) if progress else None
-
-    def __enter__(self) -> _ProgressReporter:
-        if self._thread:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._thread:
-            self._stop.set()
-            self._thread.join()
-            if exc[0] is None:
-                self._progress(100.0)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            value = self._cursor.query_progress()
-            if value >= 0:
-                self._progress(value)

@@ -25,7 +25,8 @@ import pyarrow as pa
 from sqlglot import exp
 
 from backends import relations as rel
-from backends.base import ExportFormat, Relations, SourceMissing, UnsupportedInput, ViewCache, Written
+from backends.base import (ExportFormat, ProgressPoller, Relations, SourceMissing, UnsupportedInput, ViewCache,
+                           Written)
 from backends.spark.session import build_session
 from compiler import to_sql
 from storage.lake import SPARK_SCRATCH_PREFIX
@@ -144,23 +145,24 @@ class SparkBackend:
             frame = frame.sortWithinPartitions(*order_by)
         writer = frame.observe(rows, F.count(F.lit(1)).alias("rows")).write.mode("errorifexists")
         target = spark_uri(self._store.uri(f"{prefix}out"))
+        context, group = self.spark.sparkContext, f"segops-write-{uuid.uuid4().hex}"
+        context.setJobGroup(group, f"segops: write {key}")  # this thread's jobs (PySpark pins threads)
         try:
-            with self._reading():
+            with self._reading(), ProgressPoller(_task_progress(context, group), progress):
                 if fmt == "parquet":
                     writer.parquet(target)
                 elif fmt == "csv":
                     writer.option("header", True).csv(target)
                 else:
                     writer.option("ignoreNullFields", False).json(target)
-            parts = [k for k in self._store.list(f"{prefix}out/") if k.rsplit("/", 1)[-1].startswith("part-")]
-            if len(parts) != 1:
-                raise RuntimeError(f"Spark wrote {len(parts)} part files for {key}, expected one")
-            self._store.move(parts[0], key)
+                parts = [k for k in self._store.list(f"{prefix}out/") if k.rsplit("/", 1)[-1].startswith("part-")]
+                if len(parts) != 1:
+                    raise RuntimeError(f"Spark wrote {len(parts)} part files for {key}, expected one")
+                self._store.move(parts[0], key)
         finally:
+            context.setLocalProperty("spark.jobGroup.id", None)
             for leftover in self._store.list(prefix):  # _SUCCESS, checksums, a failed write's parts
                 self._store.delete(leftover)
-        if progress is not None:
-            progress(100.0)
         return Written(key, rows.get["rows"], self._store.size(key))
 
     def _sql(self, query: exp.Expression, *, prefix: str = "") -> DataFrame:
@@ -273,6 +275,24 @@ class SparkScans:
         """The object key of a file as Spark names it (``file:/…``, ``file:///…``, ``s3a://…``)."""
         path, root = _SCHEME.sub("", path), _SCHEME.sub("", self._root)
         return path[len(root):] if path.startswith(root) else path
+
+
+def _task_progress(context, group: str) -> Callable[[], float]:
+    """A poll of the share of finished tasks in the stages of the job group's jobs so far (stages of
+    jobs not started yet are not counted: at most 99 while it runs, 100 comes at the end)."""
+    tracker = context.statusTracker()
+
+    def poll() -> float:
+        done = total = 0
+        for job_id in tracker.getJobIdsForGroup(group):
+            job = tracker.getJobInfo(job_id)
+            for stage_id in job.stageIds if job else ():
+                stage = tracker.getStageInfo(stage_id)
+                if stage is not None:
+                    done, total = done + stage.numCompletedTasks, total + stage.numTasks
+        return min(99.0, 100.0 * done / total) if total else -1.0
+
+    return poll
 
 
 def spark_uri(uri: str) -> str:
