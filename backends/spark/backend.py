@@ -145,10 +145,10 @@ class SparkBackend:
             frame = frame.sortWithinPartitions(*order_by)
         writer = frame.observe(rows, F.count(F.lit(1)).alias("rows")).write.mode("errorifexists")
         target = spark_uri(self._store.uri(f"{prefix}out"))
-        context, group = self.spark.sparkContext, f"segops-write-{uuid.uuid4().hex}"
-        context.setJobGroup(group, f"segops: write {key}")  # this thread's jobs (PySpark pins threads)
+        context, tag = self.spark.sparkContext, f"segops-write-{uuid.uuid4().hex}"
+        context.addJobTag(tag)  # on this thread's jobs (PySpark pins a Python thread to a JVM thread)
         try:
-            with self._reading(), ProgressPoller(_task_progress(context, group), progress):
+            with self._reading(), ProgressPoller(_task_progress(context, tag), progress):
                 if fmt == "parquet":
                     writer.parquet(target)
                 elif fmt == "csv":
@@ -160,7 +160,7 @@ class SparkBackend:
                     raise RuntimeError(f"Spark wrote {len(parts)} part files for {key}, expected one")
                 self._store.move(parts[0], key)
         finally:
-            context.setLocalProperty("spark.jobGroup.id", None)
+            context.removeJobTag(tag)
             for leftover in self._store.list(prefix):  # _SUCCESS, checksums, a failed write's parts
                 self._store.delete(leftover)
         return Written(key, rows.get["rows"], self._store.size(key))
@@ -277,14 +277,15 @@ class SparkScans:
         return path[len(root):] if path.startswith(root) else path
 
 
-def _task_progress(context, group: str) -> Callable[[], float]:
-    """A poll of the share of finished tasks in the stages of the job group's jobs so far (stages of
-    jobs not started yet are not counted: at most 99 while it runs, 100 comes at the end)."""
-    tracker = context.statusTracker()
+def _task_progress(context, tag: str) -> Callable[[], float]:
+    """A poll of the share of finished tasks in the stages of the jobs tagged ``tag`` so far (stages of
+    jobs not started yet are not counted: at most 99 while it runs, 100 comes at the end). PySpark's
+    tracker lacks the JVM's ``getJobIdsForTag`` (Spark 3.5+), hence the JVM one."""
+    tracker, by_tag = context.statusTracker(), context._jsc.sc().statusTracker()
 
     def poll() -> float:
         done = total = 0
-        for job_id in tracker.getJobIdsForGroup(group):
+        for job_id in by_tag.getJobIdsForTag(tag):
             job = tracker.getJobInfo(job_id)
             for stage_id in job.stageIds if job else ():
                 stage = tracker.getStageInfo(stage_id)
