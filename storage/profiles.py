@@ -10,11 +10,12 @@ seen), ``traits`` (JSON object of the winning values, keys sorted), ``trait_time
 
 The table is a base file plus at most one delta file holding the current rows of
 users changed since the base was written (a delta row replaces the user's base row;
-``current_profiles``, the one form of that rule: the writer's merge and every query backend read it). An identify flush merges its batch into the rows of the
-users in it and rewrites only the delta; the base is rewritten once the delta grows
-past a fraction of it (``storage/lake.py``, ``upsert_profiles``). Merging expands only
-the stored rows of the users in the batch, and a user new to the table with a single
-identify in the batch is taken as sent (its traits text unchanged). Per (user, trait) the value with the greatest
+``current_profiles``, the one form of that rule: the writer's merge and every query backend
+read it). An identify flush merges its batch into the rows of the users in it and rewrites only the
+delta; the base is rewritten once the delta grows past a fraction of it (``storage/lake.py``,
+``upsert_profiles``). Merging expands only the stored rows of the users in the batch, and a user new
+to the table with a single identify in the batch is taken as sent (its traits text unchanged).
+Per (user, trait) the value with the greatest
 updated_at wins; on a tie the newer write wins (batch over stored, later batch row
 over earlier). A trait set to JSON null is a value like any other (it wins by
 time and reads NULL in its typed column).
