@@ -141,3 +141,35 @@ class ViewCache:
     def clear(self) -> None:
         with self._lock:
             self._names.clear()
+
+
+class ProgressPoller:
+    """``progress`` (a ``write_file`` caller's) fed from a side thread while the block runs: every
+    0.1 s ``poll()`` (a percentage, negative while unknown) is passed on when it has risen, and 100
+    once the block succeeded. Each backend supplies its ``poll`` (DuckDB: the cursor's
+    ``query_progress``; Spark: its status tracker's finished tasks)."""
+
+    def __init__(self, poll: Callable[[], float], progress: Callable[[float], None] | None):
+        self._poll, self._progress = poll, progress
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True) if progress else None
+
+    def __enter__(self) -> ProgressPoller:
+        if self._thread:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread:
+            self._stop.set()
+            self._thread.join()
+            if exc[0] is None:
+                self._progress(100.0)
+
+    def _run(self) -> None:
+        reported = -1.0
+        while not self._stop.wait(0.1):
+            value = self._poll()
+            if value > reported:
+                reported = value
+                self._progress(value)

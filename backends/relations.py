@@ -2,9 +2,9 @@
 
 The compiler sees the *display* schema (placeholder tables ``lake.events`` / ``lake.profiles``:
 the SQL a preview shows, without file paths); ``bind`` swaps the placeholders, as nodes, for a
-backend's relations. Those are built here from a backend's ``Scans`` leaf reader, so the
-profiles base+delta rule is written once, with an explicit column list (no ``EXCLUDE``, no
-``UNION BY NAME``) that every backend runs.
+backend's relations. Those are built here from a backend's ``Scans`` leaf reader; the
+profiles base+delta rule is storage's (``storage.profiles.current_profiles``, which the lake
+writer reads too), with an explicit column list every backend runs.
 """
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from sqlglot import exp
 from backends.base import Relations, Scans, TenantLake
 from compiler import EventsRelation, LakeSchema, ProfilesRelation, TypedColumn
 from storage.duck import BASE_ROW_COLUMN, EVENTS_BASE_SQL_TYPES, KIND_SQL_TYPES, PROFILES_BASE_SQL_TYPES
+# ROW_POSITION and aliased are used through this module by the backends and engine.exports.
+from storage.profiles import ROW_POSITION, aliased, current_profiles, select_columns  # noqa: F401
 from storage.snapshots import EventsSnapshot, FileEntry, ProfilesSnapshot
 
 PLACEHOLDER_DB = "lake"
 EVENTS_TABLE = "events"
 PROFILES_TABLE = "profiles"
-ROW_POSITION = "__file_row"  # a scan's 0-based row in its file (``row_position=True``)
 EVENTS_ROOT, PROFILES_ROOT = "events/", "profiles/"
 
 
@@ -77,51 +78,26 @@ def events(scans: Scans, snapshot: EventsSnapshot, entries: Sequence[FileEntry])
 
 
 def profiles(scans: Scans, snapshot: ProfilesSnapshot, *, by_user_id: bool | None = None) -> exp.Expression:
-    """One row per user: the base file, with each delta row replacing the base row it names.
-
-    A delta row carries ``__base_row``, the position in the base of the row it replaces (NULL for
-    a user new since the base). Excluding base rows by position is an anti join on integers, 2.55x
-    faster on DuckDB than by user id (``benchmarks/bench_profiles.py``); the user id form gives
-    the same rows (``storage.profiles.delta_rows_sql`` takes ``__base_row`` from the base row of
-    the same user, and user_id is unique per file) and serves scans without row positions
-    (``by_user_id`` None: whichever the scans support)."""
+    """One row per user: the base file, with each delta row replacing the base row it names
+    (``storage.profiles.current_profiles``, the rule the lake writer reads too). By row position
+    where the scans support it, else by user id (``by_user_id`` None: whichever they support)."""
     columns = profile_columns(snapshot)
     names = [*columns, *_PROFILE_PARTITIONS]
     if snapshot.base_key is None:
         return empty({**columns, **_PROFILE_PARTITIONS})
     scan = {"partitions": _PROFILE_PARTITIONS, "root": PROFILES_ROOT}
-    if snapshot.delta_key is None:
-        return _select(names, scans.scan([snapshot.base_key], columns, **scan)).subquery()
     if by_user_id is None:
         by_user_id = not scans.supports_row_position
-    base_on, delta_on = ("user_id", "user_id") if by_user_id else (ROW_POSITION, BASE_ROW_COLUMN)
-    base = scans.scan([snapshot.base_key], columns, row_position=not by_user_id, **scan)
-    delta = scans.scan([snapshot.delta_key], {**columns, BASE_ROW_COLUMN: data_type("BIGINT")}, **scan)
-    replaced = (exp.select(exp.column(delta_on, quoted=True)).from_(aliased(delta, "d0"))
-                .where(exp.Not(this=exp.Is(this=exp.column(BASE_ROW_COLUMN, quoted=True), expression=exp.null())))
-                .subquery("d"))
-    kept = _select(names, base, "o").join(replaced, join_type="anti", on=exp.EQ(
-        this=exp.column(base_on, table="o", quoted=True), expression=exp.column(delta_on, table="d", quoted=True)))
-    return exp.union(kept, _select(names, delta), distinct=False).subquery()
+    delta = None
+    if snapshot.delta_key is not None:
+        delta = scans.scan([snapshot.delta_key], {**columns, BASE_ROW_COLUMN: data_type("BIGINT")}, **scan)
+    base = scans.scan([snapshot.base_key], columns, row_position=delta is not None and not by_user_id, **scan)
+    return current_profiles(base, delta, names, by_user_id=by_user_id)
 
 
 def members(scans: Scans, key: str) -> exp.Expression:
     """A computation's members file: ``user_id``, ``computed_at`` (sorted by user_id)."""
-    return _select(list(MEMBERS_COLUMNS), scans.scan([key], MEMBERS_COLUMNS, partitions={}, root="")).subquery()
-
-
-def aliased(relation: exp.Expression, alias: str) -> exp.Expression:
-    """``relation`` (a table, a subquery or a select) under the table alias ``alias``."""
-    if isinstance(relation, exp.Select):
-        return relation.subquery(alias)
-    relation = relation.copy()
-    relation.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
-    return relation
-
-
-def _select(names: Sequence[str], relation: exp.Expression, alias: str = "s") -> exp.Select:
-    """``SELECT alias.name, ... FROM relation AS alias``."""
-    return exp.select(*(exp.column(name, table=alias, quoted=True) for name in names)).from_(aliased(relation, alias))
+    return select_columns(list(MEMBERS_COLUMNS), scans.scan([key], MEMBERS_COLUMNS, partitions={}, root="")).subquery()
 
 
 def empty(columns: dict[str, exp.DataType]) -> exp.Subquery:

@@ -16,7 +16,7 @@ from cli import data as cli_data
 
 from cli import segments as cli_segments
 
-from cli import sends as cli_sends
+from cli import worker as cli_worker
 
 from cli import settings as cli_settings
 
@@ -86,7 +86,7 @@ def _print_demo_credentials(settings) -> None:
 
 def add_command_groups() -> None:
     """Add the command groups owned by feature modules (each exposes ``register(app)``)."""
-    for module in (cli_data, cli_admin, cli_segments, cli_sends, cli_settings):
+    for module in (cli_data, cli_admin, cli_segments, cli_worker, cli_settings):
         module.register(app)
 
 

@@ -160,7 +160,7 @@ class Runtime:
         """Membership computation jobs and their scheduler (engine.membership.compute)."""
         from engine.membership.compute import ComputeService
 
-        return ComputeService(self.jobs, self.segments, self.queries, self.computations, self.backends,
+        return ComputeService(self.jobs, self.segments, self.queries, self.computations, self.backends, self.lake,
                               listeners=self.compute_listeners,
                               observe=lambda outcome, seconds: self.metrics.job_finished(outcome, seconds))
 

@@ -6,19 +6,21 @@ cannot be downloaded here; the extension directory is kept inside the data dir)
 and creates an S3 secret scoped to the store's bucket.
 
 Queries read the lake through ``backends`` (``backends.relations``); what is left here is
-the lake writer's side: connections, ``copy_to_store`` and the profile merge's
-``current_profiles_sql``.
+the lake writer's side: connections, ``copy_to_store`` and ``read_parquet`` (the DuckDB
+backend's leaf reader builds on it too).
 """
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+from sqlglot import exp
 
 from storage.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore, open_store
 
@@ -158,22 +160,21 @@ def sql_literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def current_profiles_sql(base: str, delta: str | None = None, *, hive: bool = True) -> str:
-    """A relation (SQL text, a parenthesized query) of the profile rows of a base file and
-    an optional delta file (DuckDB paths, ours): a user's delta row replaces its base row.
-    ``hive``: with ``tenant_id`` from the hive path (readers); without it for rewriting.
+def read_parquet(paths: Sequence[str], partitions: Mapping[str, exp.DataType] | None = None, *,
+                 union_by_name: bool = False, row_numbers: bool = False) -> exp.Table:
+    """``read_parquet([paths], hive_partitioning=..., union_by_name=..., hive_types={...})`` as a
+    sqlglot node (and ``file_row_number=true`` with ``row_numbers``); ``partitions``: the hive
+    columns and their types, none by default."""
+    def option(name: str, value: exp.Expression) -> exp.Expression:
+        return exp.EQ(this=exp.column(name), expression=value)
 
-    Each delta row names the row it replaces by its position in the base
-    (``BASE_ROW_COLUMN``, NULL for a user new since the base): excluding base rows by
-    position is an anti join on integers: a trait count over the largest delta is 2.55x
-    faster than excluding by user id (``benchmarks/bench_profiles.py``, 1M profiles)."""
-    def read(path: str, row_numbers: bool = False) -> str:
-        options = "hive_partitioning=true, hive_types={'tenant_id': BIGINT}" if hive else "hive_partitioning=false"
-        return f"read_parquet([{sql_literal(path)}], {options}{', file_row_number=true' if row_numbers else ''})"
-
-    if delta is None:
-        return f"(SELECT * FROM {read(base)})"
-    return (f"(SELECT * EXCLUDE (file_row_number) FROM {read(base, row_numbers=True)} o "
-            f"ANTI JOIN (SELECT {BASE_ROW_COLUMN} FROM {read(delta)} WHERE {BASE_ROW_COLUMN} IS NOT NULL) d "
-            f"ON o.file_row_number = d.{BASE_ROW_COLUMN} "
-            f"UNION ALL BY NAME SELECT * EXCLUDE ({BASE_ROW_COLUMN}) FROM {read(delta)})")
+    options = [option("hive_partitioning", exp.true() if partitions else exp.false()),
+               option("union_by_name", exp.true() if union_by_name else exp.false())]
+    if partitions:
+        options.append(option("hive_types", exp.Struct(expressions=[
+            exp.PropertyEQ(this=exp.Literal.string(col), expression=exp.Literal.string(data.sql("duckdb")))
+            for col, data in partitions.items()])))
+    if row_numbers:
+        options.append(option("file_row_number", exp.true()))
+    return exp.Table(this=exp.ReadParquet(expressions=[
+        exp.Array(expressions=[exp.Literal.string(path) for path in paths]), *options]))

@@ -36,17 +36,21 @@ commit); any number of processes read it.
 """
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from functools import cached_property
 
 import duckdb
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -55,7 +59,8 @@ from common.time import naive_utc
 from storage import duck
 from storage.manifest import ConcurrentCommitError, ManifestLog
 from storage.objectstore import ObjectStore, open_store
-from storage.profiles import PROFILE_FILE_COLUMNS, delta_rows_sql, merge_profiles, normalize_profiles_input
+from storage.profiles import (PROFILE_FILE_COLUMNS, delta_rows_sql, merge_profiles, normalize_profiles_input,
+                              stored_profiles_sql)
 from storage.properties import Catalog, discover, typed_select
 from storage.snapshots import CompactionResult, EventsSnapshot, FileEntry, ProfilesSnapshot, entry_from_json, entry_json
 
@@ -77,6 +82,11 @@ _TENANT_RE = re.compile(r"tenant_id=(\d+)/")
 # file, 25-27 ms instead of 3.6-3.8: ``benchmarks/bench_profiles.py``).
 PROFILE_DELTA_FRACTION = 8
 PROFILE_DELTA_MIN_ROWS = 50_000
+PINS_PREFIX = "_pins/"  # EventLake.pin: files a long job still reads
+PIN_HOLD_SECONDS = 300.0
+SPARK_SCRATCH_PREFIX = "_scratch/spark/"  # the Spark backend's write prefix (backends.spark.SCRATCH_PREFIX)
+SCRATCH_MAX_AGE_SECONDS = 86_400.0  # a Spark write's leftovers older than this are garbage
+log = logging.getLogger("segops.lake")
 
 
 def is_store_failure(exc: BaseException) -> bool:
@@ -168,7 +178,9 @@ class EventLake:
         retired = list(prev.get("retired", [])) if prev else []
         retired += [{"key": key, "at": now} for key in retire]
         expired = [r["key"] for r in retired if now - r["at"] >= self.grace_seconds]
-        doc["retired"] = [r for r in retired if now - r["at"] < self.grace_seconds]
+        pinned = self._pinned_keys(tenant_id) if expired else set()
+        expired = [key for key in expired if key not in pinned]
+        doc["retired"] = [r for r in retired if now - r["at"] < self.grace_seconds or r["key"] in pinned]
         doc["tenant_id"] = tenant_id
         doc["committed_at"] = now
         seq = (prev or {}).get("seq", 0) + 1
@@ -411,19 +423,81 @@ class EventLake:
                          retire=sorted(replaced))
         return True
 
+    # -- snapshot pins --------------------------------------------------------------
+    def pin(self, name: str, until: float, *, events: EventsSnapshot | None = None,
+            profiles: ProfilesSnapshot | None = None) -> None:
+        """Keep the files of these snapshots (one tenant's) until ``until`` (``clock`` seconds),
+        whatever commits retire meanwhile: a job reading them longer than ``grace_seconds`` (a
+        Spark computation) renews its pin. ``name`` is the pin's (one object per name and tenant,
+        ``_pins/tenant_id=<T>/<name>.json``); pinning again replaces it."""
+        snapshot = events or profiles
+        keys = [e.key for e in events.entries] if events is not None else []
+        if profiles is not None:
+            keys += [k for k in (profiles.base_key, profiles.delta_key) if k]
+        self.store.put_bytes(_pin_key(snapshot.tenant_id, name), orjson.dumps({"until": until, "keys": keys}))
+
+    def unpin(self, tenant_id: int, name: str) -> None:
+        self.store.delete(_pin_key(tenant_id, name))
+
+    @contextmanager
+    def pinned(self, name: str, events: EventsSnapshot | None = None, profiles: ProfilesSnapshot | None = None, *,
+               hold: float = PIN_HOLD_SECONDS) -> Iterator[None]:
+        """The snapshots pinned while the block runs: for ``hold`` seconds at a time, renewed from a
+        side thread every ``hold / 5`` (a process that dies leaves a pin that lapses within ``hold``),
+        removed at the end."""
+        self.pin(name, self.clock() + hold, events=events, profiles=profiles)
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(hold / 5):
+                try:
+                    self.pin(name, self.clock() + hold, events=events, profiles=profiles)
+                except Exception:  # noqa: BLE001 - the pin still holds until it lapses; retry next beat
+                    log.exception("renewing lake pin %s failed", name)
+
+        thread = threading.Thread(target=renew, name=f"segops-pin-{name}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            self.unpin((events or profiles).tenant_id, name)
+
+    def _pinned_keys(self, tenant_id: int) -> set[str]:
+        """The files live pins of the tenant hold (lapsed pins are deleted on the way)."""
+        keys: set[str] = set()
+        for key in self.store.list(f"{PINS_PREFIX}tenant_id={tenant_id}/"):
+            try:
+                pin = orjson.loads(self.store.get_bytes(key))
+            except FileNotFoundError:  # unpinned meanwhile
+                continue
+            if pin["until"] > self.clock():
+                keys.update(pin["keys"])
+            elif not self.read_only:
+                self.store.delete(key)
+        return keys
+
     def collect_garbage(self, tenant_id: int | None = None) -> int:
         """Delete retired files past the grace period, Parquet files no manifest ever
-        committed (crashed writes) once older than the grace period, and old manifests.
-        Returns the number of data files deleted."""
+        committed (crashed writes) once older than the grace period, and old manifests;
+        files a live pin holds stay. Without ``tenant_id`` also what a crashed Spark write left
+        under ``_scratch/spark/`` more than a day ago. Returns the number of data files deleted."""
         self._check_writable()
         deleted = 0
         now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        if tenant_id is None:
+            for info in self.store.list_info(SPARK_SCRATCH_PREFIX):
+                if (now - info.modified).total_seconds() >= SCRATCH_MAX_AGE_SECONDS:
+                    self.store.delete(info.key)
         for tenant in ([int(tenant_id)] if tenant_id is not None else self.all_tenants()):
+            pinned = self._pinned_keys(tenant)
             for kind in ("events", "profiles"):
                 with self._lock(kind, tenant):
                     _, doc = self._log(kind, tenant).latest()
                     if doc is not None:
-                        expired = [r for r in doc["retired"] if self.clock() - r["at"] >= self.grace_seconds]
+                        expired = [r for r in doc["retired"] if self.clock() - r["at"] >= self.grace_seconds
+                                   and r["key"] not in pinned]
                         if expired:
                             carry = {k: v for k, v in doc.items() if k not in ("retired", "seq")}
                             self._commit(kind, tenant, doc, carry)
@@ -431,7 +505,8 @@ class EventLake:
                         _, doc = self._log(kind, tenant).latest()
                     known = _referenced_keys(doc)
                     for info in self.store.list_info(f"{kind}/tenant_id={tenant}/"):
-                        if info.key not in known and (now - info.modified).total_seconds() >= self.grace_seconds:
+                        if (info.key not in known and info.key not in pinned
+                                and (now - info.modified).total_seconds() >= self.grace_seconds):
                             self.store.delete(info.key)
                             deleted += 1
                 self._log(kind, tenant).prune()
@@ -461,13 +536,13 @@ class EventLake:
             base, delta = (self.store.duckdb_path(k) if k else None for k in (base_key, delta_key))
             cur = self._cursor()
             try:
-                existing = duck.current_profiles_sql(base, delta, hive=False) if base else None
+                existing = stored_profiles_sql(base, delta) if base else None
                 query, params, catalog = merge_profiles(cur, existing, batch, catalog)
                 cur.execute(f"CREATE OR REPLACE TEMP TABLE __changed AS {query}", params)
                 if delta:  # the delta's other users keep their rows
                     cur.execute(f"INSERT INTO __changed BY NAME SELECT * EXCLUDE ({duck.BASE_ROW_COLUMN}) FROM "
-                                f"{duck.current_profiles_sql(delta, hive=False)} d "
-                                f"ANTI JOIN __pbatch b ON d.user_id = b.user_id")
+                                f"{duck.read_parquet([delta]).sql('duckdb')} d ANTI JOIN __pbatch b "
+                                f"ON d.user_id = b.user_id")
                 columns = [*PROFILE_FILE_COLUMNS, *(column for column, _ in catalog.columns.values())]
                 prefix = f"profiles/tenant_id={tenant_id}/"
                 seq = (doc or {}).get("seq", 0) + 1
@@ -498,7 +573,7 @@ class EventLake:
         key = f"{prefix}profiles-{seq:012d}.parquet"
         merged = "SELECT * FROM __changed"
         if base is not None:
-            merged += (f" UNION ALL BY NAME SELECT * FROM {duck.current_profiles_sql(base, hive=False)} o "
+            merged += (f" UNION ALL BY NAME SELECT * FROM {duck.read_parquet([base]).sql('duckdb')} o "
                        f"ANTI JOIN __changed c ON o.user_id = c.user_id")
         cur.execute(f"CREATE OR REPLACE TEMP TABLE __merged AS SELECT {select} FROM ({merged})")
         rows = cur.execute("SELECT count(*) FROM __merged").fetchone()[0]
@@ -557,6 +632,10 @@ def _catalog(doc: dict | None) -> Catalog:
 
 def _catalog_json(catalog: Catalog) -> dict:
     return {"catalog": catalog.to_json(), "json_only": sorted(catalog.json_only)}
+
+
+def _pin_key(tenant_id: int, name: str) -> str:
+    return f"{PINS_PREFIX}tenant_id={int(tenant_id)}/{name}.json"
 
 
 def _referenced_keys(doc: dict | None) -> set[str]:

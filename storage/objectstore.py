@@ -94,8 +94,9 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def uri(self, key: str) -> str:
-        """The object's URI for other readers: ``file:///...`` or ``s3://bucket/...`` (a Hadoop
-        reader maps ``s3://`` to its ``s3a://``)."""
+        """The object's URI for other readers: ``file://`` + its absolute path or ``s3://bucket/`` + its
+        key, verbatim (not percent-encoded: Hadoop reads ``tenant_id%3D1`` literally; a hive path's ``=``
+        is legal in a URI as it is). A Hadoop reader maps ``s3://`` to its ``s3a://``."""
 
     @abstractmethod
     def move(self, src: str, dst: str) -> None:
@@ -281,7 +282,7 @@ class LocalObjectStore(ObjectStore):
         return str(self._path(key))
 
     def uri(self, key: str) -> str:
-        return self._path(key).absolute().as_uri()
+        return "file://" + str(self._path(key).absolute())
 
     def move(self, src: str, dst: str) -> None:
         """A rename, durable like ``put_file``."""

@@ -222,3 +222,18 @@ def test_registry_names_its_backends(backend_world, backend_name):
         backends.get("nope")
     with pytest.raises(ValueError, match="unknown query backend"):
         Backends(backend_world.settings, backend_world.lake, batch="nope")
+
+
+def test_write_file_reports_rising_progress_ending_at_100(backend_world):
+    world = backend_world
+    world.lake.append_events(T, _events(_random_rows(200, 5)))
+    seen: list[float] = []
+    world.backend.write_file(_bound(world, _users_where()), "out/progress.csv", "csv", progress=seen.append)
+    assert seen and seen[-1] == 100.0
+    assert seen == sorted(seen) and all(0 <= value <= 100 for value in seen)
+    failing = _bound(world, exp.select(exp.alias_(exp.cast(exp.column("event_id"), "INT"), "user_id")).from_(
+        placeholder(EVENTS_TABLE)))
+    seen.clear()
+    with pytest.raises(Exception):  # noqa: B017 - whatever the engine raises for a bad cast
+        world.backend.write_file(failing, "out/failed.csv", "csv", progress=seen.append)
+    assert 100.0 not in seen  # 100 means written

@@ -277,6 +277,56 @@ def test_garbage_collection_after_grace(object_store):
     assert totals(lake) == expected_totals(rows)
 
 
+def test_pinned_snapshot_files_survive_garbage_collection_until_the_pin_lapses(object_store):
+    now = [time.time()]
+    lake = EventLake(object_store, grace_seconds=60, clock=lambda: now[0], profile_delta_min_rows=0,
+                     profile_delta_fraction=10**9)  # every identify rewrites the base
+    rows = make_events(100, seed=31)
+    lake.append_events(T, to_table(rows[:50]))
+    lake.append_events(T, to_table(rows[50:]))
+    lake.upsert_profiles(T, [{"user_id": "a", "traits": {"plan": "free"}, "updated_at": START}])
+    old, old_profiles = lake.snapshot(T), lake.profiles_snapshot(T)
+    lake.pin("compute-1", now[0] + 600, events=old, profiles=old_profiles)
+    lake.compact(T)  # retires the old events files
+    lake.upsert_profiles(T, [{"user_id": "a", "traits": {"plan": "pro"}, "updated_at": START + timedelta(1)}])
+    retired = [e.key for e in old.entries] + [old_profiles.base_key]
+    assert lake.profiles_snapshot(T).base_key != retired[-1]  # the layout under test: all of them retired
+    now[0] += 300  # past the grace period, within the pin
+    assert lake.collect_garbage() == 0
+    lake.append_events(T, to_table(make_events(5, seed=32, prefix="x")))  # a commit deletes expired files too
+    assert all(object_store.exists(key) for key in retired)
+    assert totals(lake, snapshot=old) == expected_totals(rows)  # the pinned snapshot still reads whole
+    now[0] += 400  # the pin lapsed (its holder died or stopped renewing)
+    assert lake.collect_garbage() == len(retired)
+    assert not any(object_store.exists(key) for key in retired)
+    assert object_store.list("_pins/") == []  # a lapsed pin goes too
+
+
+def test_pinned_renews_while_the_block_runs_and_unpins_after(object_store):
+    now = [time.time()]
+    lake = EventLake(object_store, grace_seconds=60, clock=lambda: now[0])
+    lake.append_events(T, to_table(make_events(20, seed=33)))
+    with lake.pinned("job-7", lake.snapshot(T), hold=0.5):
+        first = json.loads(object_store.get_bytes(f"_pins/tenant_id={T}/job-7.json"))
+        now[0] += 100
+        time.sleep(0.3)  # a renewal beat (every hold / 5)
+        renewed = json.loads(object_store.get_bytes(f"_pins/tenant_id={T}/job-7.json"))
+        assert renewed["until"] >= first["until"] + 100
+        assert set(renewed["keys"]) == {e.key for e in lake.snapshot(T).entries}
+    assert object_store.list("_pins/") == []
+
+
+def test_garbage_collection_removes_spark_scratch_older_than_a_day(object_store):
+    now = [time.time()]
+    lake = EventLake(object_store, clock=lambda: now[0])
+    object_store.put_bytes("_scratch/spark/abc/out/part-0.parquet", b"a crashed Spark write")
+    lake.collect_garbage()
+    assert object_store.exists("_scratch/spark/abc/out/part-0.parquet")  # a write may still be running
+    now[0] += 86_400 + 60
+    lake.collect_garbage()
+    assert object_store.list("_scratch/") == []
+
+
 def test_concurrent_compaction_and_queries_never_see_partial_state(lake):
     rows = []
     for seed in range(6):

@@ -34,9 +34,9 @@ import pyarrow as pa
 from sqlglot import exp
 
 from backends import relations as rel
-from backends.base import ExportFormat, Relations, SourceMissing, ViewCache, Written
+from backends.base import ExportFormat, ProgressPoller, Relations, SourceMissing, ViewCache, Written
 from compiler import to_sql
-from storage.duck import connect, sql_literal
+from storage.duck import connect, read_parquet, sql_literal
 
 if TYPE_CHECKING:
     from storage.objectstore import ObjectStore
@@ -126,7 +126,7 @@ class DuckDBBackend:
         sql = f"COPY ({self._sql(query)}) TO {sql_literal(target)} ({_COPY_OPTIONS[fmt]})"
         cursor = self.cursor()
         try:
-            with _ProgressReporter(cursor, progress):
+            with ProgressPoller(cursor.query_progress, progress):
                 rows = self._run(cursor, sql).fetchone()[0]
             if scratch is None:
                 return Written(key, rows, store.size(key))
@@ -200,7 +200,7 @@ class DuckDBScans:
         paths = [self._store.duckdb_path(key) for key in keys]
         schemas = self._schemas_of(paths)
         present = frozenset().union(*(self._columns[s] for s in schemas))
-        read = _read_parquet(paths, partitions, union_by_name=len(schemas) > 1, row_numbers=row_position)
+        read = read_parquet(paths, partitions, union_by_name=len(schemas) > 1, row_numbers=row_position)
         extra = [exp.alias_(exp.cast(exp.null(), data.copy()), name, quoted=True)
                  for name, data in columns.items() if name not in present]
         if row_position:
@@ -222,49 +222,3 @@ class DuckDBScans:
                     self._schemas[path] = known[path] = digest = hash(tuple(map(tuple, schema)))
                     self._columns.setdefault(digest, frozenset(column[0] for column in schema))
         return set(known.values())
-
-
-def _read_parquet(paths: Sequence[str], partitions: dict[str, exp.DataType], union_by_name: bool,
-                  row_numbers: bool = False) -> exp.Table:
-    """``read_parquet([paths], hive_partitioning=..., union_by_name=..., hive_types={...})``
-    (and ``file_row_number=true`` with ``row_numbers``)."""
-    def option(name: str, value: exp.Expression) -> exp.Expression:
-        return exp.EQ(this=exp.column(name), expression=value)
-
-    options = [option("hive_partitioning", exp.true() if partitions else exp.false()),
-               option("union_by_name", exp.true() if union_by_name else exp.false())]
-    if partitions:
-        options.append(option("hive_types", exp.Struct(expressions=[
-            exp.PropertyEQ(this=exp.Literal.string(col), expression=exp.Literal.string(to_sql(data, "duckdb")))
-            for col, data in partitions.items()])))
-    if row_numbers:
-        options.append(option("file_row_number", exp.true()))
-    return exp.Table(this=exp.ReadParquet(expressions=[
-        exp.Array(expressions=[exp.Literal.string(path) for path in paths]), *options]))
-
-
-class _ProgressReporter:
-    """Polls DuckDB's progress of the running statement on ``cursor`` from a side thread."""
-
-    def __init__(self, cursor, progress: Callable[[float], None] | None):
-        self._cursor, self._progress = cursor, progress
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True) if progress else None
-
-    def __enter__(self) -> _ProgressReporter:
-        if self._thread:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._thread:
-            self._stop.set()
-            self._thread.join()
-            if exc[0] is None:
-                self._progress(100.0)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            value = self._cursor.query_progress()
-            if value >= 0:
-                self._progress(value)

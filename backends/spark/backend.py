@@ -20,22 +20,23 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date
 from typing import TYPE_CHECKING, ClassVar
-from urllib.parse import unquote
 
 import pyarrow as pa
 from sqlglot import exp
 
 from backends import relations as rel
-from backends.base import ExportFormat, Relations, SourceMissing, UnsupportedInput, ViewCache, Written
+from backends.base import (ExportFormat, ProgressPoller, Relations, SourceMissing, UnsupportedInput, ViewCache,
+                           Written)
 from backends.spark.session import build_session
 from compiler import to_sql
+from storage.lake import SPARK_SCRATCH_PREFIX
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from storage.objectstore import ObjectStore
 
-SCRATCH_PREFIX = "_scratch/spark/"  # collect_garbage deletes what a crashed writer left here
+SCRATCH_PREFIX = SPARK_SCRATCH_PREFIX  # EventLake.collect_garbage deletes what a crashed write left here
 _USER_ID_ONLY = pa.schema([pa.field("user_id", pa.string())])
 # Spark's messages are the only place naming the file and column of a failed read.
 _TYPE_MISMATCH = re.compile(r"reading file (\S+?)\. Data type mismatches when reading Parquet column \[?([^\]\s]+)\]?"
@@ -144,23 +145,24 @@ class SparkBackend:
             frame = frame.sortWithinPartitions(*order_by)
         writer = frame.observe(rows, F.count(F.lit(1)).alias("rows")).write.mode("errorifexists")
         target = spark_uri(self._store.uri(f"{prefix}out"))
+        context, tag = self.spark.sparkContext, f"segops-write-{uuid.uuid4().hex}"
+        context.addJobTag(tag)  # on this thread's jobs (PySpark pins a Python thread to a JVM thread)
         try:
-            with self._reading():
+            with self._reading(), ProgressPoller(_task_progress(context, tag), progress):
                 if fmt == "parquet":
                     writer.parquet(target)
                 elif fmt == "csv":
                     writer.option("header", True).csv(target)
                 else:
                     writer.option("ignoreNullFields", False).json(target)
-            parts = [k for k in self._store.list(f"{prefix}out/") if k.rsplit("/", 1)[-1].startswith("part-")]
-            if len(parts) != 1:
-                raise RuntimeError(f"Spark wrote {len(parts)} part files for {key}, expected one")
-            self._store.move(parts[0], key)
+                parts = [k for k in self._store.list(f"{prefix}out/") if k.rsplit("/", 1)[-1].startswith("part-")]
+                if len(parts) != 1:
+                    raise RuntimeError(f"Spark wrote {len(parts)} part files for {key}, expected one")
+                self._store.move(parts[0], key)
         finally:
+            context.removeJobTag(tag)
             for leftover in self._store.list(prefix):  # _SUCCESS, checksums, a failed write's parts
                 self._store.delete(leftover)
-        if progress is not None:
-            progress(100.0)
         return Written(key, rows.get["rows"], self._store.size(key))
 
     def _sql(self, query: exp.Expression, *, prefix: str = "") -> DataFrame:
@@ -275,9 +277,25 @@ class SparkScans:
         return path[len(root):] if path.startswith(root) else path
 
 
+def _task_progress(context, tag: str) -> Callable[[], float]:
+    """A poll of the share of finished tasks in the stages of the jobs tagged ``tag`` so far (stages of
+    jobs not started yet are not counted: at most 99 while it runs, 100 comes at the end). PySpark's
+    tracker lacks the JVM's ``getJobIdsForTag`` (Spark 3.5+), hence the JVM one."""
+    tracker, by_tag = context.statusTracker(), context._jsc.sc().statusTracker()
+
+    def poll() -> float:
+        done = total = 0
+        for job_id in by_tag.getJobIdsForTag(tag):
+            job = tracker.getJobInfo(job_id)
+            for stage_id in job.stageIds if job else ():
+                stage = tracker.getStageInfo(stage_id)
+                if stage is not None:
+                    done, total = done + stage.numCompletedTasks, total + stage.numTasks
+        return min(99.0, 100.0 * done / total) if total else -1.0
+
+    return poll
+
+
 def spark_uri(uri: str) -> str:
-    """What Spark's Hadoop file systems read for an object URI (``ObjectStore.uri``): S3 through
-    s3a, and a local path unescaped (Hadoop takes ``tenant_id%3D1`` literally, not as ``tenant_id=1``)."""
-    if uri.startswith("s3://"):
-        return "s3a://" + uri[len("s3://"):]
-    return "file://" + unquote(uri[len("file://"):]) if uri.startswith("file://") else uri
+    """What Spark's Hadoop file systems read for an object URI (``ObjectStore.uri``): S3 through s3a."""
+    return "s3a://" + uri[len("s3://"):] if uri.startswith("s3://") else uri

@@ -113,3 +113,13 @@ def build_session(settings, **overrides: str) -> SparkSession:
         _session = builder.getOrCreate()
         _session.sparkContext.setLogLevel("ERROR")
         return _session
+
+
+def stop_session() -> None:
+    """Stop the process's session (if any), so the next ``build_session`` starts one with its own
+    master and conf (a benchmark comparing ``local[1]`` with ``local[2]``)."""
+    global _session
+    with _lock:
+        if _session is not None:
+            _session.stop()
+            _session = None

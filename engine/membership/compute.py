@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from engine.membership.computations import ComputationStore
     from engine.segments.query import SegmentQueries
     from engine.segments.store import SegmentStore
+    from storage.lake import EventLake
 
 log = logging.getLogger("segops.compute")
 
@@ -99,10 +100,10 @@ class ComputeService:
     add to it later); ``observe(outcome, seconds)`` hears how each job ended (metrics)."""
 
     def __init__(self, jobs: JobQueue, segments: SegmentStore, queries: SegmentQueries,
-                 computations: ComputationStore, backends: Backends, listeners: Sequence[Listener] = (),
-                 observe: Callable[[str, float], None] | None = None):
+                 computations: ComputationStore, backends: Backends, lake: EventLake,
+                 listeners: Sequence[Listener] = (), observe: Callable[[str, float], None] | None = None):
         self._jobs, self._segments, self._queries = jobs, segments, queries
-        self._computations, self._backends = computations, backends
+        self._computations, self._backends, self._lake = computations, backends, lake
         self._listeners = listeners
         self._observe = observe or (lambda outcome, seconds: None)
         self.worker = self._worker()  # the thread's (Runtime.start_workers); run_pending uses its own
@@ -209,7 +210,9 @@ class ComputeService:
         compiled = self._queries.compile(claim.tenant_id, orjson.loads(segment["definition"]), as_of=as_of)
         name = claim.payload.get("backend")
         backend = self._backends.get(name) if name else self._backends.batch
-        members = self._queries.member_table(compiled, backend).column("user_id").combine_chunks()
+        # the snapshot's files outlive a garbage collection while a long (Spark) query reads them
+        with self._lake.pinned(f"compute-{claim.job_id}", compiled.lake.events, compiled.lake.profiles):
+            members = self._queries.member_table(compiled, backend).column("user_id").combine_chunks()
         files = self._computations.write(claim.tenant_id, segment_id, claim.job_id, members, previous_id, as_of,
                                          written)
 
