@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         from engagement.worker import SendWorker
 
         runtime = open_runtime(workers=True)
-        send_worker = SendWorker(runtime, poll=poll)
+        send_worker = SendWorker(runtime.sends, poll=poll)
         stopping = threading.Event()
 
         def stop(*_):

@@ -47,7 +47,7 @@ class Runtime:
 
     def _start_event_journeys(self, tenant_id: int, events: pa.Table) -> int:
         """Event triggers start runs; active runs remember the events they watch."""
-        return self.sends.journeys.on_events(tenant_id, events)
+        return self.sends.journeys_runner.on_events(tenant_id, events)
 
     def _materialize_membership(self, result: ComputationResult) -> None:
         """Swap the new members into the index, only where the index is in use."""
@@ -58,8 +58,8 @@ class Runtime:
     def _start_segment_journeys(self, result: ComputationResult) -> None:
         """Recipients who entered a segment enter the journeys it triggers."""
         if len(result.entered):
-            self.sends.journeys.on_segment_entered(result.tenant_id, result.segment_id, result.computation_id,
-                                                   result.entered_user_ids)
+            self.sends.journeys_runner.on_segment_entered(result.tenant_id, result.segment_id, result.computation_id,
+                                                          result.entered_user_ids)
 
     @cached_property
     def accounts(self):
@@ -148,10 +148,21 @@ class Runtime:
 
     @cached_property
     def sends(self):
-        """Templates, brand kits, assets, recipients, emails, journeys, broadcasts (engagement)."""
+        """Templates, brand kits, assets, recipients, emails, journeys, broadcasts (engagement). Ingest and
+        the membership index are reached lazily: sends opens no WAL and loads no index until it needs them."""
+        from engine.membership.computations import read_members
+        from engine.segments.query import compile_definition, member_table
+        from engine.segments.store import SegmentStore
         from engagement.service import Sends
 
-        return Sends(self)
+        sends = Sends(self.settings, self.meta, self.lake, self.backends, SegmentStore(self.meta),
+                      feed=self.event_feed, submit=lambda *args: self.ingest.submit_events(*args),
+                      memberships=lambda tenant_id, user_ids: self.membership.memberships(tenant_id, user_ids),
+                      read_members=lambda key: read_members(self.lake.store, key),
+                      compile_definition=lambda tenant_id, definition: compile_definition(self, tenant_id, definition),
+                      member_table=lambda compiled: member_table(self, compiled))
+        self.on_stop(sends.close)
+        return sends
 
     def on_stop(self, fn: Callable[[], None]) -> None:
         self._stoppers.append(fn)
@@ -168,13 +179,17 @@ class Runtime:
         from engine.exports import start_export_worker
         from engine.ingest.service import start_flusher
         from engine.maintenance import start_lake_maintenance
-        from engagement.worker import start_send_worker
+        from engagement.worker import SendWorker
 
         start_flusher(self)
         start_compute_worker(self)
         start_export_worker(self)
         self.membership  # noqa: B018 - load the index before the first request instead of during it
-        start_send_worker(self)
+        if not self.settings.read_only:  # sends (and its close) exist before the worker, so it stops first
+            send_worker = SendWorker(self.sends)
+            send_worker.start()
+            self.add_worker(send_worker.thread)
+            self.on_stop(send_worker.stop)
         start_lake_maintenance(self)
 
     def stop(self) -> None:
