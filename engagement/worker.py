@@ -52,9 +52,10 @@ class SendWorker:
                 self.sends.wakeup.wait(self.poll)
                 self.sends.wakeup.clear()
 
-    def start(self) -> None:
+    def start(self) -> threading.Thread:
         self._thread = threading.Thread(target=self.run, name="segops-send-worker", daemon=True)
         self._thread.start()
+        return self._thread
 
     @property
     def thread(self) -> threading.Thread | None:

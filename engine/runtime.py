@@ -187,8 +187,7 @@ class Runtime:
         self.membership  # noqa: B018 - load the index before the first request instead of during it
         if not self.settings.read_only:  # sends (and its close) exist before the worker, so it stops first
             send_worker = SendWorker(self.sends)
-            send_worker.start()
-            self.add_worker(send_worker.thread)
+            self.add_worker(send_worker.start())
             self.on_stop(send_worker.stop)
         start_lake_maintenance(self)
 
