@@ -18,23 +18,19 @@ KINDS = ("compute", "export", "send")
 def _start_send(runtime, poll: float) -> str:
     from engagement.worker import SendWorker
 
-    runtime.sends.dispatcher  # noqa: B018 - created first, so it is closed after the worker stopped
-    send_worker = SendWorker(runtime, poll=poll)
-    send_worker.start()
-    runtime.add_worker(send_worker.thread)
-    runtime.on_stop(send_worker.stop)
+    runtime.start_worker(SendWorker(runtime.sends, poll=poll))
     return f"transport={runtime.sends.transport.name}"
 
 
 def _start_compute(runtime, poll: float) -> str:
     runtime.backends  # noqa: B018 - created first, so they close after the worker stopped
-    runtime._start(runtime.compute.worker)
+    runtime.start_worker(runtime.compute.worker)
     return f"compute backend={runtime.settings.query_backend}"
 
 
 def _start_export(runtime, poll: float) -> str:
     runtime.backends  # noqa: B018 - created first, so they close after the worker stopped
-    runtime._start(runtime.exports.worker)
+    runtime.start_worker(runtime.exports.worker)
     return f"export backend={runtime.settings.query_backend}"
 
 

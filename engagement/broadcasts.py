@@ -11,6 +11,7 @@ the sends themselves, so it is exact while the broadcast runs.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -18,16 +19,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from common.time import api_time, db_time, parse_db_time, utc_now
+from compiler import DefinitionError
 from engine.errors import Conflict, Gone
-from engine.segments.query import DefinitionError
-from engine.segments.store import SegmentNotFound, SegmentStore
+from engine.segments.store import SegmentNotFound
 from engagement.common import NotFound, SendsError, dumps, loads
-from engagement.emails import snapshot_template
 from engagement.recipients import valid_address
 
 if TYPE_CHECKING:
-    from engine.runtime import Runtime
-    from engagement.service import Sends
+    from engine.segments.store import SegmentStore
+    from engagement.outbound import Outbound
+    from engagement.profiles import ProfileDirectory
 
 PREPARED_TTL = timedelta(minutes=15)
 SAMPLE_SIZE = 10
@@ -59,10 +60,25 @@ CREATE TABLE IF NOT EXISTS broadcast_recipients (
 
 
 class Broadcasts:
-    def __init__(self, runtime: "Runtime", sends: "Sends"):
-        self.runtime = runtime
-        self.sends = sends
-        self.meta = runtime.meta
+    def __init__(self, meta, segments: SegmentStore, outbound: Outbound, profiles: ProfileDirectory, *,
+                 domain: str, snapshot: Callable[[int, int], tuple], wake: Callable[[], None],
+                 current_members: Callable[[int, int], pa.Array | None],
+                 compile_definition: Callable[[int, Any], Any],
+                 member_table: Callable[[Any], pa.Table]):
+        """The audience comes from ``current_members(tenant_id, segment_id)`` (its current computation's)
+        or from ``member_table(compile_definition(tenant_id, definition))`` (a definition run now: a
+        ``CompiledSegment``'s member table); ``snapshot`` is ``Sends.snapshot``; ``wake`` tells this
+        process's send worker there is work."""
+        self.meta = meta
+        self.segments = segments
+        self.outbound = outbound
+        self.profiles = profiles
+        self.domain = domain
+        self.snapshot = snapshot
+        self.wake = wake
+        self.current_members = current_members
+        self.compile_definition = compile_definition
+        self.member_table = member_table
         self.meta.ensure_schema("sends.broadcasts", SCHEMA)
 
     # -- audience ---------------------------------------------------------------------------
@@ -71,12 +87,12 @@ class Broadcasts:
         if audience.get("segmentId") is not None:
             segment_id = audience["segmentId"]
             try:
-                members = self.runtime.computations.current_members(tenant_id, segment_id)
+                members = self.current_members(tenant_id, segment_id)
             except SegmentNotFound:
                 raise SendsError("audience.segmentId", f"no segment {segment_id}", "segment_not_found") from None
             if members is not None:
                 return pc.unique(members).sort()
-            found = SegmentStore(self.meta).definition(tenant_id, segment_id)
+            found = self.segments.definition(tenant_id, segment_id)
             if found is None:
                 raise SendsError("audience.segmentId", f"segment {segment_id} has no definition yet",
                                  "segment_has_no_definition")
@@ -84,20 +100,20 @@ class Broadcasts:
         else:
             definition, field = audience["definition"], "audience.definition"
         try:
-            compiled = self.runtime.queries.compile(tenant_id, definition)
+            compiled = self.compile_definition(tenant_id, definition)
         except DefinitionError as err:  # paths are rooted at "definition": re-root them at the audience
             first = err.errors[0]
             path = first.path[len("definition"):] if first.path.startswith("definition") else f".{first.path}"
             raise SendsError(f"{field}{path}" if field.endswith("definition") else field, first.message,
                              first.code) from None
-        return self.runtime.queries.member_table(compiled).column("user_id").combine_chunks()
+        return self.member_table(compiled).column("user_id").combine_chunks()
 
     # -- lifecycle --------------------------------------------------------------------------
     def prepare(self, tenant_id: int, *, template_id: int, audience: dict[str, Any], name: str | None) -> dict:
-        content_id, _, template = snapshot_template(self.sends, tenant_id, template_id)
+        content_id, _, template = self.snapshot(tenant_id, template_id)
         users = self._audience(tenant_id, audience)
         sample_ids = users.slice(0, SAMPLE_SIZE).to_pylist()
-        traits = self.sends.profiles.traits(tenant_id, sample_ids)
+        traits = self.profiles.traits(tenant_id, sample_ids)
         sample = [{"userId": u, "email": valid_address((traits.get(u) or {}).get("email"))} for u in sample_ids]
         now = utc_now()
         with self.meta.transaction() as conn:
@@ -127,7 +143,7 @@ class Broadcasts:
                                  "AND status = 'prepared'", (stamp, broadcast_id)).rowcount
             if not moved:
                 raise Conflict("this broadcast was redeemed meanwhile", code="not_prepared", field="preparedSendId")
-            outbound = self.sends.outbound
+            outbound = self.outbound
             first_job = outbound.new_jobs(conn, tenant_id, "broadcast", row["audience_size"])
             conn.execute(
                 "INSERT INTO email_sends (tenant_id, message_id, source, source_id, source_key, user_id, template_id, "
@@ -135,9 +151,9 @@ class Broadcasts:
                 "SELECT ?, lower(hex(randomblob(16))) || '@' || ?, 'broadcast', ?, ? || ':' || user_id, user_id, ?, ?, "
                 "'{}', 'queued', ?, ?, ? + (row_number() OVER (ORDER BY user_id) - 1) / ? FROM broadcast_recipients "
                 "WHERE broadcast_id = ? ORDER BY user_id ON CONFLICT (source, source_key) DO NOTHING",
-                (tenant_id, self.sends.domain, broadcast_id, str(broadcast_id), row["template_id"], row["content_id"],
+                (tenant_id, self.domain, broadcast_id, str(broadcast_id), row["template_id"], row["content_id"],
                  stamp, stamp, first_job, outbound.chunk, broadcast_id))
-        self.sends.wake()
+        self.wake()
         return self.get(tenant_id, broadcast_id)
 
     def cancel(self, tenant_id: int, broadcast_id: int) -> dict:
@@ -147,7 +163,7 @@ class Broadcasts:
         with self.meta.transaction() as conn:
             conn.execute("UPDATE broadcasts SET status = 'cancelled', cancelled_at = ? WHERE id = ?",
                          (db_time(utc_now()), broadcast_id))
-            self.sends.outbound.cancel_queued(conn, "broadcast", broadcast_id)
+            self.outbound.cancel_queued(conn, "broadcast", broadcast_id)
         return self.get(tenant_id, broadcast_id)
 
     # -- reading ----------------------------------------------------------------------------
@@ -159,7 +175,7 @@ class Broadcasts:
 
     def get(self, tenant_id: int, broadcast_id: int) -> dict:
         row = self.row(tenant_id, broadcast_id)
-        counts = self.sends.outbound.counts("broadcast", [broadcast_id]) if row["status"] != "prepared" else {}
+        counts = self.outbound.counts("broadcast", [broadcast_id]) if row["status"] != "prepared" else {}
         pending = counts.get("queued", 0) + counts.get("handing_off", 0)
         if row["status"] == "sending" and pending == 0:
             self.meta.execute("UPDATE broadcasts SET status = 'sent', completed_at = ? WHERE id = ? "

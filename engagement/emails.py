@@ -9,6 +9,7 @@ worker. Reading a send later gives its durable status and timestamps.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import Unprocessable
@@ -18,33 +19,42 @@ from engagement.recipients import normalize_address, valid_address
 from engagement.templates import Content
 
 if TYPE_CHECKING:
-    from engagement.service import Sends
+    from engagement.brand import BrandKitStore
+    from engagement.outbound import Outbound
+    from engagement.profiles import ProfileDirectory
+    from engagement.templates import TemplateStore
 
 MAX_BATCH = 100
 
 
-def snapshot_template(sends: "Sends", tenant_id: int, template_id: int, field: str = "templateId"
-                      ) -> tuple[int, Content, dict[str, Any]]:
+def snapshot_template(templates: TemplateStore, brand_kits: BrandKitStore, outbound: Outbound, tenant_id: int,
+                      template_id: int, field: str = "templateId") -> tuple[int, Content, dict[str, Any]]:
     """Freeze a template (with its brand kit and sender defaults) as send content.
     Returns (content_id, content, template JSON)."""
-    content, template = sends.templates.content(tenant_id, template_id, field=field)
-    kit = sends.brand_kits.for_template(tenant_id, template["brandKitId"])
+    content, template = templates.content(tenant_id, template_id, field=field)
+    kit = brand_kits.for_template(tenant_id, template["brandKitId"])
     if kit is not None:
         sender = kit.get("sender") or {}
         content = Content(content.subject, content.html, content.text, content.purpose, content.topic,
                           content.from_name or sender.get("fromName"), content.from_email or sender.get("fromEmail"),
                           content.reply_to or sender.get("replyTo"), dumps(kit))
-    return sends.outbound.store_content(tenant_id, content, template_id), content, template
+    return outbound.store_content(tenant_id, content, template_id), content, template
 
 
 class Emails:
-    def __init__(self, sends: "Sends"):
-        self.sends = sends
+    def __init__(self, outbound: Outbound, profiles: ProfileDirectory, snapshot: Callable[..., tuple],
+                 deliver: Callable[[Sequence[int]], None]):
+        """``snapshot(tenant_id, template_id, field)``: ``Sends.snapshot``; ``deliver(send_ids)``: the
+        dispatcher's inline hand-off."""
+        self.outbound = outbound
+        self.profiles = profiles
+        self.snapshot = snapshot
+        self.deliver = deliver
 
     def _prepare(self, tenant_id: int, item: dict[str, Any], path: str, contents: dict) -> NewSend:
         template_id = item["templateId"]
         if template_id not in contents:
-            contents[template_id] = snapshot_template(self.sends, tenant_id, template_id, f"{path}templateId")
+            contents[template_id] = self.snapshot(tenant_id, template_id, f"{path}templateId")
         content_id, _, template = contents[template_id]
         declared = set(template["dataVariables"])
         data = item.get("dataVariables") or {}
@@ -59,7 +69,7 @@ class Emails:
                              "recipient_required")
         address = normalize_address(to, f"{path}to") if to is not None else None
         if address is None:
-            profile = self.sends.profiles.one(tenant_id, user_id)
+            profile = self.profiles.one(tenant_id, user_id)
             if profile is None:
                 raise Unprocessable(f"no profile {user_id!r}", code="profile_not_found", field=f"{path}userId")
             address = valid_address(profile.get("email"))
@@ -75,6 +85,6 @@ class Emails:
         contents: dict[int, tuple] = {}
         prepared = [self._prepare(tenant_id, item, f"emails[{i}]." if batch else "", contents)
                     for i, item in enumerate(items)]
-        ids = self.sends.outbound.enqueue(prepared)
-        self.sends.dispatcher.deliver(ids)
-        return self.sends.outbound.many(tenant_id, ids)
+        ids = self.outbound.enqueue(prepared)
+        self.deliver(ids)
+        return self.outbound.many(tenant_id, ids)

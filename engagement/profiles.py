@@ -15,20 +15,22 @@ from sqlglot import exp
 from backends.relations import PROFILES_TABLE, bind, placeholder
 
 if TYPE_CHECKING:
-    from engine.runtime import Runtime
+    from backends.registry import Backends
+    from storage.lake import EventLake
 
 
 class ProfileDirectory:
-    def __init__(self, runtime: "Runtime"):
-        self.runtime = runtime
+    def __init__(self, lake: EventLake, backends: Backends):
+        self.lake = lake
+        self.backends = backends
 
     def known_traits(self, tenant_id: int) -> list[str]:
-        return sorted(self.runtime.lake.profiles_snapshot(tenant_id).traits)
+        return sorted(self.lake.profiles_snapshot(tenant_id).traits)
 
     def traits(self, tenant_id: int, user_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """user_id -> traits for those of ``user_ids`` that have a profile."""
         wanted = sorted({str(u) for u in user_ids})
-        backends = self.runtime.backends
+        backends = self.backends
         lake = backends.tenant_lake(tenant_id)
         if not wanted or lake.profiles.file is None:
             return {}

@@ -8,27 +8,39 @@ they land in the lake like any tracked event (and can trigger journeys).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from common.time import now_us
+from engine.ingest.parse import EventColumns
 from engagement.common import NotFound
 
 if TYPE_CHECKING:
-    from engine.runtime import Runtime
-    from engagement.service import Sends
+    from engine.ingest.feed import EventFeed
+    from engagement.outbound import Outbound
+    from engagement.recipients import Recipients, Signer
 
 log = logging.getLogger(__name__)
 
 
 class Engagement:
-    def __init__(self, runtime: "Runtime", sends: "Sends"):
-        self.runtime = runtime
-        self.sends = sends
+    def __init__(self, meta, signer: Signer, recipients: Recipients, outbound: Outbound, *,
+                 submit: Callable[..., Any], feed: EventFeed, read_only: bool):
+        """``submit(tenant_id, columns, received)``: ingest's write-ahead submit (a future of its
+        outcome); ``feed``: where accepted events go on to their consumers (journeys)."""
+        self.meta = meta
+        self.signer = signer
+        self.recipients = recipients
+        self.outbound = outbound
+        self.submit = submit
+        self.feed = feed
+        self.read_only = read_only
 
     def unsubscribe_target(self, token: str) -> tuple[int, str, str, int]:
         """(tenant_id, address, topic, send_id) a valid unsubscribe token names; NotFound otherwise."""
-        payload = self.sends.signer.verify(token)
+        payload = self.signer.verify(token)
         if payload is None or len(payload) != 4:
             raise NotFound("unsubscribe link", "")
         tenant_id, address, topic, send_id = payload
@@ -37,51 +49,47 @@ class Engagement:
     def unsubscribe(self, token: str, source: str) -> dict[str, Any]:
         """Takes effect at once: the next claim of any queued send to this address skips it."""
         tenant_id, address, topic, _ = self.unsubscribe_target(token)
-        self.sends.recipients.set_subscription(tenant_id, address, topic, "unsubscribed", source)
+        self.recipients.set_subscription(tenant_id, address, topic, "unsubscribed", source)
         return {"email": address, "topic": topic, "status": "unsubscribed"}
 
     def _send_row(self, tenant_id: int, send_id: int):
-        return self.runtime.meta.query_one("SELECT * FROM email_sends WHERE id = ? AND tenant_id = ?",
-                                           (send_id, tenant_id))
+        return self.meta.query_one("SELECT * FROM email_sends WHERE id = ? AND tenant_id = ?", (send_id, tenant_id))
 
     def opened(self, token: str) -> None:
         """Count an open; an invalid token is ignored (the pixel is served regardless)."""
-        payload = self.sends.signer.verify(token)
+        payload = self.signer.verify(token)
         if payload is None or len(payload) != 2:
             return
         tenant_id, send_id = int(payload[0]), int(payload[1])
         row = self._send_row(tenant_id, send_id)
         if row is not None:
-            self.sends.outbound.record_engagement(send_id, "open")
+            self.outbound.record_engagement(send_id, "open")
             self._record_event(tenant_id, row, "email_opened", {})
 
     def clicked(self, token: str) -> str:
         """The link's target after counting the click; NotFound for a token we did not sign."""
-        payload = self.sends.signer.verify(token)
+        payload = self.signer.verify(token)
         if payload is None or len(payload) != 3 or not str(payload[2]).startswith(("https://", "http://")):
             raise NotFound("link", "")
         tenant_id, send_id, url = int(payload[0]), int(payload[1]), str(payload[2])
         row = self._send_row(tenant_id, send_id)
         if row is not None:
-            self.sends.outbound.record_engagement(send_id, "click")
+            self.outbound.record_engagement(send_id, "click")
             self._record_event(tenant_id, row, "email_clicked", {"url": url})
         return url
 
     def _record_event(self, tenant_id: int, row, event_type: str, extra: dict[str, Any]) -> None:
         """Best effort: an engagement event never fails the recipient's request."""
-        if not row["user_id"] or self.runtime.settings.read_only:
+        if not row["user_id"] or self.read_only:
             return
-        from engine.ingest.service import now_us
-        from engine.ingest.parse import EventColumns
-
         properties = {"message_id": row["message_id"], "send_id": row["id"], "template_id": row["template_id"],
                       "source": row["source"], "source_id": row["source_id"], **extra}
         received = now_us()
         columns = EventColumns(event_ids=[None], user_ids=[row["user_id"]], event_types=[event_type],
                                occurred_at=[received], properties=[orjson.dumps(properties)])
         try:
-            outcome = self.runtime.ingest.submit_events(tenant_id, columns, received).result(timeout=30)
+            outcome = self.submit(tenant_id, columns, received).result(timeout=30)
             if outcome.accepted:
-                self.runtime.event_feed.accepted(tenant_id, outcome.events)
+                self.feed.accepted(tenant_id, outcome.events)
         except Exception:
             log.exception("could not record %s for send %s", event_type, row["id"])

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.runtime import Runtime
+    from engagement.service import Sends
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +21,8 @@ PURGE_EVERY_SECONDS = 600.0
 
 
 class SendWorker:
-    def __init__(self, runtime: "Runtime", poll: float = POLL_SECONDS):
-        self.runtime = runtime
-        self.sends = runtime.sends
+    def __init__(self, sends: Sends, poll: float = POLL_SECONDS):
+        self.sends = sends
         self.poll = poll
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -34,7 +33,7 @@ class SendWorker:
         sends = self.sends
         dispatcher = sends.dispatcher
         done = dispatcher.recover()
-        done += sends.journeys.advance_due(dispatcher.owner, sends.lease)
+        done += sends.journeys_runner.advance_due(dispatcher.owner, sends.lease)
         done += dispatcher.run_once()
         if time.monotonic() - self._last_purge > PURGE_EVERY_SECONDS:
             sends.idempotency.purge_expired()
@@ -53,9 +52,10 @@ class SendWorker:
                 self.sends.wakeup.wait(self.poll)
                 self.sends.wakeup.clear()
 
-    def start(self) -> None:
+    def start(self) -> threading.Thread:
         self._thread = threading.Thread(target=self.run, name="segops-send-worker", daemon=True)
         self._thread.start()
+        return self._thread
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -66,14 +66,3 @@ class SendWorker:
         self.sends.wake()
         if self._thread is not None:
             self._thread.join(timeout=30)
-
-
-def start_send_worker(runtime: "Runtime") -> None:
-    """Runtime.start_workers' send worker thread (not in read-only processes)."""
-    if runtime.settings.read_only:
-        return
-    runtime.sends.dispatcher  # noqa: B018 - created first, so it is closed after the worker stopped
-    worker = SendWorker(runtime)
-    worker.start()
-    runtime.add_worker(worker.thread)
-    runtime.on_stop(worker.stop)

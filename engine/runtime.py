@@ -47,7 +47,7 @@ class Runtime:
 
     def _start_event_journeys(self, tenant_id: int, events: pa.Table) -> int:
         """Event triggers start runs; active runs remember the events they watch."""
-        return self.sends.journeys.on_events(tenant_id, events)
+        return self.sends.journeys_runner.on_events(tenant_id, events)
 
     def _materialize_membership(self, result: ComputationResult) -> None:
         """Swap the new members into the index, only where the index is in use."""
@@ -58,8 +58,8 @@ class Runtime:
     def _start_segment_journeys(self, result: ComputationResult) -> None:
         """Recipients who entered a segment enter the journeys it triggers."""
         if len(result.entered):
-            self.sends.journeys.on_segment_entered(result.tenant_id, result.segment_id, result.computation_id,
-                                                   result.entered_user_ids)
+            self.sends.journeys_runner.on_segment_entered(result.tenant_id, result.segment_id, result.computation_id,
+                                                          result.entered_user_ids)
 
     @cached_property
     def accounts(self):
@@ -192,10 +192,17 @@ class Runtime:
 
     @cached_property
     def sends(self):
-        """Templates, brand kits, assets, recipients, emails, journeys, broadcasts (engagement)."""
+        """Templates, brand kits, assets, recipients, emails, journeys, broadcasts (engagement). Ingest and
+        the membership index are reached lazily: sends opens no WAL and loads no index until it needs them."""
         from engagement.service import Sends
 
-        return Sends(self)
+        sends = Sends(self.settings, self.meta, self.lake, self.backends, self.segments, self.jobs,
+                      feed=self.event_feed, submit=lambda *args: self.ingest.submit_events(*args),
+                      memberships=lambda tenant_id, user_ids: self.membership.memberships(tenant_id, user_ids),
+                      current_members=self.computations.current_members, compile_definition=self.queries.compile,
+                      member_table=self.queries.member_table)
+        self.on_stop(sends.close)
+        return sends
 
     def on_stop(self, fn: Callable[[], None]) -> None:
         self._stoppers.append(fn)
@@ -209,7 +216,7 @@ class Runtime:
         function skips what a read-only process must not run, hands its threads to ``add_worker``
         and its stop to ``on_stop``."""
         from engine.maintenance import LakeMaintenance
-        from engagement.worker import start_send_worker
+        from engagement.worker import SendWorker
 
         if not self.settings.read_only:  # opening ingest replays the WAL; the flusher runs from then on
             self.ingest.start_flusher()
@@ -217,14 +224,14 @@ class Runtime:
                 self.add_worker(thread)
         if not self.settings.read_only:
             self.backends  # noqa: B018 - created first so that they close after the job workers stop
-            self._start(self.compute.worker)
-            self._start(self.exports.worker)
+            self.start_worker(self.compute.worker)
+            self.start_worker(self.exports.worker)
         self.membership  # noqa: B018 - load the index before the first request instead of during it
-        start_send_worker(self)
-        if not self.settings.read_only:
-            self._start(LakeMaintenance(self.lake))
+        if not self.settings.read_only:  # sends (and its close) exist before the worker, so it stops first
+            self.start_worker(SendWorker(self.sends))
+            self.start_worker(LakeMaintenance(self.lake))
 
-    def _start(self, worker) -> None:
+    def start_worker(self, worker) -> None:
         """A worker with ``start() -> Thread`` and ``stop()``: readiness watches its thread, ``stop`` stops it."""
         self.add_worker(worker.start())
         self.on_stop(worker.stop)

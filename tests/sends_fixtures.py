@@ -98,7 +98,7 @@ def drain(runtime, max_cycles: int = 100) -> None:
     """Run the journey/send worker's cycle in this thread until nothing is due."""
     from engagement.worker import SendWorker
 
-    worker = SendWorker(runtime)
+    worker = SendWorker(runtime.sends)
     for _ in range(max_cycles):
         if worker.cycle() == 0:
             return

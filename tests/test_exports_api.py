@@ -128,7 +128,7 @@ def test_export_pins_the_computation_it_was_requested_on(client, runtime, tenant
 
 def test_worker_thread_runs_queued_exports(runtime, tenants, segment):
 
-    runtime._start(runtime.exports.worker)
+    runtime.start_worker(runtime.exports.worker)
     export_id = runtime.exports.create(tenants.a.tenant_id, segment, "csv")["export_id"]
     deadline = time.monotonic() + 20
     while runtime.exports.get(tenants.a.tenant_id, export_id)["status"] != "done":
@@ -142,7 +142,7 @@ def test_export_can_wait_until_it_is_done(client, runtime, tenants, segment):
     url = f"/api/segments/{segment}/export/"
     still = client.post(url, params={"wait": "0.2"}, json={"format": "csv"}, headers=a.headers)  # no worker yet
     assert still.status_code == 202 and still.json()["status"] == "queued", still.text
-    runtime._start(runtime.exports.worker)  # stopped by runtime.stop() at teardown
+    runtime.start_worker(runtime.exports.worker)  # stopped by runtime.stop() at teardown
     done = client.post(url, params={"wait": "20"}, json={"format": "jsonl"}, headers=a.headers)
     assert done.status_code == 200 and done.json()["status"] == "done", done.text
     rows = read_back("jsonl", client.get(done.json()["download_url"], headers=a.headers).content)

@@ -35,7 +35,7 @@ def test_concurrent_workers_do_each_step_once(client, tenants, runtime, data_dir
 
     runtimes = [Runtime(Settings(data_dir=data_dir, run_workers=False, send_chunk=7))
                 for _ in range(3)]
-    workers = [SendWorker(rt, poll=0.05) for rt in runtimes]
+    workers = [SendWorker(rt.sends, poll=0.05) for rt in runtimes]
     for worker in workers:
         worker.start()
     try:

@@ -173,7 +173,7 @@ def test_scheduler_follows_interval_and_versions(client, tenant_a, runtime, live
 
 
 def test_background_worker_runs_queued_jobs(client, tenant_a, runtime, live_world):
-    runtime._start(runtime.compute.worker)  # stopped by runtime.stop() at teardown
+    runtime.start_worker(runtime.compute.worker)  # stopped by runtime.stop() at teardown
     segment = create_segment(client, tenant_a.headers, BIG_SPENDERS)
     job_id = start_job(client, tenant_a.headers, segment["id"])
     deadline = time.monotonic() + 20
@@ -192,7 +192,7 @@ def test_compute_can_wait_for_the_job(client, tenant_a, runtime, live_world):
     still = client.post(url, params={"wait": "0.3"}, headers=tenant_a.headers)  # no worker yet: the wait ends
     assert time.monotonic() - started >= 0.3
     assert still.status_code == 202 and still.json()["status"] == "queued", still.text
-    runtime._start(runtime.compute.worker)  # stopped by runtime.stop() at teardown
+    runtime.start_worker(runtime.compute.worker)  # stopped by runtime.stop() at teardown
     done = client.post(url, params={"wait": "20"}, headers=tenant_a.headers)
     assert done.status_code == 200, done.text
     body = done.json()

@@ -15,7 +15,6 @@ from api.app import create_app
 from common.time import db_time, utc_now
 from engine.runtime import Runtime
 from engagement import mime
-from engagement.emails import snapshot_template
 from engagement.outbound import NewSend
 from engine.settings import Settings
 from tests.sends_fixtures import free_port, make_template, outbox, profiles
@@ -78,7 +77,7 @@ def test_smtp_delivery_through_the_api(smtp_runtime, smtp_server, tenants, data_
 
 def _queue(runtime, tenant_id, template_id, addresses):
     sends = runtime.sends
-    content_id, _, _ = snapshot_template(sends, tenant_id, template_id)
+    content_id, _, _ = sends.snapshot(tenant_id, template_id)
     return sends.outbound.enqueue([NewSend(tenant_id, "api", f"k{i}", content_id, to_address=addr,
                                            template_id=template_id) for i, addr in enumerate(addresses)])
 
@@ -148,7 +147,7 @@ def test_a_recovered_smtp_hand_off_keeps_its_recipient_so_a_bounce_suppresses_it
     sends = smtp_runtime.sends
     with TestClient(create_app(smtp_runtime.settings, runtime=smtp_runtime)) as client:
         t = make_template(client, a.headers, purpose="transactional")
-        content_id, _, _ = snapshot_template(sends, a.tenant_id, t["id"])
+        content_id, _, _ = sends.snapshot(a.tenant_id, t["id"])
         [send_id] = sends.outbound.enqueue([NewSend(a.tenant_id, "broadcast", "b1:u1", content_id, user_id="u1",
                                                     template_id=t["id"])])
         dispatcher = sends.dispatcher

@@ -110,7 +110,7 @@ def trigger_journey(body: TriggerRequest, request: Request, journey_id: int = De
     email = None
     if body.email is not None:
         email = normalize_address(body.email)
-    return idempotent(request, principal, runtime, body.doc(), lambda: (202, runtime.sends.journeys.trigger(
+    return idempotent(request, principal, runtime, body.doc(), lambda: (202, runtime.sends.journeys_runner.trigger(
         principal.tenant_id, journey_id, body.user_id, email, body.data_variables, may_send=principal.allow_sends)))
 
 
