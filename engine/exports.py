@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ from engine.jobs import JobWorker, Lease
 from engine.segments.store import SegmentNotComputed, SegmentNotFound, ensure_schema
 
 if TYPE_CHECKING:
-    from backends.base import QueryBackend
+    from backends.base import QueryBackend, TenantLake
     from backends.registry import Backends
     from engine.jobs import JobQueue
     from engine.membership.computations import ComputationStore
@@ -215,12 +216,15 @@ class Exports:
         fmt = row["format"]
         key = f"exports/tenant_id={row['tenant_id']}/export={row['id']}/members.{fmt}"
         traits = orjson.loads(row["traits"])
-        query = self._select(backend, row["tenant_id"], members_key, fmt, traits)
-        # The members file is in user_id order; a join with profiles needs the order restored.
-        written = backend.write_file(query, key, fmt, order_by=("user_id",) if traits else (), progress=progress)
+        lake = self._backends.tenant_lake(row["tenant_id"]) if traits else None
+        query = self._select(backend, lake, members_key, fmt, traits)
+        # A long (Spark) export keeps the profiles files it joins through a garbage collection.
+        with self._lake.pinned(f"export-{row['id']}", profiles=lake.profiles) if lake else nullcontext():
+            # The members file is in user_id order; a join with profiles needs the order restored.
+            written = backend.write_file(query, key, fmt, order_by=("user_id",) if traits else (), progress=progress)
         return written.key, written.rows, written.bytes
 
-    def _select(self, backend: QueryBackend, tenant_id: int, members_key: str, fmt: str,
+    def _select(self, backend: QueryBackend, lake: TenantLake | None, members_key: str, fmt: str,
                 traits: list[str]) -> exp.Select:
         """The export's SELECT; every name is a quoted identifier."""
         members = relations.aliased(backend.members(members_key), "m")
@@ -231,7 +235,6 @@ class Exports:
                    exp.alias_(computed_at, "computed_at", quoted=True)]
         query = exp.select(*columns).from_(members)
         if traits:
-            lake = self._backends.tenant_lake(tenant_id)
             for name in traits:
                 column, _ = lake.profiles.traits[name]
                 query = query.select(exp.alias_(exp.column(column, table="p", quoted=True), name, quoted=True))

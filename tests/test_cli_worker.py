@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-from engine.membership import compute
 from engine.runtime import Runtime
 from engine.settings import Settings
 from tests.membership_fixtures import add_events, create_segment, frequency
@@ -39,10 +38,10 @@ def test_worker_runs_compute_and_export_jobs_and_stops_on_sigterm(tmp_path):
     tenant_id = runtime.accounts.create_tenant("w", plan="enterprise")
     add_events(runtime, tenant_id, [(f"u{i}", "buy", {}) for i in range(4)] + [("x", "view", {})])
     segment = create_segment(runtime, tenant_id, frequency("buy"))
-    job_id = compute.enqueue(runtime, tenant_id, segment, "cli")
+    job_id = runtime.compute.enqueue(tenant_id, segment, "cli")
     proc = _worker(data_dir, "--kinds", "compute,export")
     try:
-        job = _until(lambda: (j := compute.get_job(runtime, tenant_id, job_id))["status"] in ("done", "failed")
+        job = _until(lambda: (j := runtime.compute.get_job(tenant_id, job_id))["status"] in ("done", "failed")
                      and j or None, proc, "finished computation")
         assert (job["status"], job["member_count"]) == ("done", 4), job
         export_id = runtime.exports.create(tenant_id, segment, "csv", trigger="cli")["export_id"]
