@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from common.time import utc_now
-from engagement.emails import snapshot_template
 from engagement.outbound import KIND, NewSend
 from tests.sends_fixtures import make_template, outbox, profiles
 
@@ -15,7 +14,7 @@ pytest_plugins = ["tests.api_fixtures", "tests.sends_fixtures"]
 
 def _content(runtime, client, tenant):
     template = make_template(client, tenant.headers, purpose="transactional")
-    return snapshot_template(runtime.sends, tenant.tenant_id, template["id"])[0]
+    return runtime.sends.snapshot(tenant.tenant_id, template["id"])[0]
 
 
 def _journey_send(runtime, tenant_id, content_id, key):
