@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -18,7 +18,7 @@ from api.errors import ApiError, ErrorEnvelope
 from api.pagination import OffsetPage, offset_params, offset_response
 from api.waiting import WAIT_RESPONSES, finished_or_current, wait_seconds
 from compiler import DefinitionError, definition_json_schema
-from engine import compute, segment_query
+from engine import compute, explain, segment_query
 from engine.runtime import Runtime
 from engine.segments import (
     BUILT_SEGMENT_TYPES,
@@ -34,6 +34,7 @@ router = APIRouter(tags=["segments"])
 INT64_MAX = 2**63 - 1
 READ = require("segments:read")
 WRITE = require("segments:write")
+EXPLAIN = require("segments:read", "profiles:read")  # an explanation shows the user's events and traits
 
 class SegmentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -81,6 +82,21 @@ def _id(kind: str, value: int) -> int:
     return value
 
 
+class ExplainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    definition: Any = Field()
+    user_id: str
+    as_of: str | None = AS_OF
+
+
+class ImpactRequest(BaseModel):
+    """A draft definition (not saved). ``definition`` is checked after the segment is found."""
+
+    model_config = ConfigDict(extra="forbid")
+    definition: Any = None
+    sample: int = Field(explain.DEFAULT_SAMPLE, ge=0, le=explain.MAX_SAMPLE)
+
+
 def segment_id_param(segment_id: int) -> int:
     return _id("segment", segment_id)
 
@@ -114,6 +130,24 @@ def _preview(runtime: Runtime, tenant_id: int, definition: Any, limit: int, as_o
         raise definition_error(err) from None
 
 
+def _explaining(segment_id: int | None, run: Any) -> dict:
+    """``run()`` with the engine's explain and impact errors in the envelope."""
+    try:
+        return run()
+    except DefinitionError as err:
+        raise definition_error(err) from None
+    except explain.InvalidUserId as err:
+        raise ApiError.field("user_id", str(err), "invalid_user_id") from None
+    except SegmentNotFound:
+        raise tenant_scoped_404("segment", segment_id) from None
+    except explain.NotFound as err:
+        raise tenant_scoped_404(err.kind, err.value) from None
+    except explain.NoDefinition:
+        raise ApiError.field("definition", "the segment has no definition yet", "segment_has_no_definition") from None
+    except explain.ExplainConflict as err:
+        raise ApiError.field("computation", str(err), "invalid_parameters") from None
+
+
 # -- fixed paths --------------------------------------------------------------------------
 @router.get("/api/segments/schema/")
 def definition_schema(principal: Principal = Depends(READ)) -> dict:
@@ -126,6 +160,15 @@ def preview(body: PreviewRequest, principal: Principal = Depends(READ),
             runtime: Runtime = Depends(get_runtime)) -> dict:
     """Matched user count, the first ``limit`` matching user ids (ascending) and the SQL."""
     return _preview(runtime, principal.tenant_id, body.definition, body.limit, body.as_of)
+
+
+@router.post("/api/segments/explain/")
+def explain_definition(body: ExplainRequest, principal: Principal = Depends(EXPLAIN),
+                       runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Why ``user_id`` is in (or out of) a definition at ``as_of``: the definition tree with, at every
+    node, whether it held and the values that decided it, from the same compiled SQL as membership."""
+    return _explaining(None, lambda: explain.explain_definition(
+        runtime, principal.tenant_id, body.definition, body.user_id, as_of=body.as_of).to_json())
 
 
 @router.get("/api/segments/jobs/{job_id:int}/")
@@ -222,6 +265,33 @@ def preview_segment(body: StoredPreviewRequest | None = Body(None), segment_id: 
         raise ApiError.field("definition", "the segment has no definition yet", "segment_has_no_definition")
     return {"version": segment["version"],
             **_preview(runtime, principal.tenant_id, segment["definition"], body.limit, body.as_of)}
+
+
+@router.get("/api/segments/{segment_id:int}/explain/")
+def explain_segment(user_id: str, as_of: str | None = Query(None, description=AS_OF.description),
+                    version: int | None = None, computation: int | None = None,
+                    segment_id: int = Depends(segment_id_param), principal: Principal = Depends(EXPLAIN),
+                    runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Explain the segment's current definition (or ``version``) for ``user_id`` at ``as_of``, or the
+    answer computation ``computation`` gave (at its as_of). An unknown user answers ``in_universe: false``."""
+    version = None if version is None else _id("version", version)
+    computation = None if computation is None else _id("computation", computation)
+    return _explaining(segment_id, lambda: explain.explain_segment(
+        runtime, principal.tenant_id, segment_id, user_id, as_of=as_of, version=version, computation=computation))
+
+
+@router.post("/api/segments/{segment_id:int}/impact/")
+def segment_impact(body: ImpactRequest | None = Body(None), segment_id: int = Depends(segment_id_param),
+                   principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)) -> dict:
+    """What saving ``definition`` would change, against the current computation (at its as_of): who
+    would enter, stay and leave, journey runs started or exited, prepared broadcasts' audiences.
+    Nothing is saved or sent."""
+    body = body or ImpactRequest()
+    _get_or_404(runtime, principal.tenant_id, segment_id)
+    if "definition" not in body.model_fields_set:
+        raise ApiError.field("definition", "field required", "missing_field")
+    return _explaining(segment_id, lambda: explain.impact(
+        runtime, principal.tenant_id, segment_id, body.definition, sample=body.sample))
 
 
 # -- versions -----------------------------------------------------------------------------
