@@ -190,3 +190,24 @@ def test_impact_errors_and_a_segment_never_computed(client, tenant_a, tenant_b, 
         "/api/segments/preview/", json={"definition": SEED_DEFINITION, "as_of": fresh["as_of"]},
         headers=tenant_a.headers).json()["matched_users"]
     assert fresh["enter"]["sample"] == []
+
+
+def test_cli_explain(client, tenant_a, runtime, data_dir, world):
+    import typer
+    from typer.testing import CliRunner
+
+    from engine import cli_segments
+
+    segment = create_segment(client, tenant_a.headers, SEED_DEFINITION)
+    app = typer.Typer()
+    cli_segments.register(app)
+
+    def segops(*args: str):
+        return CliRunner().invoke(app, list(args), env={"SEGOPS_DATA_DIR": str(data_dir), "COLUMNS": "200"})
+
+    done = segops("explain", str(segment["id"]), "gina", "--as-of", WHEN, "--tenant", str(tenant_a.tenant_id))
+    assert done.exit_code == 0, done.output
+    assert "not a member" in done.output and "AND (decided by 1)" in done.output
+    assert "'value': 500.0" in done.output and "'last_at': '" + at(30 * DAY) in done.output
+    unknown = segops("explain", "999999", "gina", "--tenant", str(tenant_a.tenant_id))
+    assert unknown.exit_code == 2 and "no segment 999999" in unknown.output
