@@ -62,7 +62,17 @@ def check_user_id(value: Any) -> str:
         raise InvalidUserId("a non-empty user id is required")
     if len(value) > MAX_ID_CHARS:
         raise InvalidUserId(f"at most {MAX_ID_CHARS} characters")
+    if "\x00" in value or not _encodable(value):
+        raise InvalidUserId("must be valid unicode text without NUL characters")
     return value
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _fetch(runtime: Runtime, lake: TenantLake, as_of: datetime, query: exp.Select) -> list[dict[str, Any]]:
