@@ -2,8 +2,10 @@
 
 ``compile_explain`` compiles a definition exactly as ``compile_segment`` does (the same
 ``_Compiler``, the same aggregates, profile columns and sequence CTEs, the same boolean tree),
-with two differences: every events and profiles scan also tests ``user_id = U``, and instead of
-the members it selects, in one row (``values``):
+over the user's events: one materialized CTE (``explain_user_events``: the tenant's events of
+``user_id = U`` up to as_of) stands in for the events relation, so the lake is read once, and every
+scan of the tree (also testing ``user_id = U``) reads that slice. Instead of the members, one
+statement selects a row of values (``explain_values``):
 
 - ``in_universe``: U has an event at or before as_of, or a profile row;
 - for every node i, ``held_i`` = in_universe AND COALESCE(<node i's predicate>, FALSE). The
@@ -12,14 +14,14 @@ the members it selects, in one row (``values``):
   root's ``held`` is membership itself;
 - every condition's decisive values from the same event_stats aggregates and profile columns:
   frequency count, monetary metric, recency count in its window (plus the last matching event
-  time, one extra aggregate), first event time, trait value.
+  time, one extra aggregate), first event time, trait value;
 
-A second query (``events``) reads U's events once and flags, per condition, the rows its
-aggregate counts (the same conjuncts as its FILTER): the latest ``EVENTS_PER_CONDITION`` of them
-(for first_seen, the first), and every row of each sequence's step scan (the sequence's own
-``<name>_events`` CTE conditions), from which ``assemble`` picks a chain: the earliest-ending one
-within ``within_days``, starting as late as possible. A sequence's ``held`` still comes from its
-compiled CTE; the chain is the evidence, present exactly when it held.
+LEFT JOINed with U's event rows that some condition counts, flagged per condition with the same
+conjuncts as its aggregate's FILTER (``f_<i>``): the latest ``EVENTS_PER_CONDITION`` of them (for
+first_seen, the first), and every row of each sequence's step scan (``s_<i>_<step>``, the
+conditions of its own ``<name>_events`` CTE), from which ``assemble`` picks a chain: the
+earliest-ending one within ``within_days``, starting as late as possible. A sequence's ``held``
+still comes from its compiled CTEs; the chain is the evidence, present exactly when it held.
 
 Paths are the compiler's: inside a referenced segment they are relative to that segment's
 definition (the reference node holds its explained definition).
@@ -27,7 +29,7 @@ definition (the reference node holds its explained definition).
 from __future__ import annotations
 
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Mapping
 
@@ -39,10 +41,11 @@ from .model import (
     Definition, FirstSeen, Frequency, Group, Monetary, Recency, SegmentRef, Sequence, Trait, parse_definition,
     to_utc_naive,
 )
-from .predicates import column, relation, renamed
+from .predicates import column, relation, renamed, timestamp_literal
 
 EVENTS_PER_CONDITION = 10
 _USER = "explain_user"
+USER_EVENTS = "explain_user_events"  # the user's events, read once
 _COUNTED = (Frequency, Monetary, Recency, FirstSeen)  # conditions over one event_stats aggregate
 
 
@@ -135,14 +138,31 @@ class _ExplainCompiler(_Compiler):
         for name in [EVENT_STATS, PROFILE, *self.sequence_names]:
             same_user = exp.EQ(this=column("user_id", name), expression=column("user_id", _USER))
             select = select.join(relation(name), on=same_user, join_type="left", copy=False)
-        ctes = [(EVENT_STATS, self._event_stats(universe=True)), (PROFILE, self._profile()), *self.sequences]
-        select.set("with_", exp.With(expressions=[
-            exp.CTE(this=cte, alias=exp.TableAlias(this=exp.to_identifier(name))) for name, cte in ctes]))
         return select
 
-    def events_query(self, event_id: str | None) -> tuple[exp.Select | None, dict[str, Any]]:
+    def statement(self, events_relation: exp.Expression, event_id: str | None) -> tuple[exp.Select, dict[str, str]]:
+        """One statement: the user's events read once (``explain_user_events``, materialized: every scan of
+        the compiled tree reads it), the values row, LEFT JOINed with the event rows (none: one row of NULLs)."""
+        events = self.schema.events
+        slice_ = exp.select(exp.Star()).from_(events_relation.copy()).where(exp.and_(
+            exp.EQ(this=column(events.tenant_id), expression=self.tenant.copy()), self._user_test(events.user_id),
+            exp.LTE(this=column(events.occurred_at), expression=timestamp_literal(self.as_of))))
+        ctes = [(USER_EVENTS, slice_), (EVENT_STATS, self._event_stats(universe=True)), (PROFILE, self._profile()),
+                *self.sequences, ("explain_values", self.values_query())]
+        rows, properties = self.events_query(event_id)
+        select = exp.select(exp.Star()).from_(relation("explain_values"))
+        if rows is not None:
+            ctes += [*((cte.alias, cte.this) for cte in rows.args.pop("with_").expressions), ("explain_kept", rows)]
+            select = select.join(relation("explain_kept"), on=exp.true(), join_type="left")
+        select.set("with_", exp.With(expressions=[
+            exp.CTE(this=cte, alias=exp.TableAlias(this=exp.to_identifier(name)), materialized=name == USER_EVENTS)
+            for name, cte in ctes]))
+        return select, properties
+
+    def events_query(self, event_id: str | None) -> tuple[exp.Select | None, dict[str, str]]:
         """U's events that some condition counts or some sequence step scans, flagged per condition
-        (``f_<i>``, ranked ``r_<i>``) and per sequence step (``s_<i>_<step>``); and what the columns mean."""
+        (``f_<i>``, ranked ``r_<i>``) and per sequence step (``s_<i>_<step>``); and the alias of each
+        property column used."""
         events = self.schema.events
         counted: list[tuple[_Frame, exp.Expression]] = []
         steps: list[tuple[_Frame, list[exp.Expression]]] = []
@@ -180,7 +200,7 @@ class _ExplainCompiler(_Compiler):
         select.set("with_", exp.With(expressions=[
             exp.CTE(this=cte, alias=exp.TableAlias(this=exp.to_identifier(name)))
             for name, cte in (("explain_events", scan), ("explain_ranked", ranked))]))
-        return select, {"properties": properties}
+        return select, properties
 
     def _step_tests(self, name: str) -> list[exp.Expression]:
         """Per step, what puts an event in the sequence's step scan with that step's flag set."""
@@ -318,17 +338,18 @@ class Explanation:
 
 @dataclass
 class ExplainQueries:
-    """The two queries of one explanation and how to read their answers."""
+    """The statement of one explanation (``query``, over the schema's relations) and how to read its rows."""
 
-    values: exp.Select
-    events: exp.Select | None
+    query: exp.Select
     user_id: str
     as_of: datetime
     _compiler: _ExplainCompiler
     _properties: dict[str, str]
 
-    def assemble(self, values: Mapping[str, Any], events: list[Mapping[str, Any]]) -> Explanation:
-        """The explanation from the values row and the event rows (mappings by column name)."""
+    def assemble(self, rows: list[Mapping[str, Any]]) -> Explanation:
+        """The explanation from the statement's rows (mappings by column name; at least one)."""
+        values = rows[0]
+        events = [row for row in rows if row.get("e_at") is not None]
         in_universe = bool(values["in_universe"])
         explained: dict[int, ExplainedNode] = {}
         for frame in reversed(self._compiler.frames):  # children before parents
@@ -416,26 +437,24 @@ def compile_explain(
     resolve_segment: Any = None,
     event_id: str | None = "event_id",
 ) -> ExplainQueries:
-    """The queries explaining ``user_id``'s membership (see the module doc). ``event_id`` names the
+    """The statement explaining ``user_id``'s membership (see the module doc). ``event_id`` names the
     events column holding event ids (None: the answer has none). Raises DefinitionError like
     ``compile_segment``."""
     if not isinstance(as_of, datetime):
         raise TypeError("as_of must be a datetime")
     if not isinstance(user_id, str):
         raise TypeError("user_id must be a str")
-    compiler = _ExplainCompiler(schema, _tenant_literal(tenant_id), to_utc_naive(as_of), resolve_segment,
+    events_relation = schema.events.relation
+    user_schema = replace(schema, events=replace(schema.events, relation=relation(USER_EVENTS)))
+    compiler = _ExplainCompiler(user_schema, _tenant_literal(tenant_id), to_utc_naive(as_of), resolve_segment,
                                 user=user_id)
     definition = parse_definition(definition)
     compiler.node(definition.root, "definition", negated=False)
     if compiler.errors:
         raise DefinitionError(compiler.errors)
-    values = compiler.values_query()
-    events, meta = compiler.events_query(event_id)
-    everything = (None, compiler.as_of.date())  # the universe test reads all of U's history
-    for query in (values, events):
-        if query is not None:
-            query.meta[EVENT_DATES] = everything
-    return ExplainQueries(values, events, user_id, compiler.as_of, compiler, meta.get("properties", {}))
+    query, properties = compiler.statement(events_relation, event_id)
+    query.meta[EVENT_DATES] = (None, compiler.as_of.date())  # the universe test reads all of the user's history
+    return ExplainQueries(query, user_id, compiler.as_of, compiler, properties)
 
 
 __all__ = ["compile_explain", "ExplainQueries", "Explanation", "ExplainedNode", "find_chain", "EVENTS_PER_CONDITION"]

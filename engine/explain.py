@@ -1,6 +1,6 @@
 """Why a user is in (or out of) a segment, and what saving an edit would change (issue 19).
 
-Explain runs ``compiler.explain``'s two queries for one user over the tenant's snapshot (the
+Explain runs ``compiler.explain``'s statement for one user over the tenant's snapshot (the
 same compiled predicates as membership, so the answer cannot disagree with it). Impact compares
 a draft definition's members with the segment's current computation (its ``members.parquet``,
 at its ``as_of``), or with a fresh evaluation of the current definition now when there is none,
@@ -99,9 +99,7 @@ def explain_definition(runtime: Runtime, tenant_id: int, definition: Any, user_i
     lake = tenant_lake(runtime, tenant_id)
     queries = compile_explain(definition, lake.schema, tenant_id=tenant_id, as_of=moment, user_id=user_id,
                               resolve_segment=SegmentStore(runtime.meta).resolver(tenant_id))
-    [values] = _fetch(runtime, lake, moment, queries.values)
-    events = _fetch(runtime, lake, moment, queries.events) if queries.events is not None else []
-    return queries.assemble(values, events)
+    return queries.assemble(_fetch(runtime, lake, moment, queries.query))
 
 
 def explain_segment(runtime: Runtime, tenant_id: int, segment_id: int, user_id: str, *,

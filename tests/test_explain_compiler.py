@@ -45,8 +45,7 @@ class Lake:
     def explain(self, definition: dict, user: str, segments: dict | None = None) -> Explanation:
         queries = compile_explain(parse_definition(definition), self.schema, tenant_id=self.world.tenant_id,
                                   as_of=self.world.as_of, user_id=user, resolve_segment=(segments or {}).__getitem__)
-        [values] = self.rows(queries.values)
-        return queries.assemble(values, self.rows(queries.events) if queries.events is not None else [])
+        return queries.assemble(self.rows(queries.query))
 
     def members(self, definition: dict, segments: dict | None = None) -> set[str]:
         return set(run_duckdb(self.con, compile_to_sql(definition, segments or {}, self.schema, self.world)))
