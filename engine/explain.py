@@ -12,6 +12,9 @@ tree reaches the query engine).
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -29,7 +32,7 @@ from engine.ingest_parse import MAX_ID_CHARS
 from engine.segment_query import (
     CompiledSegment, compile_definition, member_table, normalize_as_of, validate_definition,
 )
-from engine.segments import SegmentNotFound, SegmentStore, ensure_schema
+from engine.segments import SegmentNotFound, SegmentStore, canonical_json, ensure_schema
 
 if TYPE_CHECKING:
     from engine.query_db import TenantLake
@@ -55,6 +58,14 @@ class NoDefinition(ValueError):
 
 class ExplainConflict(ValueError):
     """Both ``as_of`` and ``computation`` given (a computation has its own as_of)."""
+
+
+class InvalidImpact(ValueError):
+    """An ``impact_id`` that is not this tenant's impact of this definition on this segment's current version."""
+
+    def __init__(self, message: str, code: str = "invalid_impact"):
+        super().__init__(message)
+        self.code = code
 
 
 def check_user_id(value: Any) -> str:
@@ -185,12 +196,66 @@ def impact(runtime: Runtime, tenant_id: int, segment_id: int, draft: Any, *,
     drafted = member_table(runtime, compiled).column("user_id").combine_chunks()
     enter, leave = _minus(drafted, baseline.members), _minus(baseline.members, drafted)
     stay = _minus(drafted, enter)
+    journeys = _journeys(runtime, tenant_id, segment_id, enter)
+    broadcasts = _broadcasts(runtime, tenant_id, segment_id, drafted)
+    summary = {"segment_id": segment_id, "base_version": segment["version"],
+               "computation_id": baseline.computation_id, "as_of": iso_utc(baseline.as_of),
+               "definition_sha256": _digest(canonical_json(definition)),
+               "enter": len(enter), "stay": len(stay), "leave": len(leave),
+               "runs_started": sum(j.get("runs_started", 0) for j in journeys),
+               "runs_exited": sum(j.get("runs_exited", 0) for j in journeys), "broadcasts": len(broadcasts)}
     return {
+        "impact_id": _impact_token(runtime, tenant_id, summary),
         "segment_id": segment_id, "version": segment["version"], "computation_id": baseline.computation_id,
-        "as_of": iso_utc(baseline.as_of), "enter": _group(enter, sample), "stay": _group(stay, sample),
-        "leave": _group(leave, sample), "journeys": _journeys(runtime, tenant_id, segment_id, enter),
-        "broadcasts": _broadcasts(runtime, tenant_id, segment_id, drafted), "syncs": [],
+        "as_of": summary["as_of"], "enter": _group(enter, sample), "stay": _group(stay, sample),
+        "leave": _group(leave, sample), "journeys": journeys, "broadcasts": broadcasts, "syncs": [],
     }
+
+
+# -- impact ids: a signed summary, so computing an impact stores nothing ---------------------
+_TOKEN_PREFIX = "imp_"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _signature(runtime: Runtime, tenant_id: int, payload: bytes) -> str:
+    key = runtime.settings.secret_key.encode()
+    return _b64(hmac.new(key, b"segops-impact:%d:" % tenant_id + payload, hashlib.sha256).digest())
+
+
+def _impact_token(runtime: Runtime, tenant_id: int, summary: dict[str, Any]) -> str:
+    payload = orjson.dumps(summary, option=orjson.OPT_SORT_KEYS)
+    return f"{_TOKEN_PREFIX}{_b64(payload)}.{_signature(runtime, tenant_id, payload)}"
+
+
+def read_impact(runtime: Runtime, tenant_id: int, segment_id: int, impact_id: str, definition: Any,
+                current_version: int) -> dict[str, Any]:
+    """What a version records of the impact the author saw before saving ``definition``: the
+    impact's summary and id. Raises InvalidImpact unless ``impact_id`` is this tenant's impact of
+    exactly this definition on this segment at its current version."""
+    body, _, signature = impact_id.removeprefix(_TOKEN_PREFIX).partition(".")
+    try:
+        payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except ValueError:
+        raise InvalidImpact("not an impact id") from None
+    if not impact_id.startswith(_TOKEN_PREFIX) or not hmac.compare_digest(
+            signature.encode(), _signature(runtime, tenant_id, payload).encode()):
+        raise InvalidImpact("not an impact id of this tenant")
+    summary = orjson.loads(payload)
+    if summary["segment_id"] != segment_id:
+        raise InvalidImpact(f"the impact is of segment {summary['segment_id']}")
+    if summary["definition_sha256"] != _digest(canonical_json(parse_definition(definition))):
+        raise InvalidImpact("the impact was computed for another definition")
+    if summary["base_version"] != current_version:
+        raise InvalidImpact(f"the segment changed since (version {summary['base_version']} -> {current_version}); "
+                            "compute the impact again", "impact_outdated")
+    return {"impact_id": impact_id, **{k: v for k, v in summary.items() if k != "definition_sha256"}}
 
 
 def _journeys(runtime: Runtime, tenant_id: int, segment_id: int, enter: pa.Array) -> list[dict[str, Any]]:
@@ -254,5 +319,6 @@ def _broadcasts(runtime: Runtime, tenant_id: int, segment_id: int, drafted: pa.A
     return out
 
 
-__all__ = ["explain_definition", "explain_segment", "impact", "check_user_id", "InvalidUserId", "NotFound",
-           "NoDefinition", "ExplainConflict", "DefinitionError", "DEFAULT_SAMPLE", "MAX_SAMPLE"]
+__all__ = ["explain_definition", "explain_segment", "impact", "read_impact", "check_user_id", "InvalidUserId",
+           "InvalidImpact", "NotFound", "NoDefinition", "ExplainConflict", "DefinitionError", "DEFAULT_SAMPLE",
+           "MAX_SAMPLE"]

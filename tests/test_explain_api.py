@@ -173,6 +173,33 @@ def test_impact_of_an_edit(client, tenant_a, runtime, live_world):
     assert runtime.meta.query_one("SELECT count(*) FROM journey_runs")[0] == runs_before
     assert runtime.meta.query_one("SELECT count(*) FROM email_sends")[0] == sends_before
 
+    # saving the draft with the impact's id: the new version records what the author saw
+    url = f"/api/segments/{segment['id']}/"
+    other = client.patch(url, json={"definition": BIG_SPENDERS | {"value": 1}, "impact_id": impact["impact_id"]},
+                         headers=headers)
+    assert other.status_code == 400 and other.json()["code"] == "invalid_impact" and "impact_id" in other.json()
+    forged = client.patch(url, json={"definition": draft, "impact_id": impact["impact_id"][:-2] + "xy"},
+                          headers=headers)
+    assert forged.status_code == 400 and forged.json()["code"] == "invalid_impact"
+    saved = client.patch(url, json={"definition": draft, "impact_id": impact["impact_id"]}, headers=headers)
+    assert saved.status_code == 200 and saved.json()["version"] == 2, saved.text
+    recorded = client.get(url + "versions/2/", headers=headers).json()["impact"]
+    assert (recorded["impact_id"], recorded["as_of"], recorded["computation_id"]) == (
+        impact["impact_id"], impact["as_of"], impact["computation_id"])
+    assert (recorded["enter"], recorded["stay"], recorded["leave"], recorded["base_version"]) == (1, 3, 2, 1)
+    assert (recorded["runs_started"], recorded["runs_exited"], recorded["broadcasts"]) == (2, 1, 1)
+    assert client.get(url + "versions/1/", headers=headers).json()["impact"] is None
+    stale = client.patch(url, json={"definition": BIG_SPENDERS, "impact_id": impact["impact_id"]}, headers=headers)
+    assert stale.status_code == 400  # another definition than the impact's
+    again = client.post(f"/api/segments/{segment['id']}/impact/", json={"definition": BIG_SPENDERS},
+                        headers=headers).json()
+    client.patch(url, json={"name": "renamed"}, headers=headers)  # metadata only: no new version
+    reverted = client.patch(url, json={"definition": BIG_SPENDERS, "impact_id": again["impact_id"]},
+                            headers=headers)
+    assert reverted.status_code == 200 and reverted.json()["version"] == 3
+    outdated = client.patch(url, json={"definition": draft, "impact_id": impact["impact_id"]}, headers=headers)
+    assert outdated.status_code == 409 and outdated.json()["code"] == "impact_outdated"
+
 
 def test_impact_errors_and_a_segment_never_computed(client, tenant_a, tenant_b, world):
     segment = create_segment(client, tenant_a.headers, SEED_DEFINITION)

@@ -53,6 +53,8 @@ class SegmentUpdate(BaseModel):
     definition: Any = None
     compute_interval_minutes: int | None = Field(None, ge=1, le=MAX_COMPUTE_INTERVAL_MINUTES)
     tenant: int | str | None = None
+    impact_id: str | None = Field(None, max_length=4000, description=(
+        "The impact (POST .../impact/) of this definition the author saw: the new version records it."))
 
 
 # Read by the engine like a definition's timestamps (400 invalid_timestamp at ``as_of``).
@@ -212,7 +214,8 @@ def get_segment(segment_id: int = Depends(segment_id_param), principal: Principa
     return _get_or_404(runtime, principal.tenant_id, segment_id)
 
 
-@router.patch("/api/segments/{segment_id:int}/")
+@router.patch("/api/segments/{segment_id:int}/", responses={
+    409: {"model": ErrorEnvelope, "description": "impact_outdated: the segment changed since the impact"}})
 def update_segment(body: SegmentUpdate, segment_id: int = Depends(segment_id_param),
                    principal: Principal = Depends(WRITE), runtime: Runtime = Depends(get_runtime)) -> dict:
     """Metadata and/or definition; a changed definition becomes a new version."""
@@ -233,11 +236,23 @@ def update_segment(body: SegmentUpdate, segment_id: int = Depends(segment_id_par
             raise definition_error(err) from None
     fields = {name: getattr(body, name) for name in ("name", "description", "compute_interval_minutes")
               if name in given}
+    impact = None if body.impact_id is None else _impact_seen(runtime, principal.tenant_id, segment_id, body)
     try:
         return store.update(principal.tenant_id, segment_id, author=_author(principal), definition=definition,
-                            **fields)
+                            impact=impact, **fields)
     except SegmentNotFound:
         raise tenant_scoped_404("segment", segment_id) from None
+
+
+def _impact_seen(runtime: Runtime, tenant_id: int, segment_id: int, body: SegmentUpdate) -> dict:
+    if "definition" not in body.model_fields_set:
+        raise ApiError.field("impact_id", "give the definition the impact was computed for", "invalid_impact")
+    segment = _get_or_404(runtime, tenant_id, segment_id)
+    try:
+        return explain.read_impact(runtime, tenant_id, segment_id, body.impact_id, body.definition, segment["version"])
+    except explain.InvalidImpact as err:
+        status = 409 if err.code == "impact_outdated" else 400
+        raise ApiError.field("impact_id", str(err), err.code, status=status) from None
 
 
 @router.delete("/api/segments/{segment_id:int}/", status_code=204,
