@@ -17,6 +17,7 @@ from hypothesis import Phase, given, settings
 from compiler import parse_definition, to_sql
 from compiler.explain import EVENTS_PER_CONDITION, Explanation, compile_explain, find_chain
 from compiler.model import Group, Sequence
+from tests.compiler_cases import HOSTILE_CATALOG, HOSTILE_COLUMNS
 from tests.compiler_fixtures import compile_to_sql, run_duckdb, write_lake
 from tests.reference_eval import ReferenceEvaluator
 from tests.segment_strategies import TENANT, World, scenarios
@@ -29,9 +30,9 @@ DAY, US = timedelta(days=1), timedelta(microseconds=1)
 class Lake:
     """A world written to Parquet (events with ids ``e<i>``), explained and evaluated by DuckDB."""
 
-    def __init__(self, con, directory: Path, world: World):
+    def __init__(self, con, directory: Path, world: World, columns: tuple = (None, None)):
         self.con, self.world = con, world
-        self.schema = write_lake(world, directory)
+        self.schema = write_lake(world, directory, *columns)
         events = pq.read_table(directory / "events.parquet")
         ids = pa.array([f"e{i:04d}" for i in range(events.num_rows)], pa.string())
         pq.write_table(events.append_column("event_id", ids), directory / "events.parquet")
@@ -62,7 +63,7 @@ def con():
 def lake_of(con, tmp_path_factory):
     root = tmp_path_factory.mktemp("explain-lakes")
     counter = iter(range(10**9))
-    return lambda world: Lake(con, root / str(next(counter)), world)
+    return lambda world, columns=(None, None): Lake(con, root / str(next(counter)), world, columns)
 
 
 def _same(got, expected) -> bool:
@@ -109,8 +110,22 @@ def _check_chain(node, step_times: list[list[datetime]]) -> None:
 @settings(phases=NO_SHRINK, max_examples=max(10, settings().max_examples // 4))
 @given(scenarios(max_events=80, max_definitions=4))
 def test_explanations_agree_with_reference_and_membership(lake_of, scenario):
+    check_scenario(lake_of(scenario.world), scenario)
+
+
+@settings(phases=NO_SHRINK, max_examples=max(5, settings().max_examples // 10))
+@given(scenarios(catalog=HOSTILE_CATALOG, max_events=60, max_definitions=3))
+def test_hostile_names_and_values(lake_of, scenario):
+    """Names and values like ``'; DROP TABLE``, and typed columns named so too, stay literals and identifiers."""
+    catalog = scenario.world.catalog
+    rng = random.Random(len(scenario.world.events))
+    properties = {n: f"{rng.choice(HOSTILE_COLUMNS)}{i}" for i, n in enumerate(sorted(catalog.properties))}
+    traits = {n: f"{rng.choice(HOSTILE_COLUMNS)}{i}" for i, n in enumerate(sorted(catalog.traits))}
+    check_scenario(lake_of(scenario.world, (properties, traits)), scenario)
+
+
+def check_scenario(lake: Lake, scenario) -> None:
     world = scenario.world
-    lake = lake_of(world)
     reference = ReferenceEvaluator(world.events, world.profiles, tenant_id=TENANT, as_of=world.as_of,
                                    segments=scenario.segments)
     rng = random.Random(len(world.events))
