@@ -144,7 +144,10 @@ class _ExplainCompiler(_Compiler):
         """One statement: the user's events read once (``explain_user_events``, materialized: every scan of
         the compiled tree reads it), the values row, LEFT JOINed with the event rows (none: one row of NULLs)."""
         events = self.schema.events
-        slice_ = exp.select(exp.Star()).from_(events_relation.copy()).where(exp.and_(
+        needed = [events.tenant_id, events.user_id, events.event_type, events.occurred_at, events.event_date,
+                  event_id, *self._used_properties()]  # not the raw properties JSON, the widest column
+        slice_ = exp.select(*(column(name) for name in dict.fromkeys(needed) if name is not None))
+        slice_ = slice_.from_(events_relation.copy()).where(exp.and_(
             exp.EQ(this=column(events.tenant_id), expression=self.tenant.copy()), self._user_test(events.user_id),
             exp.LTE(this=column(events.occurred_at), expression=timestamp_literal(self.as_of))))
         ctes = [(USER_EVENTS, slice_), (EVENT_STATS, self._event_stats(universe=True)), (PROFILE, self._profile()),
