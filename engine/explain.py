@@ -30,7 +30,7 @@ from compiler import EVENT_DATES, DefinitionError, parse_definition
 from compiler.explain import Explanation, compile_explain
 from engine.ingest_parse import MAX_ID_CHARS
 from engine.segment_query import (
-    CompiledSegment, compile_definition, member_table, normalize_as_of, validate_definition,
+    CompiledSegment, compile_definition, member_table, normalize_as_of, tenant_lake, validate_definition,
 )
 from engine.segments import SegmentNotFound, SegmentStore, canonical_json, ensure_schema
 
@@ -102,8 +102,6 @@ def explain_definition(runtime: Runtime, tenant_id: int, definition: Any, user_i
                        as_of: datetime | str | None = None) -> Explanation:
     """Explain ``user_id``'s membership of ``definition`` at ``as_of`` (default now); references
     resolve to the tenant's current definitions. Raises DefinitionError, InvalidUserId."""
-    from engine.query_db import tenant_lake
-
     user_id = check_user_id(user_id)
     definition = parse_definition(definition)
     moment = normalize_as_of(as_of)
@@ -114,10 +112,11 @@ def explain_definition(runtime: Runtime, tenant_id: int, definition: Any, user_i
 
 
 def explain_segment(runtime: Runtime, tenant_id: int, segment_id: int, user_id: str, *,
-                    as_of: str | None = None, version: int | None = None,
+                    as_of: datetime | str | None = None, version: int | None = None,
                     computation: int | None = None) -> dict[str, Any]:
     """Explain a stored segment: its current definition (or ``version``), at ``as_of`` (default
-    now), or the answer computation ``computation`` gave (its version and as_of). Raises
+    now), or the answer computation ``computation`` gave (its version and as_of; references resolve to
+    the current definitions of the segments they name, as for any explanation). Raises
     SegmentNotFound, NotFound, NoDefinition, ExplainConflict, DefinitionError, InvalidUserId."""
     user_id = check_user_id(user_id)
     store = SegmentStore(runtime.meta)
