@@ -16,11 +16,12 @@ statement selects a row of values (``explain_values``):
   frequency count, monetary metric, recency count in its window (plus the last matching event
   time, one extra aggregate), first event time, trait value;
 
-LEFT JOINed with U's event rows that some condition counts, flagged per condition with the same
-conjuncts as its aggregate's FILTER (``f_<i>``): the latest ``EVENTS_PER_CONDITION`` of them (for
-first_seen, the first), and every row of each sequence's step scan (``s_<i>_<step>``, the
-conditions of its own ``<name>_events`` CTE), from which ``assemble`` picks a chain: the
-earliest-ending one within ``within_days``, starting as late as possible. A sequence's ``held``
+joined (once, to the first of them) with U's event rows that some condition counts, flagged per
+condition with the same conjuncts as its aggregate's FILTER (``f_<i>``): the latest
+``EVENTS_PER_CONDITION`` of them (for first_seen, the first), and every row of each sequence's
+step scan (``s_<i>_<step>``, the conditions of its own ``<name>_events`` CTE), from which
+``assemble`` picks a chain: the earliest-ending one within ``within_days``, starting as late as
+possible. A sequence's ``held``
 still comes from its compiled CTEs; the chain is the evidence, present exactly when it held.
 
 Paths are the compiler's: inside a referenced segment they are relative to that segment's
@@ -142,7 +143,8 @@ class _ExplainCompiler(_Compiler):
 
     def statement(self, events_relation: exp.Expression, event_id: str | None) -> tuple[exp.Select, dict[str, str]]:
         """One statement: the user's events read once (``explain_user_events``, materialized: every scan of
-        the compiled tree reads it), the values row, LEFT JOINed with the event rows (none: one row of NULLs)."""
+        the compiled tree reads it), the values row FULL JOINed with the event rows on the first of them, so
+        the values come once (a row whose ``in_universe`` is not NULL) whatever the number of events."""
         events = self.schema.events
         needed = [events.tenant_id, events.user_id, events.event_type, events.occurred_at, events.event_date,
                   event_id, *self._used_properties()]  # not the raw properties JSON, the widest column
@@ -155,8 +157,10 @@ class _ExplainCompiler(_Compiler):
         rows, properties = self.events_query(event_id)
         select = exp.select(exp.Star()).from_(relation("explain_values"))
         if rows is not None:
+            rows = rows.select(exp.alias_(exp.Window(this=exp.RowNumber()), "e_row"), copy=False)
             ctes += [*((cte.alias, cte.this) for cte in rows.args.pop("with_").expressions), ("explain_kept", rows)]
-            select = select.join(relation("explain_kept"), on=exp.true(), join_type="left")
+            first = exp.EQ(this=exp.column("e_row", table="explain_kept"), expression=exp.Literal.number(1))
+            select = select.join(relation("explain_kept"), on=first, join_type="full")
         select.set("with_", exp.With(expressions=[
             exp.CTE(this=cte, alias=exp.TableAlias(this=exp.to_identifier(name)), materialized=name == USER_EVENTS)
             for name, cte in ctes]))
@@ -349,10 +353,15 @@ class ExplainQueries:
     _compiler: _ExplainCompiler
     _properties: dict[str, str]
 
-    def assemble(self, rows: list[Mapping[str, Any]]) -> Explanation:
-        """The explanation from the statement's rows (mappings by column name; at least one)."""
-        values = rows[0]
-        events = [row for row in rows if row.get("e_at") is not None]
+    @property
+    def value_columns(self) -> list[str]:
+        """The columns of the values row (the other columns are the events')."""
+        return ["in_universe", *(f"held_{frame.index}" for frame in self._compiler.frames),
+                *(f"{key}_{frame.index}" for frame in self._compiler.frames for key in frame.values)]
+
+    def assemble(self, values: Mapping[str, Any], events: list[Mapping[str, Any]]) -> Explanation:
+        """The explanation from the values row and the event rows (those whose ``e_at`` is not NULL), as
+        mappings by column name (``value_columns`` and the rest; a runner can split them column-wise)."""
         in_universe = bool(values["in_universe"])
         explained: dict[int, ExplainedNode] = {}
         for frame in reversed(self._compiler.frames):  # children before parents

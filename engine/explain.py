@@ -86,13 +86,13 @@ def _encodable(value: str) -> bool:
     return True
 
 
-def _fetch(runtime: Runtime, lake: TenantLake, as_of: datetime, query: exp.Select) -> list[dict[str, Any]]:
-    """Rows of a small query over the snapshot, as dicts."""
+def _fetch(runtime: Runtime, lake: TenantLake, as_of: datetime, query: exp.Select) -> pa.Table:
+    """The answer of a small query over the snapshot."""
     relations = runtime.segment_queries.relations(lake, query.meta.get(EVENT_DATES))
     sql = CompiledSegment(query, lake, as_of).executable(relations).sql(dialect="duckdb")
     cursor = runtime.segment_queries.cursor()
     try:
-        return cursor.execute(sql).to_arrow_table().to_pylist()
+        return cursor.execute(sql).to_arrow_table()
     finally:
         cursor.close()
 
@@ -108,7 +108,12 @@ def explain_definition(runtime: Runtime, tenant_id: int, definition: Any, user_i
     lake = tenant_lake(runtime, tenant_id)
     queries = compile_explain(definition, lake.schema, tenant_id=tenant_id, as_of=moment, user_id=user_id,
                               resolve_segment=SegmentStore(runtime.meta).resolver(tenant_id))
-    return queries.assemble(_fetch(runtime, lake, moment, queries.query))
+    table = _fetch(runtime, lake, moment, queries.query)
+    values = table.select(queries.value_columns).filter(pc.is_valid(table["in_universe"])).to_pylist()[0]
+    events = table.drop_columns(queries.value_columns)
+    if "e_at" in events.column_names:
+        return queries.assemble(values, events.filter(pc.is_valid(events["e_at"])).to_pylist())
+    return queries.assemble(values, [])
 
 
 def explain_segment(runtime: Runtime, tenant_id: int, segment_id: int, user_id: str, *,

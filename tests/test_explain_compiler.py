@@ -46,7 +46,9 @@ class Lake:
     def explain(self, definition: dict, user: str, segments: dict | None = None) -> Explanation:
         queries = compile_explain(parse_definition(definition), self.schema, tenant_id=self.world.tenant_id,
                                   as_of=self.world.as_of, user_id=user, resolve_segment=(segments or {}).__getitem__)
-        return queries.assemble(self.rows(queries.query))
+        rows = self.rows(queries.query)
+        [values] = [{k: row[k] for k in queries.value_columns} for row in rows if row["in_universe"] is not None]
+        return queries.assemble(values, [row for row in rows if row.get("e_at") is not None])
 
     def members(self, definition: dict, segments: dict | None = None) -> set[str]:
         return set(run_duckdb(self.con, compile_to_sql(definition, segments or {}, self.schema, self.world)))
