@@ -1,6 +1,7 @@
-"""`segops export` (a segment's members to a local file) and `segops compute` (membership now).
+"""`segops export` (a segment's members to a local file), `segops compute` (membership now) and
+`segops explain` (why a user is in or out of a segment).
 
-Both run in this process against the data directory, like the API's worker would.
+All three run in this process against the data directory, like the API's worker would.
 """
 from __future__ import annotations
 
@@ -118,6 +119,55 @@ def compute(
                   f"(+{job['entered_count']:,} / -{job['exited_count']:,}) in {job['duration_seconds']} s")
 
 
+def explain(
+    segment: int = typer.Argument(..., help="Segment id"),
+    user: str = typer.Argument(..., help="User id"),
+    as_of: str | None = typer.Option(None, "--as-of", help="ISO 8601 instant (default: now)"),
+    tenant: int | None = typer.Option(None, "--tenant", help="Tenant id (default: the only tenant)"),
+) -> None:
+    """Why USER is in (or out of) SEGMENT: the definition tree with each node's result and values."""
+    from rich.tree import Tree
+
+    from compiler import DefinitionError
+    from engine.segments.explain import InvalidUserId, NoDefinition
+    from engine.segments.store import SegmentNotFound
+
+    runtime = open_runtime()
+    tenant_id = _tenant(runtime, tenant)
+    try:
+        body = runtime.explainer.explain_segment(tenant_id, segment, user, as_of=as_of)
+    except SegmentNotFound:
+        _fail(f"no segment {segment} in tenant {tenant_id}")
+    except NoDefinition:
+        _fail(f"segment {segment} has no definition yet")
+    except (DefinitionError, InvalidUserId) as err:
+        _fail(str(err))
+    finally:
+        runtime.stop()
+    verdict = "[green]member[/]" if body["member"] else "[red]not a member[/]"
+    universe = "" if body["in_universe"] else " (not in the universe: no events, no profile)"
+    tree = Tree(f"segment {segment} v{body['version']} · {user} · {body['as_of']} · {verdict}{universe}")
+    _explained_tree(tree, body["explanation"])
+    Console().print(tree)
+
+
+def _explained_tree(parent, node: dict) -> None:
+    mark = "[green]✓[/]" if node["held"] else "[red]✗[/]"
+    if "logic" in node:
+        branch = parent.add(f"{mark} {node['logic']} (decided by {', '.join(map(str, node['decided_by']))})")
+        for child in node["conditions"]:
+            _explained_tree(branch, child)
+        return
+    condition = {k: v for k, v in node["condition"].items() if k != "type"}
+    values = {k: node[k] for k in ("value", "last_at") if k in node}
+    branch = parent.add(f"{mark} {node['type']} {condition} -> {values}")
+    for event in node.get("events", []) + node.get("steps", []):
+        branch.add(f"[dim]{event['occurred_at']} {event['event_type']} {event['event_id']} {event['properties']}[/]")
+    if node.get("definition"):
+        _explained_tree(branch, node["definition"])
+
+
 def register(app: typer.Typer) -> None:
     app.command("export")(export)
     app.command("compute")(compute)
+    app.command("explain")(explain)

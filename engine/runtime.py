@@ -142,6 +142,15 @@ class Runtime:
         return SegmentQueries(self.segments, self.backends)
 
     @cached_property
+    def explainer(self):
+        """Why a user is in or out of a segment, and the impact of an edit (engine.segments.explain)."""
+        from engine.segments.explain import Explainer
+
+        return Explainer(self.queries, self.segments, self.backends, self.meta,
+                         secret=lambda: self.settings.secret_key, journeys=lambda: self.sends.journeys,
+                         broadcast_tables=lambda: self.sends.broadcasts)
+
+    @cached_property
     def jobs(self):
         """The one leased job queue of compute, exports (engine.jobs); creating it migrates an older data dir."""
         from engine.jobs import JobQueue

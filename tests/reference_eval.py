@@ -279,3 +279,66 @@ class ReferenceEvaluator:
         if node["operator"] == "in":
             return members
         return self.universe - members
+
+    # -- one user's leaf values (explanations) ------------------------------------------------
+    def leaf_values(self, node: dict, user: str) -> dict[str, Any]:
+        """The decisive values of a condition for ``user``, from the same semantics text: frequency
+        count, monetary metric, recency count in its window and last matching event time, first event
+        time, trait value, whether a sequence matched."""
+        kind = node["type"]
+        if kind == "frequency":
+            return {"value": self._user_rows(self._matching(node, event_type=node["event_type"]), user).height}
+        if kind == "monetary":
+            rows = self._user_rows(self._matching(node, event_type=node["event_type"]), user)
+            column = self.property_columns.get(node["property"])
+            values = [] if column is None else [v for v in rows[column].to_list() if v is not None]
+            metric = node["metric"]
+            if metric in ("sum", "count"):
+                return {"value": sum(values) if metric == "sum" else len(values)}
+            if not values:
+                return {"value": None}
+            return {"value": {"avg": lambda: sum(values) / len(values), "min": lambda: min(values),
+                              "max": lambda: max(values)}[metric]()}
+        if kind == "recency":
+            rows = self._user_rows(self._matching(node, event_type=node.get("event_type"), window=False), user)
+            times = rows["occurred_at"].to_list()
+            return {"value": len(self._recent(node, times)), "last_at": max(times, default=None)}
+        if kind == "first_seen":
+            return {"value": min(self._user_rows(self.events, user)["occurred_at"].to_list(), default=None)}
+        if kind == "trait":
+            column = self.trait_columns.get(node["trait"])
+            rows = self._user_rows(self.profiles, user)
+            return {"value": rows[column][0] if column is not None and rows.height else None}
+        if kind == "sequence":
+            return {"matched": user in self._sequence(node)}
+        return {}
+
+    def counted_times(self, node: dict, user: str) -> list[datetime]:
+        """When the events a condition counts for ``user`` happened, latest first (first_seen: the first)."""
+        kind = node["type"]
+        if kind in ("frequency", "monetary"):
+            times = self._user_rows(self._matching(node, event_type=node["event_type"]), user)["occurred_at"].to_list()
+        elif kind == "recency":
+            rows = self._user_rows(self._matching(node, event_type=node.get("event_type"), window=False), user)
+            times = self._recent(node, rows["occurred_at"].to_list())
+        elif kind == "first_seen":
+            times = self._user_rows(self.events, user)["occurred_at"].to_list()
+            return [min(times)] if times else []
+        else:
+            return []
+        return sorted(times, reverse=True)
+
+    def step_times(self, node: dict, user: str) -> list[list[datetime]]:
+        """Per step of a sequence, when ``user``'s events matching that step (inside the window) happened."""
+        return [sorted(self._user_rows(self._matching({**node, "where": step.get("where")},
+                                                      event_type=step["event_type"]), user)["occurred_at"].to_list())
+                for step in node["steps"]]
+
+    def _recent(self, node: dict, times: list[datetime]) -> list[datetime]:
+        threshold = self.as_of - timedelta(days=node["window_days"])
+        inclusive = node["operator"] in ("gt", "lte")
+        return [at for at in times if at >= threshold] if inclusive else [at for at in times if at > threshold]
+
+    @staticmethod
+    def _user_rows(frame: pl.DataFrame, user: str) -> pl.DataFrame:
+        return frame.filter(pl.col("user_id") == user)

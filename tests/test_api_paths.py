@@ -43,6 +43,7 @@ BASE_OPERATIONS = [
     ("GET", "/api/segments/schema/", "200 400 401 403 404 422 429"),
     ("GET", "/api/segments/{segment_id}/", "200 400 401 403 404 422 429"),
     ("GET", "/api/segments/{segment_id}/export/", "200 400 401 403 404 422 429"),
+    ("GET", "/api/segments/{segment_id}/explain/", "200 400 401 403 404 422 429"),  # issue 19
     ("GET", "/api/segments/{segment_id}/jobs/", "200 400 401 403 404 422 429"),
     ("GET", "/api/segments/{segment_id}/jobs/{job_id}/", "200 400 401 403 404 422 429"),
     ("GET", "/api/segments/{segment_id}/members/", "200 400 401 403 404 409 410 422 429"),
@@ -56,7 +57,7 @@ BASE_OPERATIONS = [
     ("PATCH", "/api/assets/{asset_id}/", "200 400 401 403 404 422 429"),
     ("PATCH", "/api/brand-kits/{kit_id}/", "200 400 401 403 404 422 429"),
     ("PATCH", "/api/journeys/{journey_id}/", "200 400 401 403 404 409 422 429"),
-    ("PATCH", "/api/segments/{segment_id}/", "200 400 401 403 404 422 429"),
+    ("PATCH", "/api/segments/{segment_id}/", "200 400 401 403 404 409 422 429"),  # 409: issue 19
     ("PATCH", "/api/templates/{template_id}/", "200 400 401 403 404 409 422 429"),
     ("POST", "/api/assets/", "201 400 401 403 404 409 422 429"),
     ("POST", "/api/assets/uploads/", "201 400 401 403 404 409 422 429"),
@@ -78,10 +79,12 @@ BASE_OPERATIONS = [
     ("POST", "/api/recipients/feedback/", "202 400 401 403 404 409 422 429"),
     ("POST", "/api/recipients/unsubscribe/{token}/", "200 400 401 403 404 422 429"),
     ("POST", "/api/segments/", "201 400 401 403 404 422 429"),
+    ("POST", "/api/segments/explain/", "200 400 401 403 404 422 429"),  # issue 19
     ("POST", "/api/segments/membership/", "200 400 401 403 404 422 429"),
     ("POST", "/api/segments/preview/", "200 400 401 403 404 422 429"),
     ("POST", "/api/segments/{segment_id}/compute/", "200 202 400 401 403 404 422 429"),
     ("POST", "/api/segments/{segment_id}/export/", "200 202 400 401 403 404 409 422 429"),
+    ("POST", "/api/segments/{segment_id}/impact/", "200 400 401 403 404 422 429"),  # issue 19
     ("POST", "/api/segments/{segment_id}/preview/", "200 400 401 403 404 422 429"),
     ("POST", "/api/segments/{segment_id}/versions/{version}/preview/", "200 400 401 403 404 422 429"),
     ("POST", "/api/templates/", "201 400 401 403 404 409 422 429"),

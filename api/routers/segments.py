@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -18,6 +18,7 @@ from api.errors import ApiError, ErrorEnvelope
 from api.pagination import OffsetPage, offset_params, offset_response
 from api.waiting import WAIT_RESPONSES, finished_or_current, wait_seconds
 from compiler import definition_json_schema
+from engine.segments import explain
 from engine.segments import query as segment_query
 from engine.runtime import Runtime
 from engine.segments.store import (
@@ -31,6 +32,7 @@ from engine.segments.store import (
 router = APIRouter(prefix="/api/segments", tags=["segments"])
 READ = require("segments:read")
 WRITE = require("segments:write")
+EXPLAIN = require("segments:read", "profiles:read")  # an explanation shows the user's events and traits
 
 class SegmentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -49,6 +51,8 @@ class SegmentUpdate(BaseModel):
     definition: Any = None
     compute_interval_minutes: int | None = Field(None, ge=1, le=MAX_COMPUTE_INTERVAL_MINUTES)
     tenant: int | str | None = None
+    impact_id: str | None = Field(None, max_length=4000, description=(
+        "The impact (POST .../impact/) of this definition the author saw: the new version records it."))
 
 
 # Read by the engine like a definition's timestamps (400 invalid_timestamp at ``as_of``).
@@ -72,6 +76,21 @@ class StoredPreviewRequest(BaseModel):
 
 
 segment_id_param = id_param("segment", "segment_id")
+
+
+class ExplainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    definition: Any = Field()
+    user_id: str
+    as_of: str | None = AS_OF
+
+
+class ImpactRequest(BaseModel):
+    """A draft definition (not saved). ``definition`` is checked after the segment is found."""
+
+    model_config = ConfigDict(extra="forbid")
+    definition: Any = None
+    sample: int = Field(explain.DEFAULT_SAMPLE, ge=0, le=explain.MAX_SAMPLE)
 
 
 def _author(principal: Principal) -> Author:
@@ -105,6 +124,15 @@ def preview(body: PreviewRequest, principal: Principal = Depends(READ),
             runtime: Runtime = Depends(get_runtime)) -> dict:
     """Matched user count, the first ``limit`` matching user ids (ascending) and the SQL."""
     return _preview(runtime, principal.tenant_id, body.definition, body.limit, body.as_of)
+
+
+@router.post("/explain/")
+def explain_definition(body: ExplainRequest, principal: Principal = Depends(EXPLAIN),
+                       runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Why ``user_id`` is in (or out of) a definition at ``as_of``: the definition tree with, at every
+    node, whether it held and the values that decided it, from the same compiled SQL as membership."""
+    return runtime.explainer.explain_definition(principal.tenant_id, body.definition, body.user_id,
+                                                as_of=body.as_of).to_json()
 
 
 @router.get("/jobs/{job_id:int}/")
@@ -145,7 +173,8 @@ def get_segment(segment_id: int = Depends(segment_id_param), principal: Principa
     return _get_or_404(runtime, principal.tenant_id, segment_id)
 
 
-@router.patch("/{segment_id:int}/")
+@router.patch("/{segment_id:int}/", responses={
+    409: {"model": ErrorEnvelope, "description": "impact_outdated: the segment changed since the impact"}})
 def update_segment(body: SegmentUpdate, segment_id: int = Depends(segment_id_param),
                    principal: Principal = Depends(WRITE), runtime: Runtime = Depends(get_runtime)) -> dict:
     """Metadata and/or definition; a changed definition becomes a new version."""
@@ -162,7 +191,16 @@ def update_segment(body: SegmentUpdate, segment_id: int = Depends(segment_id_par
         definition = runtime.queries.validate(principal.tenant_id, body.definition, segment_id=segment_id)
     fields = {name: getattr(body, name) for name in ("name", "description", "compute_interval_minutes")
               if name in given}
-    return store.update(principal.tenant_id, segment_id, author=_author(principal), definition=definition, **fields)
+    impact = None if body.impact_id is None else _impact_seen(runtime, principal.tenant_id, segment_id, body)
+    return store.update(principal.tenant_id, segment_id, author=_author(principal), definition=definition,
+                        impact=impact, **fields)
+
+
+def _impact_seen(runtime: Runtime, tenant_id: int, segment_id: int, body: SegmentUpdate) -> dict:
+    if "definition" not in body.model_fields_set:
+        raise ApiError.field("impact_id", "give the definition the impact was computed for", "invalid_impact")
+    segment = _get_or_404(runtime, tenant_id, segment_id)
+    return runtime.explainer.read_impact(tenant_id, segment_id, body.impact_id, body.definition, segment["version"])
 
 
 @router.delete("/{segment_id:int}/", status_code=204,
@@ -183,6 +221,32 @@ def preview_segment(body: StoredPreviewRequest | None = Body(None), segment_id: 
         raise ApiError.field("definition", "the segment has no definition yet", "segment_has_no_definition")
     return {"version": segment["version"],
             **_preview(runtime, principal.tenant_id, segment["definition"], body.limit, body.as_of)}
+
+
+@router.get("/{segment_id:int}/explain/")
+def explain_segment(user_id: str, as_of: str | None = Query(None, description=AS_OF.description),
+                    version: int | None = None, computation: int | None = None,
+                    segment_id: int = Depends(segment_id_param), principal: Principal = Depends(EXPLAIN),
+                    runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Explain the segment's current definition (or ``version``) for ``user_id`` at ``as_of``, or the
+    answer computation ``computation`` gave (at its as_of). An unknown user answers ``in_universe: false``."""
+    version = None if version is None else check_id("version", version)
+    computation = None if computation is None else check_id("computation", computation)
+    return runtime.explainer.explain_segment(principal.tenant_id, segment_id, user_id, as_of=as_of, version=version,
+                                             computation=computation)
+
+
+@router.post("/{segment_id:int}/impact/")
+def segment_impact(body: ImpactRequest | None = Body(None), segment_id: int = Depends(segment_id_param),
+                   principal: Principal = Depends(READ), runtime: Runtime = Depends(get_runtime)) -> dict:
+    """What saving ``definition`` would change, against the current computation (at its as_of): who
+    would enter, stay and leave, journey runs started or exited, prepared broadcasts' audiences.
+    Nothing is saved or sent."""
+    body = body or ImpactRequest()
+    _get_or_404(runtime, principal.tenant_id, segment_id)
+    if "definition" not in body.model_fields_set:
+        raise ApiError.field("definition", "field required", "missing_field")
+    return runtime.explainer.impact(principal.tenant_id, segment_id, body.definition, sample=body.sample)
 
 
 # -- versions -----------------------------------------------------------------------------

@@ -58,6 +58,12 @@ CREATE TABLE IF NOT EXISTS segment_versions (
     created_at TEXT NOT NULL,
     PRIMARY KEY (segment_id, version)
 );
+CREATE TABLE IF NOT EXISTS segment_version_impacts (  -- what the author saw before saving (engine.segments.explain)
+    segment_id INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    impact TEXT NOT NULL,                     -- JSON: impact_id, as_of, computation_id, enter/stay/leave counts
+    PRIMARY KEY (segment_id, version)
+);
 CREATE TABLE IF NOT EXISTS segment_computations (
     id INTEGER PRIMARY KEY,
     tenant_id INTEGER NOT NULL,
@@ -180,6 +186,7 @@ def version_json(row) -> dict[str, Any]:
         "definition": orjson.loads(row["definition"]),
         "author": Author(row["author_user_id"], row["author_api_key_id"]).to_json(),
         "created_at": api_time(row["created_at"]),
+        "impact": None if row["impact"] is None else orjson.loads(row["impact"]),
     }
 
 
@@ -193,6 +200,8 @@ LEFT JOIN segment_computations cur ON cur.id = s.current_computation_id
 WHERE s.tenant_id = ? AND s.deleted_at IS NULL
 """
 _SELECT_SEGMENT = f"SELECT {_SEGMENT_COLUMNS} FROM {_LIVE_SEGMENTS}"
+_VERSIONS = ("segment_versions v LEFT JOIN segment_version_impacts i ON i.segment_id = v.segment_id"
+             " AND i.version = v.version WHERE v.segment_id = ? AND v.tenant_id = ?")
 
 
 def canonical_json(definition: Definition) -> str:
@@ -233,15 +242,14 @@ class SegmentStore:
     def versions(self, tenant_id: int, segment_id: int, limit: int, offset: int) -> tuple[int, list[dict]]:
         """Newest first."""
         self._require(tenant_id, segment_id)
-        count, rows = self.meta.page("segment_versions WHERE segment_id = ? AND tenant_id = ?",
-                                     (segment_id, tenant_id), "version DESC", limit, offset)
+        count, rows = self.meta.page(_VERSIONS, (segment_id, tenant_id), "v.version DESC", limit, offset,
+                                     columns="v.*, i.impact")
         return count, [version_json(row) for row in rows]
 
     def version(self, tenant_id: int, segment_id: int, version: int) -> dict[str, Any] | None:
         self._require(tenant_id, segment_id)
-        row = self.meta.query_one(
-            "SELECT * FROM segment_versions WHERE segment_id = ? AND tenant_id = ? AND version = ?",
-            (segment_id, tenant_id, version))
+        row = self.meta.query_one(f"SELECT v.*, i.impact FROM {_VERSIONS} AND v.version = ?",
+                                  (segment_id, tenant_id, version))
         return None if row is None else version_json(row)
 
     def _require(self, tenant_id: int, segment_id: int) -> None:
@@ -281,9 +289,10 @@ class SegmentStore:
         return self.get(tenant_id, segment_id)
 
     def update(self, tenant_id: int, segment_id: int, *, author: Author, definition: Definition | None = None,
-               **fields: Any) -> dict[str, Any]:
+               impact: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
         """Change metadata (name, description, compute_interval_minutes) and/or the definition;
-        a definition that differs from the current one becomes a new version."""
+        a definition that differs from the current one becomes a new version, which records
+        ``impact`` (what the author saw of the change) if given."""
         allowed = {"name", "description", "compute_interval_minutes"}
         unknown = set(fields) - allowed
         if unknown:
@@ -298,6 +307,9 @@ class SegmentStore:
             changed = bool(fields)
             if definition is not None and canonical_json(definition) != row["definition"]:
                 self._new_version(conn, tenant_id, segment_id, row["version"], definition, author, now)
+                if impact is not None:
+                    conn.execute("INSERT INTO segment_version_impacts (segment_id, version, impact) VALUES (?, ?, ?)",
+                                 (segment_id, row["version"] + 1, orjson.dumps(impact).decode()))
                 changed = True
             if fields:
                 assignments = ", ".join(f"{name} = ?" for name in fields)  # names from `allowed` only
