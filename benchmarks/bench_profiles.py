@@ -93,9 +93,11 @@ def bench_read(profiles: int, runs: int, root: Path) -> list[dict]:
     user = changed.column("user_id")[0].as_py()
     timings: dict[str, dict[str, float]] = {}
     counts = {}
-    backend = DuckDBBackend(with_delta.store, with_delta.store)  # builds the relation the engine reads
+    lakes = {"delta": with_delta, "one file": one_file}
     for name, snapshot in snapshots.items():
-        con = duck.connect(with_delta.store)
+        store = lakes[name].store  # snapshots name their files by key, relative to their own lake
+        backend = DuckDBBackend(store, store)  # builds the relation the engine reads
+        con = duck.connect(store)
         profiles = relations.profiles(backend.scans, snapshot)
         con.execute(f"CREATE VIEW profiles AS {to_sql(exp.select(exp.Star()).from_(profiles), 'duckdb')}")
         upgraded = con.execute(f"SELECT count(*) FROM profiles WHERE {plan} = 'bench-upgrade'").fetchone()[0]
@@ -108,7 +110,7 @@ def bench_read(profiles: int, runs: int, root: Path) -> list[dict]:
             "SELECT traits FROM profiles WHERE user_id = ?", [user]).fetchone(), runs)
         timings[name] = {"trait count": count_s * 1000, "user lookup": lookup_s * 1000}
         con.close()
-    backend.close()
+        backend.close()
     # The delta design's first version excluded replaced base rows by user id, not by
     # position: both written out over the same two files, the same way.
     base, delta = (duck.sql_literal(path) for path in (snapshots["delta"].file, snapshots["delta"].delta))
