@@ -2,16 +2,10 @@
 with ``--markdown``, the README's "Settings" table (a test checks that the README matches it)."""
 from __future__ import annotations
 
-import re
-
 import typer
-from pydantic import SecretStr
 
 from cli.common import load_settings
-from engine.settings import Settings, describe_settings
-
-_URL_PASSWORD = re.compile(r"(://[^/:@]*:)[^/@]*@")
-_SECRET_CONF_KEY = re.compile(r"secret|password|key", re.I)  # spark.hadoop.fs.s3a.secret.key, ...
+from engine.settings import Settings, describe_settings, shown
 
 
 def settings_table() -> str:
@@ -22,18 +16,6 @@ def settings_table() -> str:
         description = description.replace("|", r"\|")
         rows.append(f"| `{variable}` | {default} | {description} |")
     return "\n".join(rows)
-
-
-def shown(value: object) -> str:
-    """A value as printed: secrets and passwords in URLs masked, None as empty."""
-    if value is None:
-        return ""
-    if isinstance(value, SecretStr):
-        return "****"
-    if isinstance(value, dict):  # SEGOPS_SPARK_CONF_*: key=value pairs, credential-like keys masked
-        return "; ".join(f"{key}={'****' if _SECRET_CONF_KEY.search(key) else shown(item)}"
-                        for key, item in sorted(value.items()))
-    return _URL_PASSWORD.sub(r"\1****@", str(value))
 
 
 def register(app: typer.Typer) -> None:

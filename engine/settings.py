@@ -249,3 +249,19 @@ def describe_settings() -> list[tuple[str, str, str]]:
         default = "" if default is None or default == {} else str(default)
         rows.append((variable, default, field.description or ""))
     return rows
+
+
+_URL_PASSWORD = re.compile(r"(://[^/:@]*:)[^/@]*@")
+_SECRET_CONF_KEY = re.compile(r"secret|password|key", re.I)  # spark.hadoop.fs.s3a.secret.key, ...
+
+
+def shown(value: object) -> str:
+    """A value as printed: secrets and passwords in URLs masked, None as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, SecretStr):
+        return "****"
+    if isinstance(value, dict):  # SEGOPS_SPARK_CONF_*: key=value pairs, credential-like keys masked
+        return "; ".join(f"{key}={'****' if _SECRET_CONF_KEY.search(key) else shown(item)}"
+                        for key, item in sorted(value.items()))
+    return _URL_PASSWORD.sub(r"\1****@", str(value))
