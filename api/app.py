@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from api.deps import RateLimitHeadersMiddleware
 from api.errors import COMMON_ERROR_RESPONSES, install_error_handlers
 from api.observe import ObserveRequests
+from api.routers.console import install_security_schemes
 from engine.runtime import Runtime, tune_gc_for_serving
 from engine.settings import Settings
 
@@ -18,6 +19,7 @@ ROUTERS = (
     # over /api/segments/{segment_id:int}/.
     "auth", "keys", "events", "membership", "exports", "segments", "profiles",
     "templates", "brand_kits", "assets", "emails", "journeys", "broadcasts", "recipients", "ops",
+    "catalog", "console",
 )
 
 
@@ -36,7 +38,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         finally:
             rt.stop()
 
-    app = FastAPI(title="segops", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="segops", version="0.1.0", lifespan=lifespan, docs_url=None)  # /docs: api.routers.console
     app.state.runtime = rt
     install_error_handlers(app)
     app.add_middleware(RateLimitHeadersMiddleware)
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         if hasattr(module, "fast_path"):  # a pure ASGI answer for a hot path (api/routers/membership.py)
             app.add_middleware(module.fast_path)
         body_limits.update(getattr(module, "BODY_LIMITS", {}))  # route template -> bytes (0: the route's own)
+    install_security_schemes(app)
     # outermost, so that it sees every request, fast paths included
     app.add_middleware(ObserveRequests, metrics=rt.metrics, max_body_bytes=settings.max_body_bytes,
                        body_limits=body_limits)

@@ -17,7 +17,7 @@ from api.deps import Principal, check_body_tenant, get_runtime, require, tenant_
 from api.errors import ApiError, ErrorEnvelope
 from api.pagination import OffsetPage, offset_params, offset_response
 from api.waiting import WAIT_RESPONSES, finished_or_current, wait_seconds
-from compiler import DefinitionError, definition_json_schema
+from compiler import DIALECTS, DefinitionError, definition_json_schema, to_sql
 from engine import compute, segment_query
 from engine.runtime import Runtime
 from engine.segments import (
@@ -57,6 +57,8 @@ class SegmentUpdate(BaseModel):
 # Read by the engine like a definition's timestamps (400 invalid_timestamp at ``as_of``).
 AS_OF = Field(None, json_schema_extra={"format": "date-time"},
               description="ISO 8601 (UTC if no offset) or a date; within years 1-9999 in UTC. Default: now.")
+DIALECT = Field("duckdb", description="The dialect of the answer's `sql` (the count always comes from DuckDB).")
+Dialect = Literal[DIALECTS]
 
 
 class PreviewRequest(BaseModel):
@@ -64,6 +66,7 @@ class PreviewRequest(BaseModel):
     definition: Any = Field()
     limit: int = Field(10, ge=0, le=segment_query.MAX_PREVIEW_LIMIT)
     as_of: str | None = AS_OF
+    dialect: Dialect = DIALECT
 
 
 class StoredPreviewRequest(BaseModel):
@@ -72,6 +75,7 @@ class StoredPreviewRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(10, ge=0, le=segment_query.MAX_PREVIEW_LIMIT)
     as_of: str | None = AS_OF
+    dialect: Dialect = DIALECT
 
 
 def _id(kind: str, value: int) -> int:
@@ -107,11 +111,15 @@ def _get_or_404(runtime: Runtime, tenant_id: int, segment_id: int) -> dict:
     return segment
 
 
-def _preview(runtime: Runtime, tenant_id: int, definition: Any, limit: int, as_of: str | None) -> dict:
+def _preview(runtime: Runtime, tenant_id: int, definition: Any, body: PreviewRequest | StoredPreviewRequest) -> dict:
     try:
-        return segment_query.preview(runtime, tenant_id, definition, limit=limit, as_of=as_of).to_json()
+        found = segment_query.preview(runtime, tenant_id, definition, limit=body.limit, as_of=body.as_of)
     except DefinitionError as err:
         raise definition_error(err) from None
+    answer = found.to_json()
+    if body.dialect != "duckdb":
+        answer["sql"] = to_sql(found.compiled.query, body.dialect)
+    return answer
 
 
 # -- fixed paths --------------------------------------------------------------------------
@@ -125,7 +133,7 @@ def definition_schema(principal: Principal = Depends(READ)) -> dict:
 def preview(body: PreviewRequest, principal: Principal = Depends(READ),
             runtime: Runtime = Depends(get_runtime)) -> dict:
     """Matched user count, the first ``limit`` matching user ids (ascending) and the SQL."""
-    return _preview(runtime, principal.tenant_id, body.definition, body.limit, body.as_of)
+    return _preview(runtime, principal.tenant_id, body.definition, body)
 
 
 @router.get("/api/segments/jobs/{job_id:int}/")
@@ -221,7 +229,7 @@ def preview_segment(body: StoredPreviewRequest | None = Body(None), segment_id: 
     if segment["definition"] is None:
         raise ApiError.field("definition", "the segment has no definition yet", "segment_has_no_definition")
     return {"version": segment["version"],
-            **_preview(runtime, principal.tenant_id, segment["definition"], body.limit, body.as_of)}
+            **_preview(runtime, principal.tenant_id, segment["definition"], body)}
 
 
 # -- versions -----------------------------------------------------------------------------
@@ -261,7 +269,7 @@ def preview_version(version: int, body: StoredPreviewRequest | None = Body(None)
     body = body or StoredPreviewRequest()
     stored = _version_or_404(runtime, principal.tenant_id, segment_id, version)
     return {"version": stored["version"],
-            **_preview(runtime, principal.tenant_id, stored["definition"], body.limit, body.as_of)}
+            **_preview(runtime, principal.tenant_id, stored["definition"], body)}
 
 
 # -- compute jobs -------------------------------------------------------------------------
