@@ -308,8 +308,8 @@ def test_every_control_has_a_label_and_the_builder_works_by_keyboard(page, serve
     assert unlabelled == []
 
 
-def test_docs_work_offline_with_both_credentials(page, served):
-    base, _, _ = served
+def test_docs_work_offline_and_authorize_takes_either_credential(page, served):
+    base, creds, _ = served
     outside: list[str] = []
 
     def only_the_server(route):
@@ -321,8 +321,29 @@ def test_docs_work_offline_with_both_credentials(page, served):
 
     page.route("**/*", only_the_server)
     page.goto(base + "/docs")
-    page.get_by_role("button", name="Authorize").first.click()
-    dialog = page.locator(".modal-ux")
-    expect(dialog).to_contain_text("ApiKey")
-    expect(dialog).to_contain_text("Bearer")
+    whoami = page.locator(".opblock", has=page.locator('[data-path="/api/auth/me/"]'))
+    whoami.locator(".opblock-summary").click()
+    whoami.get_by_role("button", name="Try it out").click()
+
+    def authorize(scheme: int, value: str, role: str) -> None:
+        """Authorize with the scheme (0: ApiKey, 1: Bearer) alone; GET /api/auth/me/ then names its role."""
+        page.get_by_role("button", name="Authorize").first.click()
+        schemes = page.locator(".modal-ux .auth-container")
+        expect(schemes).to_have_count(2)
+        for other in range(2):
+            logout = schemes.nth(other).locator("button", has_text="Logout")
+            if logout.count():
+                logout.click()
+        schemes.nth(scheme).locator("input").fill(value)
+        schemes.nth(scheme).locator("button", has_text="Authorize").click()
+        page.locator(".modal-ux button", has_text="Close").first.click()
+        whoami.get_by_role("button", name="Execute").click()
+        body = whoami.locator(".live-responses-table .response-col_description pre").first
+        expect(body).to_contain_text(f'"role": "{role}"')
+        assert json.loads(body.inner_text())["tenant_id"] == creds["tenant_id"]
+
+    authorize(0, creds["api_key"], "service")
+    token = httpx.post(f"{base}/api/auth/token/", json={"email": creds["email"], "password": creds["password"]},
+                       timeout=30).json()["access"]
+    authorize(1, token, "admin")
     assert outside == []
