@@ -138,7 +138,7 @@ def sign_in(page, email: str, password: str) -> None:
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Segments")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
 def api(served, method: str, path: str, **kwargs) -> httpx.Response:
@@ -234,13 +234,19 @@ def test_build_the_seed_save_compute_and_export(page, served, tmp_path):
     assert sorted(exported) == sorted(m["user_id"] for m in members["results"])
     assert len(exported) == job["member_count"]
 
-    # a second version: the history diff names the change
-    page.get_by_label("Condition 2 days ago").fill("60")
+    # a second version: the history diff names the change; its computation is the chart's second point
+    page.get_by_label("Condition 2 days ago").fill("45")
     page.get_by_role("button", name="Save definition").click()
     expect(page.get_by_text("Saved as version 2.")).to_be_visible()
     diff = page.get_by_label("Changes from version 1 to version 2")
     expect(diff).to_contain_text(re.compile(r'-\s+"window_days": 30'))
-    expect(diff).to_contain_text(re.compile(r'\+\s+"window_days": 60'))
+    expect(diff).to_contain_text(re.compile(r'\+\s+"window_days": 45'))
+    page.get_by_role("button", name="Compute now").click()
+    expect(page.locator(".size-chart")).to_have_attribute("data-points", "2", timeout=60_000)
+    second = api(served, "GET", f"/api/segments/{segment_id}/jobs/").json()["results"][0]
+    assert second["version"] == 2 and second["status"] == "done"
+    expect(page.locator("#segment-members")).to_have_text(f"{second['member_count']:,}")
+    expect(page.locator(".preview-pane .count")).not_to_contain_text("updating")
     docs_screenshot(page, "segment")
 
 
@@ -347,3 +353,62 @@ def test_docs_work_offline_and_authorize_takes_either_credential(page, served):
                        timeout=30).json()["access"]
     authorize(1, token, "admin")
     assert outside == []
+
+
+def sign_in_with_key(page, key: str) -> None:
+    page.get_by_role("tab", name="API key").click()
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+def test_journeys_their_steps_and_a_runs_history(page, served):
+    _, creds, _ = served
+    template = api(served, "POST", "/api/templates/", json={
+        "name": "Welcome mail", "subject": "Hi", "purpose": "transactional", "text": "Hi",
+        "html": "<html><body><p>Hi</p></body></html>"}).json()
+    journey = api(served, "POST", "/api/journeys/", json={
+        "name": "Welcome", "status": "active", "trigger": {"type": "api"}, "steps": [
+            {"id": "hello", "type": "send_email", "templateId": template["id"], "next": "pause"},
+            {"id": "pause", "type": "wait", "duration": {"hours": 1}}]}).json()
+    run = api(served, "POST", f"/api/journeys/{journey['id']}/trigger/",
+              json={"userId": "churner-00", "email": "churner@example.com"}).json()
+    sign_in(page, creds["email"], creds["password"])
+    page.get_by_role("link", name="Journeys").click()
+    row = page.get_by_role("row", name=re.compile("Welcome"))
+    expect(row).to_contain_text("active")
+    expect(row.get_by_role("cell").nth(2)).to_have_text("1")  # runs
+    row.get_by_role("link", name="Welcome").click()
+    expect(page.locator(".steps-list li")).to_have_count(2)
+    page.get_by_role("link", name=str(run["id"]), exact=True).click()
+    expect(page.get_by_role("heading", name=f"Run {run['id']}")).to_be_visible()
+    expect(page.locator(".timeline")).to_contain_text("hello", timeout=30_000)
+
+
+def test_a_broadcast_is_prepared_and_only_a_credential_that_may_send_redeems_it(page, served):
+    _, creds, _ = served
+    segment = api(served, "POST", "/api/segments/", json={"name": "Broadcast audience", "definition": SEED}).json()
+    api(served, "POST", f"/api/segments/{segment['id']}/compute/?wait=60")
+    template = api(served, "POST", "/api/templates/", json={
+        "name": "Win-back", "subject": "We miss you", "purpose": "marketing", "text": "Hi",
+        "html": "<html><body><p>Hi</p></body></html>"}).json()
+    agent = api(served, "POST", "/api/keys/", json={"name": "agent", "allow_sends": False, "scopes": [
+        "broadcasts:read", "broadcasts:write", "sends:write", "segments:read", "templates:read"]}).json()["key"]
+    sign_in_with_key(page, agent)
+    page.get_by_role("link", name="Broadcasts").click()
+    page.get_by_label("Template").select_option(label="Win-back")
+    page.get_by_label("Audience").select_option(label="Broadcast audience")
+    page.get_by_role("button", name="Prepare").click()
+    prepared = page.get_by_role("region", name="Prepared broadcast")
+    expect(prepared).to_contain_text("recipients (frozen)")
+    expect(prepared).to_contain_text(re.compile(r"expires in 1[45]:\d\d"))
+    send = prepared.get_by_role("button", name="Send now")
+    expect(send).to_be_disabled()
+    expect(prepared).to_contain_text("allow_sends is off")
+
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, creds["email"], creds["password"])  # the demo admin may send; back on the same page
+    row = page.get_by_role("row", name=re.compile("Win-back")).first
+    expect(row).to_contain_text("prepared")
+    row.get_by_role("button", name=re.compile("^Send Win-back")).click()
+    expect(row).to_contain_text(re.compile("sending|sent"))

@@ -46,10 +46,10 @@ export function Broadcasts({ me, can }) {
       reload();
     } catch (err) { setError(err.message); }
   };
-  const redeem = async () => {
+  const redeem = async (id) => {
     setError("");
     try {
-      await post("/api/broadcasts/send-prepared/", { preparedSendId: prepared.id });
+      await post("/api/broadcasts/send-prepared/", { preparedSendId: id });
       setPrepared(null);
       reload();
     } catch (err) { setError(err.message); }
@@ -74,10 +74,11 @@ export function Broadcasts({ me, can }) {
       )}
       {error && <p class="error" role="alert">{error}</p>}
       {prepared && (
-        <div class="prepared" role="region" aria-label="Prepared broadcast">
+        <div class="prepared-send" role="region" aria-label="Prepared broadcast">
           <p><strong>{prepared.audienceSize.toLocaleString("en-US")}</strong> recipients (frozen) · <Countdown until={prepared.expiresAt} /></p>
           <p class="muted">Sample: {prepared.sample.map((s) => (typeof s === "object" ? s.userId || s.user_id || JSON.stringify(s) : s)).join(", ")}</p>
-          <button type="button" onClick={redeem} disabled={Boolean(blocker)} aria-describedby={blocker ? "send-blocker" : undefined}>Send now</button>
+          <button type="button" onClick={() => redeem(prepared.id)} disabled={Boolean(blocker)}
+            aria-describedby={blocker ? "send-blocker" : undefined}>Send now</button>
           {blocker && <span id="send-blocker" class="muted">{blocker}</span>}
         </div>
       )}
@@ -85,14 +86,18 @@ export function Broadcasts({ me, can }) {
       {list && (
         <table class="list">
           <thead><tr><th scope="col">Broadcast</th><th scope="col">Status</th><th scope="col">Audience</th><th scope="col">Sent</th>
-            <th scope="col">Pending</th><th scope="col">Failed</th></tr></thead>
+            <th scope="col">Pending</th><th scope="col">Failed</th><th scope="col">Send</th></tr></thead>
           <tbody>{list.map((b) => (
             <tr key={b.id}><td>{b.name || `#${b.id}`}</td><td><span class={`status ${b.status}`}>{b.status}</span>
               {b.status === "prepared" && <> · <Countdown until={b.expiresAt} /></>}</td>
               <td class="num">{b.audienceSize}</td><td class="num">{b.progress.sentCount}</td>
-              <td class="num">{b.progress.pendingCount}</td><td class="num">{b.progress.failedCount}</td></tr>
+              <td class="num">{b.progress.pendingCount}</td><td class="num">{b.progress.failedCount}</td>
+              <td>{b.status === "prepared" && can("broadcasts:write") && (
+                <button type="button" class="small" disabled={Boolean(blocker)} title={blocker || undefined}
+                  aria-label={`Send ${b.name || `broadcast ${b.id}`}${blocker ? ` (${blocker})` : ""}`}
+                  onClick={() => redeem(b.id)}>Send</button>)}</td></tr>
           ))}
-          {!list.length && <tr><td colspan="6" class="muted">No broadcast yet.</td></tr>}</tbody>
+          {!list.length && <tr><td colspan="7" class="muted">No broadcast yet.</td></tr>}</tbody>
         </table>
       )}
     </section>

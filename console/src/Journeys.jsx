@@ -47,10 +47,11 @@ export function JourneyPage({ id }) {
       <h2>Runs</h2>
       {runs.data ? (
         <table class="list">
-          <thead><tr><th scope="col">Run</th><th scope="col">User</th><th scope="col">Status</th><th scope="col">Current step</th><th scope="col">Started</th></tr></thead>
+          <thead><tr><th scope="col">Run</th><th scope="col">User</th><th scope="col">Status</th><th scope="col">Current step</th><th scope="col">Wakes</th><th scope="col">Started</th></tr></thead>
           <tbody>{runs.data.results.map((r) => (
             <tr key={r.id}><td><a href={`#/journeys/${id}/runs/${r.id}`}>{r.id}</a></td><td>{r.userId}</td><td>{r.status}</td>
-              <td>{r.currentStep}</td><td>{r.startedAt}</td></tr>
+              <td>{r.currentStep || (r.steps && r.steps.length ? r.steps[r.steps.length - 1].stepId : "")}</td>
+              <td>{r.wakeAt || ""}</td><td>{r.startedAt}</td></tr>
           ))}</tbody>
         </table>
       ) : <p class="muted">{runs.error || "Loading…"}</p>}
@@ -65,11 +66,11 @@ export function RunPage({ journeyId, runId }) {
   return (
     <article>
       <h1>Run {data.id} of <a href={`#/journeys/${journeyId}`}>journey {journeyId}</a></h1>
-      <p>{data.userId} · {data.status}{data.exitReason ? ` (${data.exitReason})` : ""}{data.lastError ? ` · ${data.lastError}` : ""}</p>
+      <p>{data.userId} · {data.status}{data.wakeAt ? ` · wakes ${data.wakeAt}` : ""}{data.exitReason ? ` (${data.exitReason})` : ""}{data.lastError ? ` · ${data.lastError}` : ""}</p>
       <h2>Step history</h2>
       <ol class="timeline">
         {data.steps.map((s, i) => <li key={i}><time>{s.at}</time> <strong>{s.stepId}</strong> {s.type}
-          {s.sendStatus ? ` · send ${s.sendStatus}` : ""}</li>)}
+          {s.sendStatus ? ` · send ${s.sendStatus}` : ""}{s.until ? ` · until ${s.until}` : ""}</li>)}
       </ol>
     </article>
   );
