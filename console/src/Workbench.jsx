@@ -43,7 +43,7 @@ export function Workbench({ initial, catalog, segments, readOnly, externalErrors
       try {
         const body = await post(previewPath, { definition, limit: 10, dialect, as_of: asOfParam(asOf) });
         if (mine !== seq.current) return;
-        setResult(body); setError(null);
+        setResult({ ...body, definition: key }); setError(null);
       } catch (err) {
         if (mine !== seq.current) return;
         setError(err); setResult(null);
@@ -97,7 +97,7 @@ export function Workbench({ initial, catalog, segments, readOnly, externalErrors
         <p class="count" aria-live="polite">
           {!ready ? "Add a condition to see who matches."
             : error ? <span class="error" role="alert">{error.message}</span>
-            : result ? <><output id="preview-count" data-count={result.matched_users}>{result.matched_users.toLocaleString("en-US")}</output> users match</>
+            : result ? <><output id="preview-count" data-count={result.matched_users} data-definition={result.definition}>{result.matched_users.toLocaleString("en-US")}</output> users match</>
             : "Counting…"}
           {pending && ready && <span class="muted" aria-hidden="true"> · updating</span>}
         </p>
