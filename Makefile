@@ -10,7 +10,7 @@ PORT    ?= 8000
 SIZE    ?= small
 PYTEST_ARGS ?=
 
-.PHONY: serve test bench bench-tools install install-dev demo clean lock
+.PHONY: serve test bench bench-tools install install-dev demo clean lock console console-test
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -52,6 +52,17 @@ bench-tools:
 	    echo "wrk is not installed (bench_membership needs it): sudo apt-get install -y wrk, or brew install wrk"; \
 	    exit 1; \
 	  fi; }
+
+# The web console (console/: Preact + Vite). Its built bundle is committed in api/console_dist/, so serve and
+# test need no npm; after changing console/, `make console` rebuilds it (commit the result).
+console:
+	cd console && npm ci --no-audit --no-fund && npm run build
+
+# Vitest (the definition editor's model), then a check that the committed bundle is what console/ builds.
+console-test:
+	cd console && npm ci --no-audit --no-fund && npx vitest run
+	out=$$(mktemp -d) && (cd console && npx vite build --logLevel warn --outDir $$out --emptyOutDir) \
+	  && diff -r $$out api/console_dist && rm -rf $$out || { echo "api/console_dist is stale: make console"; exit 1; }
 
 # Re-resolve the pins (needs uv on PATH); commit both lock files.
 lock:

@@ -14,6 +14,8 @@ from api.routers import (
     auth,
     brand_kits,
     broadcasts,
+    catalog,
+    console,
     emails,
     events,
     exports,
@@ -33,7 +35,7 @@ from engine.settings import Settings
 # before segments, so that their fixed paths (/api/segments/membership/) win over
 # /api/segments/{segment_id:int}/.
 ROUTERS = (auth, keys, events, membership, exports, segments, profiles, templates, brand_kits, assets, emails,
-           journeys, broadcasts, recipients, ops)
+           journeys, broadcasts, recipients, ops, catalog, console)
 
 
 class _IdConvertor(IntegerConvertor):
@@ -70,7 +72,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         finally:
             rt.stop()
 
-    app = FastAPI(title="segops", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="segops", version="0.1.0", lifespan=lifespan, docs_url=None)  # /docs: api.routers.console
     app.state.runtime = rt
     install_error_handlers(app)
     app.add_middleware(RateLimitHeadersMiddleware)
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         body_limits.update(getattr(module, "BODY_LIMITS", {}))
     # a pure ASGI answer for the hot path, outside every middleware but ObserveRequests (as before)
     app.add_middleware(membership.MembershipFastPath)
+    console.install_security_schemes(app)  # /docs' Authorize: ApiKey and Bearer
     # outermost, so that it sees every request, fast paths included
     app.add_middleware(ObserveRequests, metrics=rt.metrics, max_body_bytes=settings.max_body_bytes,
                        body_limits=body_limits)

@@ -21,6 +21,7 @@ BASE_OPERATIONS = [
     ("GET", "/api/brand-kits/{kit_id}/", "200 400 401 403 404 422 429"),
     ("GET", "/api/broadcasts/", "200 400 401 403 404 422 429"),
     ("GET", "/api/broadcasts/{broadcast_id}/", "200 400 401 403 404 422 429"),
+    ("GET", "/api/catalog/", "200 400 401 403 404 422 429"),  # issue 15 (the web console's autocomplete)
     ("GET", "/api/emails/", "200 400 401 403 404 422 429"),
     ("GET", "/api/emails/{send_id}/", "200 400 401 403 404 422 429"),
     ("GET", "/api/events/dead-letters/", "200 400 401 403 404 422 429"),

@@ -17,7 +17,7 @@ from api.deps import Principal, check_body_tenant, check_id, get_runtime, id_par
 from api.errors import ApiError, ErrorEnvelope
 from api.pagination import OffsetPage, offset_params, offset_response
 from api.waiting import WAIT_RESPONSES, finished_or_current, wait_seconds
-from compiler import definition_json_schema
+from compiler import DIALECTS, definition_json_schema
 from engine.segments import explain
 from engine.segments import query as segment_query
 from engine.runtime import Runtime
@@ -58,6 +58,8 @@ class SegmentUpdate(BaseModel):
 # Read by the engine like a definition's timestamps (400 invalid_timestamp at ``as_of``).
 AS_OF = Field(None, json_schema_extra={"format": "date-time"},
               description="ISO 8601 (UTC if no offset) or a date; within years 1-9999 in UTC. Default: now.")
+DIALECT = Field("duckdb", description="The dialect of the answer's `sql` (the count does not depend on it).")
+Dialect = Literal[DIALECTS]
 
 
 class PreviewRequest(BaseModel):
@@ -65,6 +67,7 @@ class PreviewRequest(BaseModel):
     definition: Any = Field()
     limit: int = Field(10, ge=0, le=segment_query.MAX_PREVIEW_LIMIT)
     as_of: str | None = AS_OF
+    dialect: Dialect = DIALECT
 
 
 class StoredPreviewRequest(BaseModel):
@@ -73,6 +76,7 @@ class StoredPreviewRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(10, ge=0, le=segment_query.MAX_PREVIEW_LIMIT)
     as_of: str | None = AS_OF
+    dialect: Dialect = DIALECT
 
 
 segment_id_param = id_param("segment", "segment_id")
@@ -108,8 +112,9 @@ def _get_or_404(runtime: Runtime, tenant_id: int, segment_id: int) -> dict:
     return segment
 
 
-def _preview(runtime: Runtime, tenant_id: int, definition: Any, limit: int, as_of: str | None) -> dict:
-    return runtime.queries.preview(tenant_id, definition, limit=limit, as_of=as_of).to_json()
+def _preview(runtime: Runtime, tenant_id: int, definition: Any, body: PreviewRequest | StoredPreviewRequest) -> dict:
+    found = runtime.queries.preview(tenant_id, definition, limit=body.limit, as_of=body.as_of)
+    return found.to_json(dialect=body.dialect)
 
 
 # -- fixed paths --------------------------------------------------------------------------
@@ -123,7 +128,7 @@ def definition_schema(principal: Principal = Depends(READ)) -> dict:
 def preview(body: PreviewRequest, principal: Principal = Depends(READ),
             runtime: Runtime = Depends(get_runtime)) -> dict:
     """Matched user count, the first ``limit`` matching user ids (ascending) and the SQL."""
-    return _preview(runtime, principal.tenant_id, body.definition, body.limit, body.as_of)
+    return _preview(runtime, principal.tenant_id, body.definition, body)
 
 
 @router.post("/explain/")
@@ -220,7 +225,7 @@ def preview_segment(body: StoredPreviewRequest | None = Body(None), segment_id: 
     if segment["definition"] is None:
         raise ApiError.field("definition", "the segment has no definition yet", "segment_has_no_definition")
     return {"version": segment["version"],
-            **_preview(runtime, principal.tenant_id, segment["definition"], body.limit, body.as_of)}
+            **_preview(runtime, principal.tenant_id, segment["definition"], body)}
 
 
 @router.get("/{segment_id:int}/explain/")
@@ -280,7 +285,7 @@ def preview_version(version: int, body: StoredPreviewRequest | None = Body(None)
     body = body or StoredPreviewRequest()
     stored = _version_or_404(runtime, principal.tenant_id, segment_id, version)
     return {"version": stored["version"],
-            **_preview(runtime, principal.tenant_id, stored["definition"], body.limit, body.as_of)}
+            **_preview(runtime, principal.tenant_id, stored["definition"], body)}
 
 
 # -- compute jobs -------------------------------------------------------------------------

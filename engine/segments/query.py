@@ -31,6 +31,7 @@ from backends.registry import Backends
 from engine.segments.store import SegmentStore
 
 MAX_PREVIEW_LIMIT = 1000
+MAX_CATALOG_EVENT_TYPES = 1000
 # Errors that only mean "no such data yet", not "invalid definition".
 DATA_DEPENDENT_ERRORS = frozenset({"unknown_property", "unknown_trait"})
 
@@ -44,8 +45,8 @@ class CompiledSegment:
     lake: TenantLake
     as_of: datetime
 
-    def display_sql(self, pretty: bool = True) -> str:
-        return to_sql(self.query, dialect="duckdb", pretty=pretty)
+    def display_sql(self, pretty: bool = True, dialect: str = "duckdb") -> str:
+        return to_sql(self.query, dialect=dialect, pretty=pretty)
 
     def executable(self, backend: QueryBackend) -> exp.Select:
         """The query bound to ``backend``'s relations of the snapshot (only the days of events
@@ -84,8 +85,10 @@ class Preview:
     def as_of(self) -> datetime:
         return self.compiled.as_of
 
-    def to_json(self) -> dict[str, Any]:
-        return {"matched_users": self.matched_users, "sample_user_ids": self.sample_user_ids, "sql": self.sql}
+    def to_json(self, dialect: str = "duckdb") -> dict[str, Any]:
+        """``sql`` in ``dialect`` (one of compiler.DIALECTS); the count always comes from the backend."""
+        return {"matched_users": self.matched_users, "sample_user_ids": self.sample_user_ids,
+                "sql": self.compiled.display_sql(dialect=dialect)}
 
 
 class SegmentQueries:
@@ -157,8 +160,30 @@ class SegmentQueries:
                  .where(exp.In(this=user_id.copy(), expressions=[exp.Literal.string(u) for u in wanted])))
         return set(backend.fetch_arrow(query).column(0).to_pylist())
 
+    def catalog(self, tenant_id: int) -> dict[str, list[dict]]:
+        """What a builder autocompletes from (the web console): ``event_types`` ``[{event_type, count}]``
+        (most frequent first, at most MAX_CATALOG_EVENT_TYPES), ``properties`` and ``traits``
+        ``[{name, kind}]`` (by name), as the tenant's current snapshot knows them. The counts scan one
+        column on the interactive backend."""
+        lake = self.backends.tenant_lake(tenant_id)
+        event_types: list[dict] = []
+        if lake.events.files:
+            backend = self.backends.interactive
+            event_type, count = exp.column("event_type"), exp.column("n")
+            query = (exp.select(event_type, exp.alias_(exp.Count(this=exp.Star()), "n"))
+                     .from_(backend.relations(lake).events).group_by(event_type.copy())
+                     .order_by(exp.Ordered(this=count, desc=True), event_type.copy()).limit(MAX_CATALOG_EVENT_TYPES))
+            found = backend.fetch_arrow(query).to_pydict()
+            event_types = [{"event_type": name, "count": n} for name, n in zip(found["event_type"], found["n"])]
+
+        def kinds(columns: dict) -> list[dict]:
+            return [{"name": name, "kind": typed.kind} for name, typed in sorted(columns.items())]
+
+        return {"event_types": event_types, "properties": kinds(lake.schema.events.properties),
+                "traits": kinds(lake.schema.profiles.traits)}
+
 
 __all__ = [
     "TenantLake", "CompiledSegment", "SegmentQueries", "Preview", "normalize_as_of", "DefinitionError",
-    "MAX_PREVIEW_LIMIT",
+    "MAX_PREVIEW_LIMIT", "MAX_CATALOG_EVENT_TYPES",
 ]
