@@ -51,6 +51,7 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable
 from fastapi import Depends, Request
 
 from api.errors import ApiError, to_api_error
+from common.ids import MAX_ID, valid_id
 from engine.accounts import ALL_SCOPES, AuthError, Principal
 from engine.errors import RateLimited
 from engine.ratelimit import Decision
@@ -207,11 +208,6 @@ def tenant_scoped_404(kind: str = "resource", resource_id: object = None) -> Api
     return ApiError(404, f"No {kind}{suffix}.", "not_found")
 
 
-MAX_ID = 2**63 - 1  # SQLite's INTEGER range: a larger id cannot exist
-
-
-def valid_id(value: int) -> bool:
-    return 1 <= value <= MAX_ID
 
 
 def check_id(kind: str, value: int) -> int:

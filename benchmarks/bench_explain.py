@@ -48,7 +48,6 @@ def _times(fn, runs: int) -> list[float]:
 
 def run(size: str = "small", *, dataset=None, runs: int = 5, root: Path = Path("data")) -> list[dict]:
     from compiler import parse_definition
-    from engine.membership import compute
     from engine.runtime import Runtime
     from engine.segments.store import Author, SegmentStore
     from engine.settings import Settings
@@ -82,9 +81,9 @@ def run(size: str = "small", *, dataset=None, runs: int = 5, root: Path = Path("
                     lambda: runtime.explainer.explain_segment(tenant_id, segment.segment_id, user, as_of=as_of),
                     max(1, runs // 2))]
 
-            compute.enqueue(runtime, tenant_id, seed.segment_id, "cli")
-            compute.run_pending_jobs(runtime)
-            job = compute.list_jobs(runtime, tenant_id, seed.segment_id, 1, 0)[1][0]
+            runtime.compute.enqueue(tenant_id, seed.segment_id, "cli")
+            runtime.compute.run_pending()
+            job = runtime.compute.list_jobs(tenant_id, seed.segment_id, 1, 0)[1][0]
             if job["status"] != "done":
                 raise RuntimeError(f"compute failed: {job}")
             draft = {**seed.definition, "conditions": [{**seed.definition["conditions"][0], "value": 400},

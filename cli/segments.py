@@ -99,8 +99,10 @@ def compute(
     from engine.membership.compute import SegmentHasNoDefinition
     from engine.segments.store import SegmentNotFound
 
-    if backend not in (None, "duckdb", "spark"):
-        _fail(f"--backend must be duckdb or spark, not {backend!r}")
+    from backends.registry import FACTORIES
+
+    if backend is not None and backend not in FACTORIES:
+        _fail(f"--backend must be one of {', '.join(FACTORIES)}, not {backend!r}")
     runtime = open_runtime()
     tenant_id = _tenant(runtime, tenant)
     try:

@@ -108,7 +108,7 @@ class AssetStore:
         return count, [self._json(r) for r in rows]
 
     def url_of(self, tenant_id: int, asset_id: int, field: str = "logoAssetId") -> str:
-        """Public URL of a ready asset (for brand kits); 400 when missing or not finalized."""
+        """Public URL of a ready asset (for brand kits); SendsError (invalid input) when missing or not finalized."""
         try:
             row = self.row(tenant_id, asset_id)
         except NotFound:

@@ -49,7 +49,7 @@ def brand_json(row) -> dict[str, Any]:
 
 
 class BrandKitStore:
-    """``asset_url(tenant_id, asset_id)`` resolves a logo asset to its public URL (400 if not ready)."""
+    """``asset_url(tenant_id, asset_id)`` resolves a logo asset to its public URL (SendsError if not ready)."""
 
     def __init__(self, meta: MetadataStore, asset_url):
         self.meta = meta

@@ -128,7 +128,7 @@ class Broadcasts:
         return self.get(tenant_id, broadcast_id)
 
     def redeem(self, tenant_id: int, broadcast_id: int) -> dict:
-        """Fire a prepared send: 410 once it expired, 409 unless it is still ``prepared``."""
+        """Fire a prepared send: Gone once it expired, Conflict unless it is still ``prepared``."""
         row = self.row(tenant_id, broadcast_id)
         now = utc_now()
         if row["status"] != "prepared":

@@ -2,8 +2,8 @@
 
 The first request with a key reserves it (``running``) in one write transaction, runs, and
 stores its response (``done``). A later request with the same key and the same request
-fingerprint gets that response replayed; a different fingerprint is a client bug (422
-``idempotency_key_reused``); while the first is still running the answer is 409
+fingerprint gets that response replayed; a different fingerprint is a client bug (Unprocessable
+``idempotency_key_reused``); while the first is still running the answer is Conflict
 ``idempotency_in_progress``. Server errors release the key so the client can retry. A
 reservation whose request died (``locked_until`` passed) may be taken over. Keys are scoped
 per tenant and kept ``RETENTION`` (24 h) after first use.
@@ -70,7 +70,7 @@ class IdempotencyStore:
 
     def begin(self, tenant_id: int, key: str, fp: str) -> Replay | None:
         """None: the caller owns the key now and must ``finish`` or ``release`` it. A Replay: answer
-        with it. Raises SendsError 409/422 as described in the module doc."""
+        with it. Raises Conflict/Unprocessable as described in the module doc."""
         self.check_key(key)
         now = utc_now()
         with self.meta.transaction() as conn:

@@ -352,7 +352,7 @@ class Outbound:
     def record_engagement(self, send_id: int, kind: str) -> None:
         """Count a click ("click"), or an open ("open") once per message: its one pixel is fetched
         again on every view, mail-proxy prefetch and replay, so repeats say nothing (each fetch is
-        still an ``email_opened`` event, engagement/engagement.py). The first one's time is kept."""
+        still an ``email_opened`` event, engagement/tracking.py). The first one's time is kept."""
         at, count = {"open": ("opened_at", "open_count"), "click": ("clicked_at", "click_count")}[kind]
         counted = "1" if kind == "open" else f"{count} + 1"
         self.meta.execute(f"UPDATE email_sends SET {at} = coalesce({at}, ?), {count} = {counted} WHERE id = ?",

@@ -1,7 +1,7 @@
 """Recipient profiles (traits incl. ``email``, ``timezone``) read from the lake's profiles table.
 
 The lake owns profiles (identify calls, merged per trait); sends only read them, in batches:
-one DuckDB query per chunk of recipients over the tenant's current profiles file.
+one query of the interactive backend per chunk of recipients over the tenant's current profiles.
 """
 from __future__ import annotations
 

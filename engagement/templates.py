@@ -82,7 +82,7 @@ def _syntax_errors(field: str) -> Iterator[None]:
 
 
 def parse_part(part: str, source: str, field: str | None = None) -> set[str]:
-    """Top-level names ``source`` reads; SendsError (400 ``template_syntax_error``) if it does not parse."""
+    """Top-level names ``source`` reads; SendsError (``template_syntax_error``) if it does not parse."""
     with _syntax_errors(field or part):
         return meta.find_undeclared_variables(_env(part).parse(source))  # runs the code generator too
 
@@ -222,7 +222,8 @@ class TemplateStore:
 
     def content(self, tenant_id: int, template_id: int, *, field: str = "templateId",
                 allow_archived: bool = False) -> tuple[Content, dict[str, Any]]:
-        """The template as sendable Content plus its row; 400 for a missing/archived template
+        """The template as sendable Content plus its row;
+        SendsError for a missing/archived template
         named by a send request (``field``)."""
         try:
             row = self.row(tenant_id, template_id)

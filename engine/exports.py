@@ -189,8 +189,11 @@ class Exports:
         """The export handler: write the file, then settle the job and the export in one transaction
         (a lost lease changes nothing: the new holder writes the same key)."""
         export_id = lease.payload["export_id"]
-        self._meta.execute("UPDATE segment_exports SET status = 'running', started_at = ? WHERE id = ?",
-                           (db_time(utc_now()), export_id))
+        with self._meta.transaction() as conn:  # a worker that lost the job meanwhile mirrors nothing
+            if not self._jobs.holds(lease, conn):
+                return False
+            conn.execute("UPDATE segment_exports SET status = 'running', started_at = ? WHERE id = ?",
+                         (db_time(utc_now()), export_id))
         row = self._meta.query_one("SELECT * FROM segment_exports WHERE id = ?", (export_id,))
         try:
             key, rows, size = self._write(row, progress)
@@ -245,6 +248,3 @@ class Exports:
         return query
 
     # -- worker -----------------------------------------------------------------------
-    def wake(self) -> None:
-        self._jobs.wake(KIND)
-

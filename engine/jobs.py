@@ -1,4 +1,4 @@
-"""ONE leased job queue (``jobs``) for the background work of every kind: compute, export (later send, sync).
+"""ONE leased job queue (``jobs``) for the background work of every kind: compute, export, send (later sync).
 
 A job moves ``queued -> running -> done | failed`` (``fail(retry_at=...)``: back to ``queued``,
 due at ``retry_at``). A worker claims due jobs in one SQLite write transaction and holds a
@@ -49,10 +49,10 @@ FINISHED = ("done", "failed", "cancelled")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,     -- never reused: computation ids = compute job ids
-    kind TEXT NOT NULL,                       -- 'compute' | 'export'
+    kind TEXT NOT NULL,                       -- 'compute' | 'export' | 'send'
     tenant_id INTEGER NOT NULL,
     subject TEXT,                             -- at most one running job per (kind, subject)
-    payload TEXT NOT NULL DEFAULT '{}',       -- JSON: {"segment_id"} | {"export_id"}
+    payload TEXT NOT NULL DEFAULT '{}',       -- JSON: {"segment_id", "backend"?} | {"export_id"} | {}
     trigger TEXT NOT NULL DEFAULT 'api',
     status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
     not_before TEXT NOT NULL,

@@ -146,7 +146,7 @@ class Runtime:
         """Why a user is in or out of a segment, and the impact of an edit (engine.segments.explain)."""
         from engine.segments.explain import Explainer
 
-        return Explainer(self.queries, self.segments, self.backends, self.meta,
+        return Explainer(self.queries, self.segments, self.computations, self.backends, self.meta,
                          secret=lambda: self.settings.secret_key, journeys=lambda: self.sends.journeys,
                          broadcast_tables=lambda: self.sends.broadcasts)
 

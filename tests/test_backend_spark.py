@@ -313,7 +313,7 @@ def test_segops_compute_and_export_on_spark_give_duckdb_s_members_and_files(spar
             assert len(spark.sparkContext.statusTracker().getJobIdsForGroup(None)) > len(jobs)
     assert members["spark"] == members["duckdb"] == [f"c{i}" for i in range(5)]
     bad = CliRunner().invoke(app, ["compute", str(segment), "--tenant", str(a), "--backend", "presto"], env=env)
-    assert bad.exit_code == 2 and "--backend must be duckdb or spark" in bad.output
+    assert bad.exit_code == 2 and "--backend must be one of duckdb, spark" in bad.output
 
     exported = {}  # exports run on SEGOPS_QUERY_BACKEND
     for backend, fmt in itertools.product(("spark", "duckdb"), ("parquet", "csv", "jsonl")):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from engine.membership import compute
 from tests.segments_fixtures import AS_OF, DAY, SEED_DEFINITION, create_segment
 from tests.sends_fixtures import make_journey, make_template
 
@@ -86,7 +85,7 @@ def test_explain_a_draft_definition(client, tenant_a, world):
 def test_explain_a_past_computation(client, tenant_a, runtime, live_world):
     segment = create_segment(client, tenant_a.headers, BIG_SPENDERS)
     job = client.post(f"/api/segments/{segment['id']}/compute/", headers=tenant_a.headers).json()["job_id"]
-    compute.run_pending_jobs(runtime)
+    runtime.compute.run_pending()
     done = client.get(f"/api/segments/jobs/{job}/", headers=tenant_a.headers).json()
     members = {m["user_id"] for m in client.get(f"/api/segments/{segment['id']}/members/",
                                                  headers=tenant_a.headers).json()["results"]}
@@ -121,7 +120,7 @@ def test_impact_of_an_edit(client, tenant_a, runtime, live_world):
                  steps=[{"id": "x", "type": "exit"}])  # a draft: not counted
     for sid in (segment["id"], viewers["id"]):
         client.post(f"/api/segments/{sid}/compute/", headers=headers)
-    compute.run_pending_jobs(runtime)
+    runtime.compute.run_pending()
     # dave has had a run of `seen` (re-entry once), which now starts on our segment instead
     patched = client.patch(f"/api/journeys/{seen['id']}/", json={"trigger": {"type": "segment",
                                                                               "segmentId": segment["id"]}},

@@ -1,8 +1,8 @@
-"""The journey document (engagement/journey_model.py describes it) as pydantic request models.
+"""The journey document (engagement/journeys/model.py describes it) as pydantic request models.
 
 ``JourneyDefinition.definition()`` hands the engine a plain dict: every field with its default, a
 step's ``next`` / ``then`` / ``else`` present only when the client sent it (absent = the following
-step), which ``journey_model.normalize`` resolves and checks.
+step), which ``engagement.journeys.model.normalize`` resolves and checks.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class Duration(CamelModel):
 
 
 class StepModel(CamelModel):
-    """A step type. ``sends`` says whether running it can send email, as engine journey_model's
+    """A step type. ``sends`` says whether running it can send email, as engagement.journeys.model's
     ``STEP_SENDS`` states it (the ``allow_sends`` gate asks that table): every step type must say."""
 
     sends: ClassVar[bool]
@@ -156,7 +156,7 @@ class JourneyDefinition(CamelModel):
     reentry: Reentry | None = None
 
     def definition(self) -> dict[str, Any]:
-        """The document for ``journey_model.normalize``: defaults filled in, successors as sent."""
+        """The document for ``engagement.journeys.model.normalize``: defaults filled in, successors as sent."""
         return {"trigger": self.trigger.model_dump(mode="json", by_alias=True),
                 "steps": [_step_doc(step) for step in self.steps],
                 "exitCondition": (self.exit_condition.model_dump(mode="json", by_alias=True)

@@ -1,7 +1,7 @@
 """Journeys (Klaviyo flows): CRUD with status draft/active/paused/archived, the API trigger for
 one recipient, and run status with step history.
 
-The journey document is described in engagement/journey_model.py (its request models are in
+The journey document is described in engagement/journeys/model.py (its request models are in
 api/models/journeys.py). ``PATCH`` may change ``name``, ``status`` and any part of the definition
 (the rest is kept); a changed definition is a new version that only new runs use. ``DELETE`` archives (active runs exit). The trigger and
 create POSTs accept ``Idempotency-Key``.

@@ -19,7 +19,7 @@ is reconciled per query): at 183 daily files, about 4 ms and 7 ms, more than a
 here; every query is rendered by ``compiler.to_sql(..., "duckdb", pretty=False)``.
 
 Compute does not use ``write_parquet`` yet: it takes the members through ``members_arrow`` and
-writes members and changes from Arrow (``engine.membership.compute``), today's path, until
+writes members and changes from Arrow (``engine.membership.computations.write``), today's path, until
 ``bench_compute`` shows a ``COPY`` + join equal (design 13, risk 3).
 """
 from __future__ import annotations

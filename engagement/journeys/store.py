@@ -4,7 +4,7 @@ A credential that may not send (``allow_sends`` false: ``may_send=False`` here) 
 edit, pause and archive journeys, but cannot make one send: it cannot activate a journey that
 can send (create it active, resume it), change an active one's definition into one that can
 send, or trigger one (``sends_not_allowed``). Whether a journey can send is a property of its
-step types (``journey_model.can_send``). Entries by events and segment computations are not
+step types (``engagement.journeys.model.can_send``). Entries by events and segment computations are not
 gated: whoever activated the journey decided that those send.
 
 Runs pin the journey version they started on: editing an active journey changes new runs only.
@@ -188,7 +188,7 @@ class JourneyStore:
 
     def create(self, tenant_id: int, name: str, document: dict[str, Any], status: str = "draft", *,
                may_send: bool) -> dict[str, Any]:
-        """``document``: a validated journey document (journey_model.normalize)."""
+        """``document``: a validated journey document (engagement.journeys.model.normalize)."""
         definition = normalize(document)
         if status not in ("draft", "active"):
             raise SendsError("status", "a new journey is draft or active", "invalid_status")

@@ -38,7 +38,7 @@ from sqlglot import exp
 
 from backends.base import SourceMissing
 from backends.relations import aliased, iso_text
-from common.time import db_time, utc_now
+from common.time import db_time, parse_db_time, utc_now
 from engine.errors import Gone, InvalidInput
 from engine.segments.store import SegmentNotComputed, SegmentNotFound, ensure_schema
 
@@ -147,8 +147,10 @@ class ComputationStore:
             " VALUES (?, ?, ?, ?, 'queued', ?, ?)",
             (computation_id, tenant_id, segment_id, version, trigger, db_time(utc_now())))
 
-    def start(self, computation_id: int, as_of: datetime, version: int, previous_id: int | None) -> None:
-        self._meta.execute(
+    def start(self, computation_id: int, as_of: datetime, version: int, previous_id: int | None,
+              conn: sqlite3.Connection | None = None) -> None:
+        """Mirror a claimed job as running (in the caller's transaction that checks it still holds it)."""
+        (conn or self._meta).execute(
             "UPDATE segment_computations SET status = 'running', started_at = ?, finished_at = NULL, error = NULL,"
             " as_of = ?, version = ?, previous_computation_id = ? WHERE id = ?",
             (db_time(as_of), db_time(as_of), version, previous_id, computation_id))
@@ -260,6 +262,23 @@ class ComputationStore:
         if row is None:
             raise SegmentNotFound(segment_id)
         return None if row["members_key"] is None else self.read_members(row["members_key"])
+
+    def current(self, tenant_id: int, segment_id: int) -> tuple[int, datetime, pa.Array] | None:
+        """(id, as_of (aware), members) of the segment's current computation while its files are kept."""
+        row = self._meta.query_one(
+            "SELECT c.id, c.as_of, c.members_key FROM segments s JOIN segment_computations c"
+            " ON c.id = s.current_computation_id WHERE s.id = ? AND s.tenant_id = ? AND c.status = 'done'"
+            " AND c.files_deleted_at IS NULL", (segment_id, tenant_id))
+        if row is None or row["members_key"] is None:
+            return None
+        return row["id"], parse_db_time(row["as_of"]), self.read_members(row["members_key"])
+
+    def done_version(self, tenant_id: int, segment_id: int, computation_id: int) -> tuple[int, datetime] | None:
+        """(definition version, as_of (aware)) of a done computation of the tenant's segment."""
+        row = self._meta.query_one(
+            "SELECT version, as_of FROM segment_computations WHERE id = ? AND tenant_id = ? AND segment_id = ?"
+            " AND status = 'done'", (computation_id, tenant_id, segment_id))
+        return None if row is None else (row["version"], parse_db_time(row["as_of"]))
 
     def read_changes(self, tenant_id: int, computation_id: int) -> pa.Table | None:
         """The entered/exited rows of a done computation of the tenant (None if unknown or gone)."""

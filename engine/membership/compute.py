@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -131,7 +131,8 @@ class ComputeService:
                 self._computations.create(conn, job_id, tenant_id, segment_id, segment["version"], trigger)
 
             job_id = self._jobs.enqueue(KIND, tenant_id, payload, subject=f"segment:{segment_id}", trigger=trigger,
-                                        coalesce=True, only_if_idle=only_if_idle, then=record, conn=conn)
+                                        # a job asked for on a named backend is its own (a queued one may run elsewhere)
+                                        coalesce=backend is None, only_if_idle=only_if_idle, then=record, conn=conn)
         self._jobs.wake(KIND)
         return job_id
 
@@ -205,7 +206,10 @@ class ComputeService:
             raise SegmentHasNoDefinition("the segment has no definition")
         as_of = naive_utc_now()
         version, previous_id = segment["version"], segment["current_computation_id"]
-        self._computations.start(claim.job_id, as_of, version, previous_id)
+        with self._jobs.meta.transaction() as conn:  # a worker that lost the job meanwhile mirrors nothing
+            if not self._jobs.holds(claim, conn):
+                return None
+            self._computations.start(claim.job_id, as_of, version, previous_id, conn)
 
         compiled = self._queries.compile(claim.tenant_id, orjson.loads(segment["definition"]), as_of=as_of)
         name = claim.payload.get("backend")
@@ -234,6 +238,8 @@ class ComputeService:
     def schedule_due(self, now: datetime | None = None) -> list[int]:
         """Queue the segments that are due (see module docstring); returns the new job ids."""
         now = now or utc_now()
+        if now.tzinfo is None:  # naive = UTC, as everywhere in the engine
+            now = now.replace(tzinfo=UTC)
         queued = []
         for row in self._computations.due_candidates():
             if row["last_status"] in ("queued", "running"):

@@ -23,17 +23,16 @@ from typing import Any, Protocol
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlglot import exp
 
 from backends.registry import Backends
-from backends.relations import aliased
 from common.time import api_time, db_time, iso_utc, naive_utc, parse_db_time, utc_now
 from compiler import DefinitionError, parse_definition
 from compiler.explain import Explanation, compile_explain
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.ingest.parse import MAX_ID_CHARS
+from engine.membership.computations import ComputationStore
 from engine.segments.query import CompiledSegment, SegmentQueries, normalize_as_of
-from engine.segments.store import SegmentNotFound, SegmentStore, canonical_json, ensure_schema
+from engine.segments.store import SegmentNotFound, SegmentStore, canonical_json
 from storage.metadata import MetadataStore
 
 DEFAULT_SAMPLE = 10
@@ -120,10 +119,12 @@ class Explainer:
     are signed with; ``journeys`` the journeys service and ``broadcast_tables`` declares the broadcast
     tables (both called only when an impact reads them: creating them is not free)."""
 
-    def __init__(self, queries: SegmentQueries, segments: SegmentStore, backends: Backends, meta: MetadataStore, *,
+    def __init__(self, queries: SegmentQueries, segments: SegmentStore, computations: ComputationStore,
+                 backends: Backends, meta: MetadataStore, *,
                  secret: Callable[[], str], journeys: Callable[[], JourneyDefinitions],
                  broadcast_tables: Callable[[], object]):
-        self.queries, self.segments, self.backends, self.meta = queries, segments, backends, meta
+        self.queries, self.segments, self.computations = queries, segments, computations
+        self.backends, self.meta = backends, meta
         self._secret, self._journeys, self._broadcast_tables = secret, journeys, broadcast_tables
 
     def _fetch(self, compiled: CompiledSegment) -> pa.Table:
@@ -165,12 +166,10 @@ class Explainer:
         if computation is not None:
             if as_of is not None:
                 raise ExplainConflict("give either as_of or computation: a computation has its own as_of")
-            row = self.meta.query_one(
-                "SELECT version, as_of FROM segment_computations WHERE id = ? AND tenant_id = ? AND segment_id = ?"
-                " AND status = 'done'", (computation, tenant_id, segment_id))
-            if row is None:
+            done = self.computations.done_version(tenant_id, segment_id, computation)
+            if done is None:
                 raise NotFound("computation", computation)
-            version, as_of = row["version"], parse_db_time(row["as_of"])
+            version, as_of = done
         if version is not None:
             stored = self.segments.version(tenant_id, segment_id, version)
             if stored is None:
@@ -186,17 +185,10 @@ class Explainer:
     # -- impact -----------------------------------------------------------------------------
     def _baseline(self, tenant_id: int, segment: dict[str, Any]) -> _Baseline:
         """The segment's current computation, or its current definition evaluated now."""
-        ensure_schema(self.meta)
-        row = self.meta.query_one(
-            "SELECT c.id, c.as_of, c.members_key FROM segments s JOIN segment_computations c"
-            " ON c.id = s.current_computation_id WHERE s.id = ? AND s.tenant_id = ? AND c.status = 'done'"
-            " AND c.files_deleted_at IS NULL", (segment["id"], tenant_id))
-        if row is not None and row["members_key"] is not None:
-            backend = self.backends.interactive
-            members = exp.select(exp.column("user_id", quoted=True)).from_(
-                aliased(backend.members(row["members_key"]), "m"))
-            users = backend.members_arrow(members).column("user_id").combine_chunks()
-            return _Baseline(users, naive_utc(parse_db_time(row["as_of"])), row["id"])
+        current = self.computations.current(tenant_id, segment["id"])
+        if current is not None:
+            computation_id, as_of, users = current
+            return _Baseline(users, naive_utc(as_of), computation_id)
         as_of = normalize_as_of(None)
         if segment["definition"] is None:
             return _Baseline(pa.array([], pa.string()), as_of, None)
