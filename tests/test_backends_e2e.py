@@ -4,6 +4,7 @@ the real lake, segments stored in SQLite and referenced by id, then a preview an
 from __future__ import annotations
 
 import itertools
+from datetime import timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -13,7 +14,9 @@ from engine.segments import query as segment_query
 from engine.runtime import Runtime
 from engine.segments.store import Author, SegmentStore
 from engine.settings import Settings
-from tests.compiler_cases import SEED_AS_OF, SEED_DEFINITION, SEED_MEMBERS, seed_world
+from tests.compiler_cases import (
+    EXAMPLE_DEFINITIONS, EXAMPLE_SEGMENTS, SEED_AS_OF, SEED_DEFINITION, SEED_MEMBERS, seed_world,
+)
 from tests.reference_eval import ReferenceEvaluator
 from tests.segment_strategies import TENANT, Scenario, scenarios
 from tests.test_segments_property import CATALOG, _load, _renumber
@@ -44,8 +47,9 @@ def open_runtime(backend_name, tmp_path_factory, request):
         runtime.meta.close()
 
 
-def _check(runtime: Runtime, scenario: Scenario) -> None:
-    """Every definition of ``scenario``: preview and member table equal the reference's members."""
+def _check(runtime: Runtime, scenario: Scenario) -> int:
+    """Every definition of ``scenario``: preview and member table equal the reference's members.
+    Returns how many were compared (a definition naming what the world lacks is skipped)."""
     world = scenario.world
     _load(runtime, scenario)
     store, ids = SegmentStore(runtime.meta), {}
@@ -55,6 +59,7 @@ def _check(runtime: Runtime, scenario: Scenario) -> None:
                                        author=Author(None, None))["id"]
     reference = ReferenceEvaluator(world.events, world.profiles, tenant_id=TENANT, as_of=world.as_of,
                                    segments=scenario.segments)
+    compared = 0
     for definition in scenario.definitions:
         try:
             compiled = runtime.queries.compile(TENANT, _renumber(definition, ids), as_of=world.as_of)
@@ -66,6 +71,8 @@ def _check(runtime: Runtime, scenario: Scenario) -> None:
         assert (preview.matched_users, preview.sample_user_ids) == (len(expected), expected), (definition, world)
         members = runtime.queries.member_table(compiled, runtime.backends.batch)
         assert members.column("user_id").to_pylist() == expected, (definition, world)
+        compared += 1
+    return compared
 
 
 def test_the_seed_example(open_runtime, backend_name):
@@ -75,6 +82,24 @@ def test_the_seed_example(open_runtime, backend_name):
     compiled = runtime.queries.compile(TENANT, SEED_DEFINITION, as_of=SEED_AS_OF)
     members = runtime.queries.member_table(compiled, runtime.backends.batch)
     assert members.column("user_id").to_pylist() == sorted(SEED_MEMBERS)  # the answer written next to each user
+
+
+def test_one_definition_per_condition_type(open_runtime, backend_name):
+    """Every condition type and filter operator (a segment reference among them) on the seed world."""
+    world = seed_world()
+    at = world.as_of - timedelta(days=3)
+    world.events.extend([  # the filters' property names, so that every definition compiles and is compared
+        {"tenant_id": TENANT, "user_id": "churner", "event_type": "order_placed", "occurred_at": at, "properties": {
+            "coupon": "xa%y", "plan": "a_b", "is_gift": False, "paid_at": "2026-03-15T00:00:00Z", "total": 5}},
+        {"tenant_id": TENANT, "user_id": "loyal", "event_type": "order_placed", "occurred_at": at, "properties": {
+            "coupon": "none", "plan": "c", "is_gift": True, "paid_at": "2026-04-15T00:00:00Z", "total": 7}}])
+    world.profiles.extend([
+        {"tenant_id": TENANT, "user_id": "churner", "traits": {"age": 25, "vip": True, "email": "c@example.com",
+                                                              "signed_up_at": "2026-03-01T00:00:00Z"}},
+        {"tenant_id": TENANT, "user_id": "loyal", "traits": {"age": 40, "vip": False, "country": "a",
+                                                            "signed_up_at": "2026-04-10T00:00:00Z"}}])
+    definitions = list(EXAMPLE_DEFINITIONS.values())
+    assert _check(open_runtime(), Scenario(world, definitions, EXAMPLE_SEGMENTS)) == len(definitions)
 
 
 def test_random_definitions_with_segment_references(open_runtime, backend_name):
