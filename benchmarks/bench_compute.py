@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 from benchmarks.datasets import SIZES, ensure_dataset
-from benchmarks.suite import SUITE
+from benchmarks.suite import SUITE, store_suite
 
 # A projection's target (design 13, "Benchmark for section 3"): 100 segments over 10^10 events in 15 minutes,
 # x 1.5 for skew, shuffle and scheduling.
@@ -46,9 +46,7 @@ def run(size: str = "small", *, dataset=None, runs: int = 5, root: Path = Path("
         backends: tuple[str, ...] | None = None, spark_cores: tuple[int, ...] = (1, 2),
         spark_runs: int = 1) -> list[dict]:
     """Rows for ``python -m benchmarks``; ``backends`` default: DuckDB, and Spark when pyspark is installed."""
-    from compiler import parse_definition
     from engine.runtime import Runtime
-    from engine.segments.store import Author, SegmentStore
     from engine.settings import Settings
 
     backends = backends or (("duckdb", "spark") if _spark_installed() else ("duckdb",))
@@ -58,16 +56,7 @@ def run(size: str = "small", *, dataset=None, runs: int = 5, root: Path = Path("
         shutil.copytree(dataset.data_dir / "lake", Path(scratch) / "lake", copy_function=os.link)
         runtime = Runtime(Settings(data_dir=Path(scratch), run_workers=False))
         try:
-            tenant_id = runtime.accounts.create_tenant("bench", plan="enterprise")
-            if tenant_id != dataset.tenant_id:
-                raise RuntimeError(f"expected tenant id {dataset.tenant_id}, got {tenant_id}")
-            store = SegmentStore(runtime.meta)
-            author = Author(user_id=None, api_key_id=None)
-            for segment in sorted(SUITE, key=lambda s: s.segment_id):  # ids must match the suite's references
-                created = store.create(tenant_id, name=segment.name, segment_type="rule", description=segment.covers,
-                                       definition=parse_definition(segment.definition), author=author)
-                if created["id"] != segment.segment_id:
-                    raise RuntimeError(f"{segment.name}: expected id {segment.segment_id}, got {created['id']}")
+            tenant_id = store_suite(runtime, dataset)
             events_read = _events_read(runtime, tenant_id)
             if "duckdb" in backends:
                 from storage.duck import _default_threads

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks.datasets import SIZES, ensure_dataset
-from benchmarks.suite import BY_NAME, SUITE
+from benchmarks.suite import BY_NAME, store_suite
 
 TARGET_EXPLAIN_MS = 50.0
 TARGET_IMPACT_RATIO = 1.5
@@ -47,9 +47,7 @@ def _times(fn, runs: int) -> list[float]:
 
 
 def run(size: str = "small", *, dataset=None, runs: int = 5, root: Path = Path("data")) -> list[dict]:
-    from compiler import parse_definition
     from engine.runtime import Runtime
-    from engine.segments.store import Author, SegmentStore
     from engine.settings import Settings
 
     dataset = dataset or ensure_dataset(size, root=root)
@@ -57,15 +55,7 @@ def run(size: str = "small", *, dataset=None, runs: int = 5, root: Path = Path("
         shutil.copytree(dataset.data_dir / "lake", Path(scratch) / "lake", copy_function=os.link)
         runtime = Runtime(Settings(data_dir=Path(scratch), run_workers=False))
         try:
-            tenant_id = runtime.accounts.create_tenant("bench", plan="enterprise")
-            if tenant_id != dataset.tenant_id:
-                raise RuntimeError(f"expected tenant id {dataset.tenant_id}, got {tenant_id}")
-            store = SegmentStore(runtime.meta)
-            for segment in sorted(SUITE, key=lambda s: s.segment_id):  # ids must match the suite's references
-                created = store.create(tenant_id, name=segment.name, segment_type="rule", description=segment.covers,
-                                       definition=parse_definition(segment.definition), author=Author(None, None))
-                if created["id"] != segment.segment_id:
-                    raise RuntimeError(f"{segment.name}: expected id {segment.segment_id}, got {created['id']}")
+            tenant_id = store_suite(runtime, dataset)
             seed, sequence = BY_NAME["high_value_churners"], BY_NAME["view_cart_order_7d"]
             as_of = dataset.as_of
             members = runtime.queries.preview(tenant_id, seed.definition, limit=USERS // 2, as_of=as_of)

@@ -316,3 +316,21 @@ BY_ID = {segment.segment_id: segment for segment in SUITE}
 def resolve_segment(segment_id: int) -> dict:
     """Segment references inside the suite (raises KeyError like the compiler expects)."""
     return BY_ID[segment_id].definition
+
+
+def store_suite(runtime, dataset) -> int:
+    """Create the dataset's tenant and the suite's segments in ``runtime`` (the ids the suite's
+    references expect); returns the tenant id."""
+    from compiler import parse_definition
+    from engine.segments.store import Author
+
+    tenant_id = runtime.accounts.create_tenant("bench", plan="enterprise")
+    if tenant_id != dataset.tenant_id:
+        raise RuntimeError(f"expected tenant id {dataset.tenant_id}, got {tenant_id}")
+    for segment in sorted(SUITE, key=lambda s: s.segment_id):
+        created = runtime.segments.create(tenant_id, name=segment.name, segment_type="rule",
+                                          description=segment.covers, definition=parse_definition(segment.definition),
+                                          author=Author(user_id=None, api_key_id=None))
+        if created["id"] != segment.segment_id:
+            raise RuntimeError(f"{segment.name}: expected id {segment.segment_id}, got {created['id']}")
+    return tenant_id

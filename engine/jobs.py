@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from common.beat import beating
 from common.time import db_time, utc_now
 from storage.metadata import MetadataStore
 
@@ -274,24 +275,14 @@ class JobQueue:
     def keep_alive(self, lease: Lease, duration: timedelta = LEASE,
                    every: float = HEARTBEAT_SECONDS) -> Iterator[None]:
         """Renew ``lease`` from a side thread while the (blocking) work of the block runs."""
-        stop = threading.Event()
+        def renew() -> bool:
+            if self.renew(lease, duration):
+                return True
+            log.warning("job %s lost its lease", lease.job_id)
+            return False
 
-        def beat() -> None:
-            try:
-                while not stop.wait(every):
-                    if not self.renew(lease, duration):
-                        log.warning("job %s lost its lease", lease.job_id)
-                        return
-            finally:
-                self.meta.close()
-
-        thread = threading.Thread(target=beat, name=f"segops-lease-{lease.job_id}", daemon=True)
-        thread.start()
-        try:
+        with beating(renew, every, f"segops-lease-{lease.job_id}", finally_=self.meta.close):
             yield
-        finally:
-            stop.set()
-            thread.join()
 
     def complete(self, lease: Lease, *, conn: sqlite3.Connection | None = None) -> bool:
         """Mark the job done; False: the lease was lost, the caller discards its result. With

@@ -55,6 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from common.beat import beating
 from common.time import naive_utc
 from storage import duck
 from storage.manifest import ConcurrentCommitError, ManifestLog
@@ -446,22 +447,17 @@ class EventLake:
         side thread every ``hold / 5`` (a process that dies leaves a pin that lapses within ``hold``),
         removed at the end."""
         self.pin(name, self.clock() + hold, events=events, profiles=profiles)
-        stop = threading.Event()
 
         def renew() -> None:
-            while not stop.wait(hold / 5):
-                try:
-                    self.pin(name, self.clock() + hold, events=events, profiles=profiles)
-                except Exception:  # noqa: BLE001 - the pin still holds until it lapses; retry next beat
-                    log.exception("renewing lake pin %s failed", name)
+            try:
+                self.pin(name, self.clock() + hold, events=events, profiles=profiles)
+            except Exception:  # noqa: BLE001 - the pin still holds until it lapses; retry next beat
+                log.exception("renewing lake pin %s failed", name)
 
-        thread = threading.Thread(target=renew, name=f"segops-pin-{name}", daemon=True)
-        thread.start()
         try:
-            yield
+            with beating(renew, hold / 5, f"segops-pin-{name}"):
+                yield
         finally:
-            stop.set()
-            thread.join()
             self.unpin((events or profiles).tenant_id, name)
 
     def _pinned_keys(self, tenant_id: int) -> set[str]:
