@@ -74,6 +74,8 @@ def bodies(ids: dict) -> dict[tuple[str, str], object]:
     return {
         **BODIES,
         ("POST", "/api/segments/preview/"): {"definition": DEFINITION},
+        ("POST", "/api/segments/explain/"): {"definition": DEFINITION, "user_id": ids["user_id"]},
+        ("POST", "/api/segments/{segment_id}/impact/"): {"definition": DEFINITION},
         ("POST", "/api/segments/{segment_id}/export/"): {"format": "csv"},
         ("POST", "/api/templates/"): {"name": "T", "subject": "Hi", "text": "Hi", "purpose": "transactional"},
         ("POST", "/api/brand-kits/"): {"name": "K"},
