@@ -98,8 +98,8 @@ def bench_read(profiles: int, runs: int, root: Path) -> list[dict]:
         store = lakes[name].store  # snapshots name their files by key, relative to their own lake
         backend = DuckDBBackend(store, store)  # builds the relation the engine reads
         con = duck.connect(store)
-        profiles = relations.profiles(backend.scans, snapshot)
-        con.execute(f"CREATE VIEW profiles AS {to_sql(exp.select(exp.Star()).from_(profiles), 'duckdb')}")
+        relation = relations.profiles(backend.scans, snapshot)
+        con.execute(f"CREATE VIEW profiles AS {to_sql(exp.select(exp.Star()).from_(relation), 'duckdb')}")
         upgraded = con.execute(f"SELECT count(*) FROM profiles WHERE {plan} = 'bench-upgrade'").fetchone()[0]
         if upgraded != changed.num_rows:
             raise RuntimeError(f"{name}: {upgraded} upgraded profiles, expected {changed.num_rows}")
