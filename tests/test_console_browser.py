@@ -21,8 +21,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from tests.sends_fixtures import free_port
-from tests.test_readme_tour import SEGOPS, env, wait_until_up
+from tests.test_readme_tour import SEGOPS, env, serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -59,19 +58,9 @@ def served(tmp_path_factory):
     viewer = run("admin", "create-user", "--tenant", str(creds["tenant_id"]), "--email", VIEWER["email"],
                  "--password", VIEWER["password"], "--role", "viewer")
     assert viewer.returncode == 0, viewer.stderr
-    port = free_port()
-    log = root / "serve.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen([*SEGOPS, "--data", str(data), "serve", "--port", str(port)],
-                                  stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env())
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(base, server, log)
+    with serving(root, data) as (base, _):
         add_churners(base, creds["api_key"])
         yield base, creds, data
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def add_churners(base: str, key: str, n: int = 12) -> None:

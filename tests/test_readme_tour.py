@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 from email import policy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -53,7 +55,25 @@ def env(**extra: str) -> dict[str, str]:
     return {**clean, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{clean.get('PATH', '')}", **extra}
 
 
-def wait_until_up(base: str, server: subprocess.Popen, log: Path) -> None:
+@contextmanager
+def serving(root: Path, data: Path) -> Iterator[tuple[str, int]]:
+    """``segops serve`` on ``data`` (log in ``root/serve.log``) on a free port, until the block ends:
+    (base URL, port), once it answers."""
+    port = free_port()
+    log = root / "serve.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen([*SEGOPS, "--data", str(data), "serve", "--port", str(port)],
+                                  stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env())
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(base, server, log)
+        yield base, port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _wait_until_up(base: str, server: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -75,18 +95,8 @@ def served(tmp_path_factory):
     demo = subprocess.run([*SEGOPS, "--data", str(data), "demo-data", "--users", "100", "--events", "5000"],
                           capture_output=True, text=True, timeout=120, cwd=root, env=env())
     assert demo.returncode == 0, demo.stderr
-    port = free_port()
-    log = root / "serve.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen([*SEGOPS, "--data", str(data), "serve", "--port", str(port)],
-                                  stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env())
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(base, server, log)
+    with serving(root, data) as (base, port):
         yield root, base, port
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_the_readme_tour_runs_as_a_script(served):
